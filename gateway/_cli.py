@@ -1,0 +1,230 @@
+"""``driftgate serve``: flags, their DRIFTGATE_ environment variables, and worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway.batching import BatchingConfig
+from gateway.settings import GatewaySettings
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def env(name: str, default: Any) -> Any:
+    """The value of DRIFTGATE_<name> converted to the type of ``default``."""
+    raw = os.environ.get(f"DRIFTGATE_{name}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return type(default)(raw)
+
+
+def register(subparsers: Any) -> None:
+    defaults = GatewaySettings()
+    batching = defaults.batching
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model repository over gRPC (KServe v2 / Triton protocol)",
+        description="Serve every model in a repository over gRPC with the KServe v2 / Triton "
+        "inference protocol, gRPC health and reflection, and Prometheus metrics. Each flag "
+        "can also be set with the environment variable named in its help.",
+    )
+    add = parser.add_argument
+    add(
+        "--repository",
+        type=Path,
+        default=Path(env("REPOSITORY", str(defaults.repository))),
+        help="model repository directory (DRIFTGATE_REPOSITORY; default ./models)",
+    )
+    add(
+        "--host",
+        default=env("HOST", defaults.host),
+        help="address to bind (DRIFTGATE_HOST; default 0.0.0.0)",
+    )
+    add(
+        "--grpc-port",
+        type=int,
+        default=env("GRPC_PORT", defaults.grpc_port),
+        help="gRPC port, 0 for a free one (DRIFTGATE_GRPC_PORT; default 8001)",
+    )
+    add(
+        "--metrics-port",
+        type=int,
+        default=env("METRICS_PORT", defaults.metrics_port),
+        help="Prometheus /metrics port, -1 to disable (DRIFTGATE_METRICS_PORT; default 8002)",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=env("WORKERS", 1),
+        help="serving processes sharing the gRPC port (SO_REUSEPORT) (DRIFTGATE_WORKERS)",
+    )
+    add(
+        "--max-message-bytes",
+        type=int,
+        default=env("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
+        help="largest request or response, bytes (DRIFTGATE_MAX_MESSAGE_BYTES; default 64 MiB)",
+    )
+    add(
+        "--batching",
+        choices=("on", "off"),
+        default=env("BATCHING", "on"),
+        help="adaptive batching default for models without their own setting (DRIFTGATE_BATCHING)",
+    )
+    add(
+        "--max-batch-size",
+        type=int,
+        default=env("MAX_BATCH_SIZE", batching.max_batch_size),
+        help="most rows per onnxruntime call and per request (DRIFTGATE_MAX_BATCH_SIZE)",
+    )
+    add(
+        "--max-queue-delay-us",
+        type=int,
+        default=env("MAX_QUEUE_DELAY_US", batching.max_queue_delay_us),
+        help="how long a queued request waits for others, µs (DRIFTGATE_MAX_QUEUE_DELAY_US)",
+    )
+    add(
+        "--preferred-batch-sizes",
+        default=env("PREFERRED_BATCH_SIZES", ""),
+        help="comma-separated batch sizes worth waiting for (DRIFTGATE_PREFERRED_BATCH_SIZES)",
+    )
+    add(
+        "--max-queue-size",
+        type=int,
+        default=env("MAX_QUEUE_SIZE", batching.max_queue_size),
+        help="most queued requests before RESOURCE_EXHAUSTED (DRIFTGATE_MAX_QUEUE_SIZE)",
+    )
+    add(
+        "--inline-below-us",
+        type=float,
+        default=env("INLINE_BELOW_US", defaults.inline_below_us),
+        help="run model calls estimated below this on the event loop (DRIFTGATE_INLINE_BELOW_US)",
+    )
+    add(
+        "--ort-threads",
+        type=int,
+        default=env("ORT_THREADS", defaults.ort_threads),
+        help="onnxruntime intra-op threads per session (DRIFTGATE_ORT_THREADS; default 1)",
+    )
+    add(
+        "--infer-threads",
+        type=int,
+        default=env("INFER_THREADS", defaults.infer_threads),
+        help="threads for model calls too slow to run inline (DRIFTGATE_INFER_THREADS)",
+    )
+    add(
+        "--poll-interval",
+        type=float,
+        default=env("POLL_INTERVAL", defaults.poll_interval),
+        help="seconds between repository scans (DRIFTGATE_POLL_INTERVAL; default 1)",
+    )
+    add(
+        "--grace",
+        type=float,
+        default=env("GRACE_SECONDS", defaults.grace_seconds),
+        help="seconds SIGTERM waits for in-flight requests (DRIFTGATE_GRACE_SECONDS)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    preferred = tuple(int(s) for s in str(args.preferred_batch_sizes).split(",") if s.strip())
+    return GatewaySettings(
+        repository=args.repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        max_message_bytes=args.max_message_bytes,
+        batching=BatchingConfig(
+            enabled=args.batching == "on",
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            preferred_batch_sizes=preferred,
+            max_queue_size=args.max_queue_size,
+        ),
+        inline_below_us=args.inline_below_us,
+        ort_threads=args.ort_threads,
+        infer_threads=args.infer_threads,
+        poll_interval=args.poll_interval,
+        grace_seconds=args.grace,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.workers <= 1:
+        asyncio.run(_serve(settings))
+        return 0
+    return _run_workers(settings, args.workers)
+
+
+async def _serve(settings: GatewaySettings) -> None:
+    from gateway.server import GatewayServer
+
+    await GatewayServer(settings).serve()
+
+
+def _worker(settings: GatewaySettings, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(settings))
+
+
+def _run_workers(settings: GatewaySettings, workers: int) -> int:
+    """N processes share the gRPC port; this parent serves their merged metrics."""
+    port = settings.grpc_port or _free_port(settings.host)
+    metrics_dir = tempfile.mkdtemp(prefix="driftgate-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by workers at import
+    worker_settings = replace(settings, grpc_port=port, metrics_port=-1)
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger().level
+    processes = [
+        context.Process(target=_worker, args=(worker_settings, level), name=f"worker-{i}")
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    _serve_merged_metrics(settings, metrics_dir)
+    log.info("%d workers serving on port %d", workers, port)
+    stop = {"signal": False}
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop["signal"] = True
+        for process in processes:
+            if process.pid is not None:
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in processes:
+        process.join()
+    return 0 if all(p.exitcode == 0 for p in processes) else 1
+
+
+def _serve_merged_metrics(settings: GatewaySettings, metrics_dir: str) -> None:
+    if settings.metrics_port < 0:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,162 @@
+"""``inference.GRPCInferenceService``: protobuf in, the manager and the codec, protobuf out.
+
+Errors are raised as ``DriftgateError`` subclasses; ``gateway.server`` maps them to statuses
+for every method at once. Methods not defined here answer UNIMPLEMENTED through the generated
+base class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from gateway import __version__, describe
+from gateway._proto.inference import grpc_service_pb2 as pb
+from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from gateway.codec import decode_inputs, encode_outputs
+from gateway.errors import DriftgateError, InvalidInput, ModelNotFound
+from gateway.manager import ModelManager
+from gateway.versions import ServingVersion
+
+__all__ = ["EXTENSIONS", "InferenceServicer"]
+
+# Only what is implemented (ServerMetadata must not promise more).
+EXTENSIONS = ("model_repository", "model_configuration", "statistics")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class RequestIds:
+    """Ids for requests that came without one: unique across processes, cheap to make."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex() + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+        self._ids = RequestIds()
+        self.ready = False
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=self.ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> Any:
+        return pb.ModelReadyResponse(ready=self._manager.is_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> Any:
+        return pb.ServerMetadataResponse(
+            name="driftgate", version=__version__, extensions=EXTENSIONS
+        )
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
+        version = self._manager.resolve(request.name, request.version)
+        state = self._manager.state(request.name)
+        assert state is not None
+        return describe.model_metadata(state, version)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> Any:
+        version = self._manager.resolve(request.name, request.version)
+        return pb.ModelConfigResponse(config=describe.model_config(version))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> Any:
+        if request.name:
+            if request.version:
+                versions = [self._manager.resolve(request.name, request.version)]
+            else:
+                self._manager.resolve(request.name)
+                state = self._manager.state(request.name)
+                versions = list(state.loaded.values()) if state else []
+        elif request.version:
+            raise InvalidInput("ModelStatistics: a version needs a model name")
+        else:
+            versions = [v for s in self._manager.states() for v in s.loaded.values()]
+        versions.sort(key=lambda v: (v.model, v.version))
+        return pb.ModelStatisticsResponse(
+            model_stats=[describe.model_statistics(v) for v in versions]
+        )
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> Any:
+        states = {s.name: s for s in self._manager.states()}
+        return describe.repository_index(self._manager.repository, states, request.ready)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> Any:
+        if request.parameters:
+            raise InvalidInput(
+                "RepositoryModelLoad: parameters (config or file overrides) are not supported; "
+                "write a new version into the repository instead"
+            )
+        await self._manager.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> Any:
+        await self._manager.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
+        version = self._manager.resolve(request.model_name, request.model_version)
+        return await self.infer(version, request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in request_iterator:
+            try:
+                version = self._manager.resolve(request.model_name, request.model_version)
+                response = await self.infer(version, request)
+            except DriftgateError as exc:
+                yield pb.ModelStreamInferResponse(error_message=exc.message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    async def infer(self, version: ServingVersion, request: pb.ModelInferRequest) -> Any:
+        start = time.perf_counter()
+        version.in_flight += 1
+        try:
+            feed, rows = decode_inputs(
+                request, version.inputs, version.onnx.batched, version.max_batch_size
+            )
+            result = await version.infer(feed, rows)
+            tensors, raw = encode_outputs(
+                version.outputs,
+                result.outputs,
+                [o.name for o in request.outputs],
+                version.model,
+            )
+        except DriftgateError as exc:
+            version.record(False, time.perf_counter() - start, exc.code.name)
+            raise
+        except Exception:
+            version.record(False, time.perf_counter() - start, "INTERNAL")
+            raise
+        finally:
+            version.in_flight -= 1
+        version.record(True, time.perf_counter() - start)
+        return pb.ModelInferResponse(
+            model_name=version.model,
+            model_version=str(version.version),
+            id=request.id or self._ids.next(),
+            outputs=tensors,
+            raw_output_contents=raw,
+        )
+
+
+def model_not_found(name: str) -> ModelNotFound:
+    return ModelNotFound(f"model '{name}' is not loaded")

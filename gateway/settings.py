@@ -1,0 +1,42 @@
+"""Settings of the gateway process; each has a ``driftgate serve`` flag and a DRIFTGATE_ env var."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.batching import BatchingConfig
+
+__all__ = ["GatewaySettings"]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How one gateway process serves a model repository."""
+
+    #: the model repository directory (DRIFTGATE_REPOSITORY)
+    repository: Path = Path("models")
+    #: address the gRPC server binds (DRIFTGATE_HOST)
+    host: str = "0.0.0.0"
+    #: gRPC port; 0 picks a free one (DRIFTGATE_GRPC_PORT)
+    grpc_port: int = 8001
+    #: Prometheus /metrics port; 0 picks a free one, -1 turns it off (DRIFTGATE_METRICS_PORT)
+    metrics_port: int = 8002
+    #: largest gRPC message accepted or sent, in bytes (DRIFTGATE_MAX_MESSAGE_BYTES)
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: batching defaults; a model's model.json "batching" entry overrides them
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    #: a model call estimated below this runs inline on the event loop, not on a thread
+    inline_below_us: float = 150.0
+    #: onnxruntime intra-op threads per session (DRIFTGATE_ORT_THREADS)
+    ort_threads: int = 1
+    #: threads that run onnxruntime calls too slow to run inline (DRIFTGATE_INFER_THREADS)
+    infer_threads: int = 2
+    #: seconds between scans of the repository for new versions and deployment changes
+    poll_interval: float = 1.0
+    #: seconds a retired version may take to finish its in-flight requests
+    drain_seconds: float = 30.0
+    #: seconds SIGTERM waits for in-flight requests before the process exits
+    grace_seconds: float = 10.0
+    #: rows of the reference profile used to warm up a new version
+    warmup_rows: int = 32

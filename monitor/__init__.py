@@ -1,0 +1,1 @@
+"""driftgate monitor: the sidecar that computes drift and accuracy."""
