@@ -137,6 +137,12 @@ def register(subparsers: Any) -> None:
         default=env("GRACE_SECONDS", defaults.grace_seconds),
         help="seconds SIGTERM waits for in-flight requests (DRIFTGATE_GRACE_SECONDS)",
     )
+    add(
+        "--ready-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_READY_FILE"),
+        help="write the bound ports as JSON to this file once serving (DRIFTGATE_READY_FILE)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -160,6 +166,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         infer_threads=args.infer_threads,
         poll_interval=args.poll_interval,
         grace_seconds=args.grace,
+        ready_file=args.ready_file,
     )
 
 

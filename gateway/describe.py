@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from gateway._proto.inference import grpc_service_pb2 as pb
 from gateway._proto.inference import model_config_pb2 as mc
-from gateway.manager import ModelState
-from gateway.repository import Repository
+from gateway.manager import ModelManager, ModelState
 from gateway.runtime import TensorSpec
 from gateway.versions import ServingVersion
 
@@ -44,7 +43,7 @@ def _model_input(spec: TensorSpec) -> mc.ModelInput:
     dims, reshape = _dims(spec)
     return mc.ModelInput(
         name=spec.name,
-        data_type=mc.DataType.Value(f"TYPE_{_type(spec)}"),
+        data_type=f"TYPE_{_type(spec)}",
         dims=dims,
         reshape=reshape,
     )
@@ -54,7 +53,7 @@ def _model_output(spec: TensorSpec) -> mc.ModelOutput:
     dims, reshape = _dims(spec)
     return mc.ModelOutput(
         name=spec.name,
-        data_type=mc.DataType.Value(f"TYPE_{_type(spec)}"),
+        data_type=f"TYPE_{_type(spec)}",
         dims=dims,
         reshape=reshape,
     )
@@ -120,14 +119,13 @@ def model_statistics(version: ServingVersion) -> pb.ModelStatistics:
     )
 
 
-def repository_index(
-    repository: Repository, states: dict[str, ModelState], ready_only: bool
-) -> pb.RepositoryIndexResponse:
+def repository_index(manager: ModelManager, ready_only: bool) -> pb.RepositoryIndexResponse:
     """One entry per version on disk: READY when loaded, UNAVAILABLE with the reason if not."""
+    states = {s.name: s for s in manager.states()}
     entries = []
-    for name in sorted(set(repository.models()) | set(states)):
+    for name in sorted(set(manager.repository.models()) | set(states)):
         state = states.get(name)
-        on_disk = repository.versions(name) if repository.has_model(name) else []
+        on_disk = manager.on_disk(name)
         for number in sorted(set(on_disk) | set(state.loaded if state else {})):
             if state is not None and not state.unloaded and number in state.loaded:
                 entries.append((name, number, "READY", ""))

@@ -140,7 +140,7 @@ class ModelManager:
 
     def _plan(self, name: str) -> dict[int, str]:
         """version -> role wanted by the repository."""
-        versions = self.repository.versions(name) if self.repository.has_model(name) else []
+        versions = self.on_disk(name)
         if not versions:
             return {}
         deployment = self.repository.deployment(name) or {}
@@ -188,8 +188,15 @@ class ModelManager:
         )
         state.loaded[version] = loaded
 
+    def on_disk(self, name: str) -> list[int]:
+        """Complete versions of ``name`` in the repository (none if the model is not there)."""
+        try:
+            return self.repository.versions(name)
+        except ModelNotFound:
+            return []
+
     def _signature(self, name: str, version: int) -> Signature:
-        folder = self.repository.version_dir(name, version)
+        folder = self.repository.root / name / str(version)
         stats = []
         for filename in ("model.onnx", "model.json"):
             try:
@@ -249,7 +256,7 @@ class ModelManager:
 
     async def load(self, name: str) -> ModelState:
         validate_model_name(name)
-        if not self.repository.has_model(name):
+        if not self.on_disk(name):
             raise ModelNotFound(f"model '{name}' is not in the repository")
         state = await self.refresh_model(name, force=True)
         if state.stable is None:

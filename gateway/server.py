@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -119,7 +121,7 @@ class GatewayServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Guarded(self.inference), self._server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Guarded(self.inference), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
@@ -138,6 +140,7 @@ class GatewayServer:
         self.manager.start_watching()
         self.inference.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._write_ready_file()
         log.info("gateway serving on %s (gRPC port %d)", address, self.port)
 
     def _start_metrics(self) -> None:
@@ -148,6 +151,15 @@ class GatewayServer:
         )
         self._metrics_http = server
         self.metrics_port = server.server_port
+
+    def _write_ready_file(self) -> None:
+        path = self.settings.ready_file
+        if path is None:
+            return
+        info = {"grpc_port": self.port, "metrics_port": self.metrics_port, "pid": os.getpid()}
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(info))
+        os.replace(temporary, path)
 
     def _model_health(self, model: str, ready: bool) -> None:
         status = (

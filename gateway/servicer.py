@@ -19,7 +19,7 @@ from gateway import __version__, describe
 from gateway._proto.inference import grpc_service_pb2 as pb
 from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.codec import decode_inputs, encode_outputs
-from gateway.errors import DriftgateError, InvalidInput, ModelNotFound
+from gateway.errors import DriftgateError, InvalidInput
 from gateway.manager import ModelManager
 from gateway.versions import ServingVersion
 
@@ -42,7 +42,7 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):x}"
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(self, manager: ModelManager) -> None:
         self._manager = manager
         self._ids = RequestIds()
@@ -90,8 +90,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> Any:
-        states = {s.name: s for s in self._manager.states()}
-        return describe.repository_index(self._manager.repository, states, request.ready)
+        return describe.repository_index(self._manager, request.ready)
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
@@ -156,7 +155,3 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=tensors,
             raw_output_contents=raw,
         )
-
-
-def model_not_found(name: str) -> ModelNotFound:
-    return ModelNotFound(f"model '{name}' is not loaded")

@@ -40,3 +40,5 @@ class GatewaySettings:
     grace_seconds: float = 10.0
     #: rows of the reference profile used to warm up a new version
     warmup_rows: int = 32
+    #: once serving, write {"grpc_port", "metrics_port", "pid"} here as JSON (for supervisors)
+    ready_file: Path | None = None
