@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -190,44 +192,76 @@ def _worker(settings: GatewaySettings, log_level: int) -> None:
 
 
 def _run_workers(settings: GatewaySettings, workers: int) -> int:
-    """N processes share the gRPC port; this parent serves their merged metrics."""
+    """N processes share the gRPC port; this parent serves their merged metrics.
+
+    The parent writes the ready file (with the merged metrics port and its own pid) once
+    every worker has written its own, so a supervisor sees one ready signal for the group.
+    """
     port = settings.grpc_port or _free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="driftgate-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by workers at import
-    worker_settings = replace(settings, grpc_port=port, metrics_port=-1)
+    base = replace(settings, grpc_port=port, metrics_port=-1)
+    ready_files = [Path(metrics_dir) / f"worker-{i}.ready.json" for i in range(workers)]
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().level
     processes = [
-        context.Process(target=_worker, args=(worker_settings, level), name=f"worker-{i}")
-        for i in range(workers)
+        context.Process(
+            target=_worker, args=(replace(base, ready_file=ready), level), name=f"worker-{i}"
+        )
+        for i, ready in enumerate(ready_files)
     ]
     for process in processes:
         process.start()
-    _serve_merged_metrics(settings, metrics_dir)
-    log.info("%d workers serving on port %d", workers, port)
-    stop = {"signal": False}
 
     def forward(signum: int, _frame: Any) -> None:
-        stop["signal"] = True
         for process in processes:
-            if process.pid is not None:
+            if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    metrics_port = _serve_merged_metrics(settings, metrics_dir)
+    if _workers_ready(processes, ready_files):
+        log.info("%d workers serving on port %d", workers, port)
+        _write_ready_file(settings.ready_file, port, metrics_port)
+    else:
+        log.error("a worker exited during start-up; stopping the others")
+        forward(signal.SIGTERM, None)
     for process in processes:
         process.join()
     return 0 if all(p.exitcode == 0 for p in processes) else 1
 
 
-def _serve_merged_metrics(settings: GatewaySettings, metrics_dir: str) -> None:
-    if settings.metrics_port < 0:
+def _workers_ready(processes: list[Any], ready_files: list[Path]) -> bool:
+    while not all(path.exists() for path in ready_files):
+        if any(p.exitcode is not None for p in processes):
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _write_ready_file(path: Path | None, grpc_port: int, metrics_port: int) -> None:
+    if path is None:
         return
+    info = {"grpc_port": grpc_port, "metrics_port": metrics_port, "pid": os.getpid()}
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(info))
+    os.replace(temporary, path)
+
+
+def _serve_merged_metrics(settings: GatewaySettings, metrics_dir: str) -> int:
+    """Serve the workers' merged metrics; returns the bound port (0 when disabled)."""
+    if settings.metrics_port < 0:
+        return 0
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-    start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+    server, _thread = start_http_server(
+        settings.metrics_port, addr=settings.host, registry=registry
+    )
+    port: int = server.server_port
+    return port
 
 
 def _free_port(host: str) -> int:

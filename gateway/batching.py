@@ -70,6 +70,7 @@ class Batcher:
         executor: Executor,
         inline_below_seconds: float,
         batched_model: bool = True,
+        report_depth: Callable[[int], None] | None = None,
     ) -> None:
         self._run = runner
         self._estimate = estimate_seconds
@@ -80,6 +81,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._drain_task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
+        self._report_depth = report_depth  # e.g. the driftgate_queue_depth gauge's ``set``
 
     @property
     def queue_depth(self) -> int:
@@ -108,6 +110,7 @@ class Batcher:
             )
         pending = _Pending(feed, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
+        self._depth_changed()
         self._arrived.set()
         if self._drain_task is None:
             self._drain_task = asyncio.create_task(self._drain())
@@ -148,7 +151,12 @@ class Batcher:
             pending = self._queue.popleft()
             rows += pending.rows
             batch.append(pending)
+        self._depth_changed()
         return batch
+
+    def _depth_changed(self) -> None:
+        if self._report_depth is not None:
+            self._report_depth(len(self._queue))
 
     async def _execute(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if not p.future.done()]  # callers that gave up
@@ -156,8 +164,9 @@ class Batcher:
             return
         start = time.perf_counter()
         rows = sum(p.rows for p in batch)
-        feed = batch[0].feed if len(batch) == 1 else _merge([p.feed for p in batch])
         try:
+            # Merging can fail too (inputs whose free dimensions differ between requests).
+            feed = batch[0].feed if len(batch) == 1 else _merge([p.feed for p in batch])
             outputs = await self._call(feed, rows)
         except Exception as exc:
             if len(batch) == 1:

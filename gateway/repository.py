@@ -39,6 +39,8 @@ __all__ = [
     "CorruptVersion",
     "Repository",
     "TEMP_PREFIX",
+    "V2_DATATYPES",
+    "tensor_schema",
     "validate_model_name",
 ]
 
@@ -50,7 +52,7 @@ STALE_TEMP_SECONDS = 3600.0
 _MAX_RENAME_ATTEMPTS = 1000
 
 # ONNX TensorProto element types -> KServe v2 datatype names.
-_V2_DATATYPES = {
+V2_DATATYPES = {
     1: "FP32",
     2: "UINT8",
     3: "INT8",
@@ -215,6 +217,7 @@ class Repository:
         directory = self._existing_model_dir(model)
         fd, tmp_name = tempfile.mkstemp(prefix=".deployment.", suffix=".tmp", dir=directory)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes it 0600
             with os.fdopen(fd, "wb") as handle:
                 handle.write(_json_bytes(state))
                 handle.flush()
@@ -240,6 +243,7 @@ class Repository:
         self._remove_stale_temps(directory)
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory))
         try:
+            tmp.chmod(0o755)  # mkdtemp makes it 0700; a version must be readable by the gateway
             populate(tmp)
             if not (tmp / "model.onnx").is_file():
                 raise InvalidInput(f"a version of model {model!r} must contain model.onnx")
@@ -287,14 +291,15 @@ def _stamp_metadata(tmp: Path, model: str, version: int) -> None:
     _write_file_synced(meta_path, _json_bytes(meta))
 
 
-def _tensor_schema(value_info: Any, drop_batch: bool) -> dict[str, Any]:
+def tensor_schema(value_info: Any, drop_batch: bool = True) -> dict[str, Any]:
+    """``{name, datatype, shape}`` of an ONNX ValueInfoProto, v2 datatype, -1 if unknown."""
     tensor = value_info.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
     if drop_batch and dims:
         dims = dims[1:]
     return {
         "name": value_info.name,
-        "datatype": _V2_DATATYPES.get(tensor.elem_type, f"ONNX_TYPE_{tensor.elem_type}"),
+        "datatype": V2_DATATYPES.get(tensor.elem_type, f"ONNX_TYPE_{tensor.elem_type}"),
         "shape": dims,
     }
 
@@ -311,7 +316,7 @@ def _synthesise_metadata(model: str, version: int, onnx_path: Path) -> dict[str,
     graph_model = onnx.load_model_from_string(data)
     graph = graph_model.graph
     initializers = {init.name for init in graph.initializer}
-    inputs = [_tensor_schema(v, True) for v in graph.input if v.name not in initializers]
+    inputs = [tensor_schema(v, True) for v in graph.input if v.name not in initializers]
     for schema in inputs:
         width = schema["shape"][-1] if schema["shape"] else 1
         count = width if width > 0 else 0
@@ -328,7 +333,7 @@ def _synthesise_metadata(model: str, version: int, onnx_path: Path) -> dict[str,
         "libraries": {"onnx": onnx.__version__},
         "opset": opset,
         "inputs": inputs,
-        "outputs": [_tensor_schema(v, True) for v in graph.output],
+        "outputs": [tensor_schema(v, True) for v in graph.output],
         "class_labels": None,
         "parity": None,
         "training_data": None,

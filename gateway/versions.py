@@ -139,6 +139,7 @@ def load_version(
         executor,
         inline_below_seconds=settings.inline_below_us / 1e6,
         batched_model=onnx.batched,
+        report_depth=metrics.queue_depth.set,
     )
     log.info(
         "loaded %s version %d: one-row call %.1f µs, %s",

@@ -23,8 +23,15 @@ class DriftgateProcess:
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", command, *args, "--ready-file",
-             str(self.ready_file)],
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                command,
+                *args,
+                "--ready-file",
+                str(self.ready_file),
+            ],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -76,7 +83,16 @@ def start_gateway(
     repository: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> DriftgateProcess:
     args = [
-        "--repository", str(repository), "--host", "127.0.0.1", "--grpc-port", "0",
-        "--metrics-port", "0", "--poll-interval", "0.2", *extra,
+        "--repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--poll-interval",
+        "0.2",
+        *extra,
     ]
     return DriftgateProcess("serve", args, workdir, env or {}).wait_ready()

@@ -1,0 +1,258 @@
+"""Results as JSON, a Markdown table, a PNG plot, and the ratios the targets are judged by."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def _find(rows: Iterable[Row], target: str, model: str, concurrency: int) -> Row | None:
+    for row in rows:
+        if (row["target"], row["model"], row["concurrency"]) == (target, model, concurrency):
+            return row
+    return None
+
+
+def _check(name: str, value: float | None, op: str, threshold: float, detail: str) -> Row:
+    measured = value is not None and not math.isnan(value)
+    passed = None
+    if measured:
+        passed = value >= threshold if op == ">=" else value <= threshold  # type: ignore[operator]
+    return {
+        "target": name,
+        "value": value if measured else None,
+        "op": op,
+        "threshold": threshold,
+        "pass": passed,
+        "detail": detail if measured else detail + " (not measured)",
+    }
+
+
+def _ratio_check(
+    name: str, a: Row | None, b: Row | None, key: str, op: str, threshold: float
+) -> list[Row]:
+    """``a[key] / b[key]`` against the threshold, if both rows were measured."""
+    if not a or not b or a.get(key) is None or not b.get(key):
+        return []
+    unit = "ms" if key.endswith("_ms") else "req/s"
+    detail = f"{a[key]:.3g} vs {b[key]:.3g} {unit}"
+    return [_check(name, a[key] / b[key], op, threshold, detail)]
+
+
+def _model_targets(rows: list[Row], model: str) -> list[Row]:
+    checks: list[Row] = []
+    floor16, floor1 = _find(rows, "floor", model, 16), _find(rows, "floor", model, 1)
+    ort1 = _find(rows, "ort", model, 1)
+    mlserver16 = [
+        r
+        for r in rows
+        if r["target"].startswith("mlserver")
+        and (r["model"], r["concurrency"], r.get("errors")) == (model, 16, 0)
+    ]
+    best = min(mlserver16, key=lambda r: r["p99_ms"], default=None)
+    for config in ("driftgate-on", "driftgate-off"):
+        c16, c1 = _find(rows, config, model, 16), _find(rows, config, model, 1)
+        name = f"{model} {config}"
+        checks += _ratio_check(
+            f"{name} c16 throughput / floor", c16, floor16, "throughput", ">=", 0.8
+        )
+        checks += _ratio_check(
+            f"{name} c16 p99 / best MLServer p99", c16, best, "p99_ms", "<=", 0.7
+        )
+        if c1 and floor1 and ort1:
+            budget = {"p50_ms": floor1["p50_ms"] + ort1["p50_ms"]}
+            checks += _ratio_check(
+                f"{name} c1 p50 / (floor p50 + ORT one row)", c1, budget, "p50_ms", "<=", 1.3
+            )
+    on1, off1 = _find(rows, "driftgate-on", model, 1), _find(rows, "driftgate-off", model, 1)
+    checks += _ratio_check(f"{model} c1 batching on / off", on1, off1, "throughput", ">=", 0.95)
+    return checks
+
+
+def targets(rows: list[Row], hotswap: Row | None) -> list[Row]:
+    """The ratios of the issue's targets that this run measured."""
+    checks = _model_targets(rows, "forest") + _model_targets(rows, "lr")
+    on64, off64 = (_find(rows, f"driftgate-{b}", "heavy", 64) for b in ("on", "off"))
+    checks += _ratio_check("heavy c64 batching on / off", on64, off64, "throughput", ">=", 2.0)
+    if not hotswap or "error" in hotswap:
+        return checks
+    swaps = hotswap["swaps"]
+    checks.append(
+        _check("hot swap failed requests", hotswap["failed_requests"], "<=", 0, f"{swaps} swaps")
+    )
+    swapping = {"p99_ms": hotswap["swapping"]["p99_ms"]}
+    checks += _ratio_check(
+        "hot swap p99 during swaps / steady", swapping, hotswap["steady"], "p99_ms", "<=", 2.0
+    )
+    if "rss_growth" in hotswap:
+        mib = f"{hotswap['rss_after_last'] / 2**20:.1f} vs {hotswap['rss_after_first'] / 2**20:.1f}"
+        checks.append(
+            _check(
+                f"hot swap RSS growth, swap 1 to swap {swaps}",
+                hotswap["rss_growth"],
+                "<=",
+                0.10,
+                f"{mib} MiB",
+            )
+        )
+    return checks
+
+
+def _ms(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def markdown(results: Row) -> str:
+    meta = results["meta"]
+    lines = [
+        "# driftgate benchmark",
+        "",
+        f"{meta['date']} · {meta['cpus']} CPUs · Python {meta['python']} · grpcio "
+        f"{meta['grpcio']} · onnxruntime {meta['onnxruntime']} · MLServer "
+        f"{meta.get('mlserver') or 'not run'} · {meta['duration']} s per point after "
+        f"{meta['warmup']} s warm-up · {meta['processes']} client processes",
+        "",
+    ]
+    rows = results["rows"]
+    labels = results["labels"]
+    for model, description in results["models"].items():
+        model_rows = [r for r in rows if r["model"] == model]
+        if not model_rows:
+            continue
+        lines += [
+            f"## {model}: {description}",
+            "",
+            "| target | conc. | throughput (req/s) | p50 ms | p90 ms | p99 ms | errors "
+            "| client CPU | server CPU | other CPU |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in model_rows:
+            if "error" in r:
+                lines.append(f"| {labels[r['target']]} | {r['concurrency']} | not measured: "
+                             f"{r['error'].splitlines()[0][:120]} | | | | | | | |")  # fmt: skip
+                continue
+            unit = " rows/s" if r["target"] == "ort" else ""
+            lines.append(
+                f"| {labels[r['target']]} | {r['concurrency']} | {r['throughput']:.0f}{unit} "
+                f"| {_ms(r['p50_ms'])} | {_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | {r['errors']} "
+                f"| {r.get('client_cpu', '–')} | {r.get('server_cpu', '–')} "
+                f"| {r.get('other_cpu', '–')} |"
+            )
+        lines.append("")
+    lines += _hotswap_markdown(results.get("hotswap"))
+    lines += _targets_markdown(results["targets"])
+    for failure in results.get("failures", []):
+        lines.append(f"- **{failure['target']}** could not run: `{failure['error'][:300]}`")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _hotswap_markdown(hotswap: Row | None) -> list[str]:
+    if not hotswap:
+        return []
+    if "error" in hotswap:
+        return ["## Hot swap", "", f"not measured: `{hotswap['error'][:300]}`", ""]
+    steady, swapping = hotswap["steady"], hotswap["swapping"]
+    mib = 2**20
+    lines = [
+        "## Hot swap",
+        "",
+        f"{hotswap['model']} at concurrency {hotswap['config']['concurrency']}, "
+        f"{hotswap['swaps']} swaps (version observed in "
+        f"{hotswap['swap_seconds_mean']:.2f} s on average, at most "
+        f"{hotswap['swap_seconds_max']:.2f} s); gateway --poll-interval "
+        f"{hotswap['config']['poll_interval']} s.",
+        "",
+        "| phase | throughput (req/s) | p50 ms | p99 ms | failed | versions answering |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for name, phase in (("steady", steady), ("swapping", swapping)):
+        versions = ", ".join(f"v{k}: {v}" for k, v in sorted(phase["versions"].items()))
+        lines.append(
+            f"| {name} | {phase['throughput']:.0f} | {_ms(phase['p50_ms'])} "
+            f"| {_ms(phase['p99_ms'])} | {phase['errors']} | {versions} |"
+        )
+    if "rss_after_first" in hotswap:
+        lines += [
+            "",
+            f"RSS after swap 1: {hotswap['rss_after_first'] / mib:.1f} MiB; after swap "
+            f"{hotswap['swaps']}: {hotswap['rss_after_last'] / mib:.1f} MiB "
+            f"({hotswap['rss_growth'] * 100:+.1f} %); max over all swaps "
+            f"{max(hotswap['rss_bytes']) / mib:.1f} MiB.",
+        ]
+    return [*lines, ""]
+
+
+def _targets_markdown(checks: list[Row]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["## Targets", "", "| target | measured | needed | | detail |", "|---|--:|--:|---|---|"]
+    for check in checks:
+        verdict = {True: "pass", False: "**FAIL**", None: "–"}[check["pass"]]
+        value = "–" if check["value"] is None else f"{check['value']:.3f}"
+        lines.append(
+            f"| {check['target']} | {value} | {check['op']} {check['threshold']} | {verdict} "
+            f"| {check['detail']} |"
+        )
+    return [*lines, ""]
+
+
+def plot(results: Row, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if "error" not in r]
+    present = [m for m in results["models"] if any(r["model"] == m for r in rows)]
+    if not present:
+        return
+    figure, axes = plt.subplots(
+        len(present), 2, figsize=(12, 4 * len(present)), squeeze=False, constrained_layout=True
+    )
+    for index, model in enumerate(present):
+        for target, label in results["labels"].items():
+            series = sorted(
+                (r for r in rows if r["model"] == model and r["target"] == target),
+                key=lambda r: r["concurrency"],
+            )
+            if not series:
+                continue
+            x = [r["concurrency"] for r in series]
+            style = "--" if target in ("floor", "ort") else "-"
+            axes[index][0].plot(
+                x, [r["throughput"] for r in series], style, marker="o", label=label
+            )
+            axes[index][1].plot(x, [r["p99_ms"] for r in series], style, marker="o", label=label)
+        for column, ylabel in enumerate(("throughput (req/s; ORT rows/s)", "p99 latency (ms)")):
+            axis = axes[index][column]
+            axis.set_xscale("log", base=2)
+            axis.set_yscale("log")
+            axis.set_xlabel("concurrency")
+            axis.set_ylabel(ylabel)
+            axis.set_title(f"{model}: {results['models'][model]}", fontsize=9)
+            axis.grid(True, which="both", alpha=0.3)
+        axes[index][0].legend(fontsize=7)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: Row, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
+    text = markdown(results)
+    (out / "results.md").write_text(text)
+    plot(results, out / "results.png")
+    return text
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,270 @@
+"""Run the driftgate benchmark: one command, results as JSON, Markdown and a PNG plot.
+
+    .venv/bin/python benchmarks/run.py [--duration 10] [--concurrency 1,16,64]
+        [--targets floor,ort,driftgate,mlserver] [--models lr,forest,heavy]
+        [--scenario bench|hotswap|all] [--out benchmarks/results]
+
+The transport floor is always measured first, as the calibration of the load generator on
+this machine; see benchmarks/README.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (str(HERE), str(ROOT)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import hotswap  # noqa: E402
+import loadgen  # noqa: E402
+import models  # noqa: E402
+import report  # noqa: E402
+import servers  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    group: str  # the --targets name that selects it
+    label: str
+    start: Callable[[Path, Path, dict[str, models.ModelInfo]], servers.Server] | None = None
+
+
+def _targets(batch: tuple[int, float]) -> list[Target]:
+    def driftgate(batching: str) -> Callable[..., servers.Server]:
+        def start(workdir: Path, repo: Path, infos: dict[str, models.ModelInfo]) -> servers.Server:
+            return servers.start_driftgate(
+                f"driftgate-{batching}", repo, list(infos), workdir, batching
+            )
+
+        return start
+
+    def mlserver(
+        key: str, workers: int | None, batching: tuple[int, float] | None
+    ) -> Callable[..., servers.Server]:
+        def start(workdir: Path, repo: Path, infos: dict[str, models.ModelInfo]) -> servers.Server:
+            pairs = [(name, info.path) for name, info in infos.items()]
+            return servers.start_mlserver(key, pairs, workdir, workers, batching)
+
+        return start
+
+    size, delay = batch
+    adaptive = f"adaptive batching {size} rows / {delay * 1e3:g} ms"
+    floor: Callable[..., servers.Server] = lambda w, r, i: servers.start_floor(w)  # noqa: E731
+    mlserver_configs = [
+        ("mlserver-default", "MLServer 1.7 default (1 worker)", None, None),
+        ("mlserver-default-batch", f"MLServer default, {adaptive}", None, batch),
+        ("mlserver-pw0", "MLServer parallel_workers 0", 0, None),
+        ("mlserver-pw0-batch", f"MLServer parallel_workers 0, {adaptive}", 0, batch),
+    ]
+    return [
+        Target("floor", "floor", "transport floor (bare grpc.aio)", floor),
+        Target("ort", "ort", "onnxruntime in-process (c rows per call)"),
+        Target("driftgate-off", "driftgate", "driftgate, batching off", driftgate("off")),
+        Target("driftgate-on", "driftgate", "driftgate, batching on", driftgate("on")),
+        *(Target(k, "mlserver", label, mlserver(k, w, b)) for k, label, w, b in mlserver_configs),
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ints = lambda text: [int(v) for v in text.split(",") if v.strip()]  # noqa: E731
+    names = lambda text: [v.strip() for v in text.split(",") if v.strip()]  # noqa: E731
+    parser = argparse.ArgumentParser(description="driftgate benchmark", epilog=__doc__)
+    add = parser.add_argument
+    add("--duration", type=float, default=10.0, help="measured seconds per point (default 10)")
+    add("--warmup", type=float, default=2.0, help="warm-up seconds before each point")
+    add("--concurrency", type=ints, default=[1, 16, 64], help="requests in flight (1,16,64)")
+    add("--heavy-concurrency", type=ints, default=[64], help="concurrency for the heavy model")
+    add("--targets", type=names, default=["floor", "ort", "driftgate", "mlserver"])
+    add("--models", type=names, default=list(models.MODEL_NAMES))
+    add("--scenario", choices=("bench", "hotswap", "all"), default="bench")
+    add("--processes", type=int, default=2, help="client processes (default 2)")
+    add("--mlserver-batch", default="32,0.001", help="MLServer max_batch_size,max_batch_time")
+    add("--hotswap-swaps", type=int, default=100)
+    add("--hotswap-interval", type=float, default=0.5, help="seconds between swaps")
+    add("--hotswap-steady", type=float, default=10.0, help="seconds of steady-state load")
+    add("--hotswap-poll", type=float, default=0.25, help="the gateway's --poll-interval")
+    add("--hotswap-concurrency", type=int, default=16)
+    add("--out", type=Path, default=HERE / "results")
+    add("--workdir", type=Path, help="keep repositories and server logs here (default: temp)")
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def running(start: Callable[[], servers.Server]) -> Iterator[servers.Server]:
+    server = start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def measure(
+    load: loadgen.LoadGenerator, server: servers.Server, job: loadgen.Job
+) -> dict[str, Any]:
+    pending = load.submit(job)
+    time.sleep(0.3 + job.warmup)
+    cpu_before, busy_before = servers.cpu_seconds(server.pid), servers.busy_cpu_seconds()
+    result = load.collect(pending)
+    elapsed = max(result.elapsed, 1e-9)
+    server_cpu = (servers.cpu_seconds(server.pid) - cpu_before) / elapsed
+    busy = (servers.busy_cpu_seconds() - busy_before) / elapsed
+    # CPU used by anything but this server and the client: noise from other work on the box
+    other = max(0.0, busy - server_cpu - result.client_cpu)
+    return result.summary() | {"server_cpu": round(server_cpu, 2), "other_cpu": round(other, 2)}
+
+
+def run_bench(
+    args: argparse.Namespace,
+    workdir: Path,
+    load: loadgen.LoadGenerator,
+    targets: list[Target],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, models.ModelInfo]]:
+    repo = workdir / "repository"
+    infos: dict[str, models.ModelInfo] = {}
+    for name in args.models:
+        say(f"building model {name}")
+        infos[name] = models.write_model(repo, name)
+    row = models.sample_row()
+    requests = {n: loadgen.build_request(n, i.input_name, row) for n, i in infos.items()}
+    points = [
+        (name, c)
+        for name in infos
+        for c in (args.heavy_concurrency if name == "heavy" else args.concurrency)
+    ]
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for target in targets:
+        if target.start is None:  # onnxruntime in this process, always with one-row calls too
+            for name, c in sorted(set(points) | {(name, 1) for name in infos}):
+                say(f"ort {name} rows={c}")
+                raw = models.measure_ort(infos[name], c, args.duration)
+                summary = loadgen.summarize(raw["latencies"], raw["requests"], raw["elapsed"], {})
+                rows.append({"target": "ort", "model": name, "concurrency": c} | summary)
+            continue
+        say(f"starting {target.key}")
+        measured: list[dict[str, Any]] = []
+        try:
+            with running(partial(target.start, workdir, repo, infos)) as server:
+                for name, c in points:
+                    job = loadgen.Job(server.port, requests[name], c, args.duration, args.warmup)
+                    summary = measure(load, server, job)
+                    say(f"{target.key} {name} c={c}: " + _brief(summary))
+                    measured.append(
+                        {"target": target.key, "model": name, "concurrency": c} | summary
+                    )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            say(f"{target.key} failed: {error}")
+            failures.append({"target": target.key, "error": error})
+            done = {(r["model"], r["concurrency"]) for r in measured}
+            measured += [
+                {"target": target.key, "model": name, "concurrency": c, "error": error}
+                for name, c in points
+                if (name, c) not in done
+            ]
+        rows += measured
+    return rows, failures, infos
+
+
+def _brief(summary: dict[str, Any]) -> str:
+    p50, p99 = (float("nan") if summary[k] is None else summary[k] for k in ("p50_ms", "p99_ms"))
+    return (
+        f"{summary['throughput']:.0f} req/s, p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+        f"errors {summary['errors']}"
+    )
+
+
+def metadata(args: argparse.Namespace, mlserver: bool) -> dict[str, Any]:
+    import grpc
+    import onnxruntime
+
+    version = None
+    python = servers.MLSERVER_VENV / "bin" / "python"
+    if mlserver and python.exists():
+        probe = [str(python), "-c", "import mlserver; print(mlserver.__version__)"]
+        done = subprocess.run(probe, capture_output=True, text=True)
+        version = done.stdout.strip() or None
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "mlserver": version,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "processes": args.processes,
+        "argv": sys.argv[1:],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size, delay = args.mlserver_batch.split(",")
+    all_targets = _targets((int(size), float(delay)))
+    unknown = set(args.targets) - {t.group for t in all_targets}
+    if unknown or set(args.models) - set(models.MODEL_NAMES):
+        raise SystemExit(f"unknown targets or models: {sorted(unknown)} {args.models}")
+    # The floor always runs first: it calibrates the load generator on this machine.
+    chosen = [t for t in all_targets if t.group == "floor" or t.group in args.targets]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="driftgate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"work directory {workdir}")
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    infos: dict[str, models.ModelInfo] = {}
+    swap: dict[str, Any] | None = None
+    with loadgen.LoadGenerator(args.processes) as load:
+        if args.scenario in ("bench", "all"):
+            rows, failures, infos = run_bench(args, workdir, load, chosen)
+        if args.scenario in ("hotswap", "all"):
+            config = hotswap.HotswapConfig(
+                swaps=args.hotswap_swaps, interval=args.hotswap_interval,
+                steady=args.hotswap_steady, concurrency=args.hotswap_concurrency,
+                poll_interval=args.hotswap_poll, warmup=args.warmup,
+            )  # fmt: skip
+            say(f"hot swap: {config}")
+            try:
+                swap = hotswap.run(config, workdir, load)
+            except Exception as exc:
+                say(f"hot swap failed: {exc}")
+                swap = {"error": f"{type(exc).__name__}: {exc}"}
+    results = {
+        "meta": metadata(args, any(r["target"].startswith("mlserver") for r in rows)),
+        "models": {n: models.DESCRIPTIONS[n] for n in infos or args.models},
+        "labels": {t.key: t.label for t in chosen},
+        "rows": rows,
+        "hotswap": swap,
+        "failures": failures,
+    }
+    results["targets"] = report.targets(rows, swap)
+    text = report.write(results, args.out)
+    print(text)
+    say(f"wrote {args.out}/results.json, results.md, results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""``convert``: a fitted estimator + its training data -> the next version of a model.
+
+Steps: check the estimator is supported; load the data; export to ONNX (see
+``converter.export`` for the input layout and output names); run the parity check (see
+``converter.parity`` for the tolerance) on held-out rows, or on sampled rows when
+``holdout_fraction`` is 0; profile the data and the model's own predictions
+(``converter.profile``); compute holdout metrics when labels are given; then write
+``model.onnx``, ``model.json``, ``reference.json``, ``estimator.joblib`` and
+``training_sample.npz`` atomically through ``Repository.write_version``. Any failure before
+the final rename leaves nothing in the repository.
+
+Holdout: ``holdout_fraction`` of the rows (a seeded random split) are used for the parity
+check and the holdout metrics; the metrics are honest only if the estimator was not fitted on
+those rows (``holdout_split`` gives the same split to a trainer). The profile and the stored
+training sample use all rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from converter.data import Table, load_table, save_table_npz, table_from_object
+from converter.export import Layout, UnsupportedEstimator, check_supported, export_onnx, make_layout
+from converter.parity import ParityError, ParityReport, Tolerance, compare
+from converter.profile import (
+    FeatureProfile,
+    ReferenceProfile,
+    categorical_bins,
+    numeric_bins,
+)
+from gateway.errors import InvalidInput
+from gateway.repository import Repository, tensor_schema, validate_model_name
+
+__all__ = ["ConversionResult", "ConverterSettings", "convert", "holdout_split", "load_estimator"]
+
+SAMPLE_FILE = "training_sample.npz"
+_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """Settings of one conversion (the ``driftgate convert`` flags)."""
+
+    bins: int = 10  # quantile bins per numeric feature (before ties collapse)
+    sample_rows: int = 10_000  # training rows stored in the version for retraining
+    holdout_fraction: float = 0.2  # share of rows held out for parity and metrics
+    parity_rows: int = 2_000  # at most this many rows go through the parity check
+    max_categories: int = 100  # categories kept per string feature; the rest count as other
+    opset: int = 17  # ONNX opset of the default domain
+    seed: int = 0  # seed of the holdout split and the samples
+    tolerance: Tolerance = field(default_factory=Tolerance)  # parity tolerance
+
+    def __post_init__(self) -> None:
+        if self.bins < 1 or self.sample_rows < 0 or self.parity_rows < 1:
+            raise InvalidInput("bins and parity rows must be >= 1, sample rows >= 0")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise InvalidInput(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What ``convert`` wrote."""
+
+    model: str
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+    parity: ParityReport
+
+
+def load_estimator(source: Any) -> Any:
+    """The estimator itself, or one unpickled from a joblib file (trusted input only)."""
+    if not isinstance(source, str | Path):
+        return source
+    import joblib
+
+    try:
+        return joblib.load(source)
+    except (OSError, EOFError, ValueError, ImportError, AttributeError) as exc:
+        raise InvalidInput(f"{source}: cannot load the estimator: {exc}") from exc
+    except Exception as exc:  # unpickling can raise anything; report it as bad input
+        raise InvalidInput(f"{source}: not a joblib estimator file: {exc}") from exc
+
+
+def holdout_split(
+    rows: int, fraction: float, seed: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(train, holdout) row indices, each sorted; the holdout has ``fraction`` of the rows."""
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInput(f"holdout fraction must be in [0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(rows)
+    count = min(max(round(rows * fraction), 1), rows - 1) if fraction > 0 and rows > 1 else 0
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
+def _load_data(data: Any, target: str | None, labels: Any) -> Table:
+    if isinstance(data, Table):
+        table = data
+    elif isinstance(data, str | Path):
+        table = load_table(data, target)
+    else:
+        table = table_from_object(data, labels)
+        return table
+    if labels is not None:
+        table = Table(table.names, table.columns, np.asarray(labels), table.target_name)
+    return table
+
+
+def _float32_rows(table: Table) -> Table:
+    columns = tuple(
+        c.astype(np.float32).astype(np.float64) if c.dtype.kind == "f" else c for c in table.columns
+    )
+    return Table(table.names, columns, table.target, table.target_name)
+
+
+def _session(onnx_bytes: bytes, estimator: Any) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise UnsupportedEstimator(
+            f"ONNX Runtime cannot load the converted {type(estimator).__name__}: {exc}"
+        ) from exc
+
+
+def _sklearn_outputs(estimator: Any, inputs: Any, task: str) -> dict[str, npt.NDArray[Any]]:
+    if task == "classification":
+        return {
+            "label": np.asarray(estimator.predict(inputs)),
+            "probabilities": np.asarray(estimator.predict_proba(inputs)),
+        }
+    return {"variable": np.asarray(estimator.predict(inputs), dtype=np.float64)}
+
+
+def _check_parity(
+    session: Any, estimator: Any, layout: Layout, rows: Table, task: str, tol: Tolerance
+) -> ParityReport:
+    rows32 = _float32_rows(rows)
+    names = [o.name for o in session.get_outputs()]
+    onnx_outputs = dict(zip(names, session.run(None, layout.feeds(rows32)), strict=True))
+    expected = _sklearn_outputs(estimator, layout.sklearn_input(rows32), task)
+    return compare(onnx_outputs, expected, tol)
+
+
+def _parity_rows(rows: int, holdout: npt.NDArray[np.intp], s: ConverterSettings) -> Any:
+    rng = np.random.default_rng(s.seed + 1)
+    pool = holdout if holdout.size else np.arange(rows)
+    if pool.size <= s.parity_rows:
+        return pool
+    return np.sort(rng.choice(pool, s.parity_rows, replace=False))
+
+
+def _profile(
+    table: Table, layout: Layout, predictions: Any, classes: list[Any] | None, s: ConverterSettings
+) -> ReferenceProfile:
+    features = []
+    for spec in layout.inputs:
+        for column, name in enumerate(spec.features):
+            values = table.column(name)
+            bins = (
+                numeric_bins(values, s.bins)
+                if spec.datatype == "FP32"
+                else categorical_bins(values, s.max_categories)
+            )
+            features.append(FeatureProfile(name, spec.name, column, bins))
+    if classes is not None:
+        labels = [str(c) for c in classes]
+        prediction: Any = categorical_bins([str(p) for p in predictions], categories=labels)
+    else:
+        prediction = numeric_bins(np.asarray(predictions, dtype=np.float64), s.bins)
+    return ReferenceProfile(table.rows, tuple(features), prediction)
+
+
+def _holdout_metrics(
+    y_true: Any, y_pred: Any, task: str, classes: list[Any] | None
+) -> dict[str, Any]:
+    from sklearn import metrics
+
+    if task == "classification":
+        if classes is not None and isinstance(classes[0], str):
+            y_true = np.asarray([str(v) for v in y_true], dtype=object)
+        return {
+            "rows": len(y_true),
+            "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+            "f1": float(metrics.f1_score(y_true, y_pred, average="macro")),
+            "f1_average": "macro",
+        }
+    y_true = np.asarray(y_true, dtype=np.float64)
+    return {
+        "rows": len(y_true),
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+        "rmse": float(math.sqrt(metrics.mean_squared_error(y_true, y_pred))),
+        "r2": float(metrics.r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
+    }
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def _library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass(frozen=True)
+class _Artifacts:
+    onnx_model: Any
+    onnx_bytes: bytes
+    layout: Layout
+    task: str
+    classes: list[Any] | None
+    parity: ParityReport
+    profile: ReferenceProfile
+    metrics: dict[str, Any] | None
+    sample: Table
+
+
+def _metadata(model: str, estimator: Any, table: Table, a: _Artifacts) -> dict[str, Any]:
+    opset = next(o.version for o in a.onnx_model.opset_import if o.domain in ("", "ai.onnx"))
+    inputs = [
+        {"name": s.name, "datatype": s.datatype, "shape": [len(s.features)],
+         "features": list(s.features)}
+        for s in a.layout.inputs
+    ]  # fmt: skip
+    cls = type(estimator)
+    return {
+        "name": model,
+        "version": 0,  # stamped by Repository.write_version
+        "sha256": hashlib.sha256(a.onnx_bytes).hexdigest(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "task": a.task,
+        "estimator": {
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "params": {k: _json_scalar(v) for k, v in estimator.get_params(deep=False).items()},
+        },
+        "libraries": _library_versions(),
+        "opset": opset,
+        "inputs": inputs,
+        "outputs": [tensor_schema(o) for o in a.onnx_model.graph.output],
+        "class_labels": a.classes,
+        "parity": a.parity.to_dict(),
+        "training_data": {
+            "fingerprint": table.fingerprint(),
+            "rows": table.rows,
+            "columns": list(table.names),
+            "target": table.target_name,
+            "sample": {"file": SAMPLE_FILE, "rows": a.sample.rows},
+        },
+        "holdout_metrics": a.metrics,
+    }
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _build(estimator: Any, table: Table, s: ConverterSettings) -> _Artifacts:
+    task = check_supported(estimator)
+    layout = make_layout(estimator, table)
+    table = table.select(layout.features)
+    onnx_model = export_onnx(estimator, layout, task, s.opset)
+    onnx_bytes = onnx_model.SerializeToString()
+    session = _session(onnx_bytes, estimator)
+    _, holdout = holdout_split(table.rows, s.holdout_fraction, s.seed)
+    parity_rows = table.take(_parity_rows(table.rows, holdout, s))
+    report = _check_parity(session, estimator, layout, parity_rows, task, s.tolerance)
+    if not report.passed:
+        raise ParityError(report)
+    predictions = estimator.predict(layout.sklearn_input(table))
+    classes = [_json_scalar(c) for c in estimator.classes_] if task == "classification" else None
+    metrics = None
+    if table.target is not None and holdout.size:
+        metrics = _holdout_metrics(table.target[holdout], predictions[holdout], task, classes)
+    sample_rng = np.random.default_rng(s.seed + 2)
+    sample_size = min(table.rows, s.sample_rows)
+    sample = table.take(np.sort(sample_rng.choice(table.rows, sample_size, replace=False)))
+    profile = _profile(table, layout, predictions, classes, s)
+    return _Artifacts(
+        onnx_model, onnx_bytes, layout, task, classes, report, profile, metrics, sample
+    )
+
+
+def convert(
+    estimator: Any,
+    data: Any,
+    model: str,
+    repository: Repository | str | Path,
+    *,
+    target: str | None = None,
+    labels: Any = None,
+    settings: ConverterSettings | None = None,
+) -> ConversionResult:
+    """Convert ``estimator`` and write it as the next version of ``model``.
+
+    ``estimator`` is a fitted scikit-learn object or a joblib file (trusted input: loading
+    it runs code). ``data`` is a CSV (with a header), Parquet or ``.npz`` path, a 2-D array,
+    a DataFrame or a ``Table``; ``target`` names its label column, or pass ``labels``.
+    Raises UnsupportedEstimator, ParityError or InvalidInput, writing nothing.
+
+    Usage: ``convert(clf, "train.csv", "churn", "models", target="churned")``.
+    """
+    validate_model_name(model)
+    settings = settings or ConverterSettings()
+    fitted = load_estimator(estimator)
+    check_supported(fitted)
+    table = _load_data(data, target, labels)
+    artifacts = _build(fitted, table, settings)
+    table = table.select(artifacts.layout.features)
+    metadata = _metadata(model, fitted, table, artifacts)
+    repo = repository if isinstance(repository, Repository) else Repository(Path(repository))
+
+    def populate(directory: Path) -> None:
+        import joblib
+
+        (directory / "model.onnx").write_bytes(artifacts.onnx_bytes)
+        _write_json(directory / "reference.json", artifacts.profile.to_dict())
+        save_table_npz(artifacts.sample, directory / SAMPLE_FILE)
+        joblib.dump(fitted, directory / "estimator.joblib")
+        _write_json(directory / "model.json", metadata)
+
+    version = repo.write_version(model, populate)
+    path = repo.version_dir(model, version)
+    metadata = repo.metadata(model, version)
+    return ConversionResult(model, version, path, metadata, artifacts.parity)

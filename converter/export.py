@@ -1,0 +1,317 @@
+"""scikit-learn -> ONNX with skl2onnx: the supported estimators, the input layout, the graph.
+
+Input layout. A purely numeric model gets one input ``input`` (FP32, ``[n_features]``). A
+model with string columns gets grouped inputs: ``numeric`` (FP32, the numeric columns in the
+estimator's column order) and ``categorical`` (BYTES, the string columns in that order); it
+must start with a ColumnTransformer, whose column selections (names, indices, masks) are
+rewritten to positions in the grouped layout before conversion. Grouping keeps a request to
+two tensors however many columns there are, and parity is the same as with one input per
+column. ``features`` in ``model.json`` says which column each input carries.
+
+Outputs. Classifiers: ``label`` (``[]`` per row) and ``probabilities`` (FP32,
+``[n_classes]``), plain tensors without ZipMap. Regressors: ``variable`` (FP32, ``[1]`` per
+row).
+
+Conversion works on shallow copies, never on the caller's estimator: a subclass of a
+supported class is converted as that class (the parity check then catches a subclass whose
+predictions differ); HistGradientBoosting thresholds are rounded down to float32 so a float32
+request takes the branch scikit-learn takes for the same value.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from converter.data import Table
+from gateway.errors import InvalidInput
+
+__all__ = ["InputSpec", "Layout", "UnsupportedEstimator", "export_onnx", "make_layout"]
+
+# skl2onnx keeps global registries and warnings.catch_warnings is process-wide.
+_CONVERT_LOCK = threading.Lock()
+
+# Third-party deprecations inside skl2onnx that driftgate cannot fix; ignored only here.
+_IGNORED_WARNINGS = (
+    (DeprecationWarning, "Field onnx.AttributeProto.ints: Expected an int, got a boolean"),
+    (FutureWarning, "Attribute `prob[AB]_` was deprecated"),
+)
+
+
+class UnsupportedEstimator(InvalidInput):
+    """The estimator (or a step of it) is not among the supported kinds."""
+
+
+def _supported() -> tuple[type, ...]:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    return (
+        LogisticRegression, LinearRegression, Ridge,
+        RandomForestClassifier, RandomForestRegressor,
+        GradientBoostingClassifier, GradientBoostingRegressor,
+        HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+        SVC, CalibratedClassifierCV, KNeighborsClassifier, KNeighborsRegressor,
+        MLPClassifier, MLPRegressor,
+        Pipeline, ColumnTransformer, StandardScaler, SimpleImputer, OneHotEncoder,
+    )  # fmt: skip
+
+
+def supported_names() -> list[str]:
+    """Class names of the supported estimators and transformers."""
+    return [cls.__name__ for cls in _supported()]
+
+
+def _supported_base(cls: type) -> type | None:
+    supported = _supported()
+    return next((base for base in cls.__mro__ if base in supported), None)
+
+
+def _components(estimator: Any) -> Iterator[Any]:
+    yield estimator
+    children: list[Any] = []
+    if hasattr(estimator, "steps"):
+        children = [step for _, step in estimator.steps]
+    elif hasattr(estimator, "transformers_"):
+        children = [t for _, t, _ in estimator.transformers_]
+    elif hasattr(estimator, "calibrated_classifiers_"):
+        children = [c.estimator for c in estimator.calibrated_classifiers_]
+    for child in children:
+        if child is not None and not isinstance(child, str):
+            yield from _components(child)
+
+
+def check_supported(estimator: Any) -> str:
+    """Return the task ("classification"/"regression") or raise UnsupportedEstimator."""
+    from sklearn.base import is_classifier, is_regressor
+
+    for part in _components(estimator):
+        if _supported_base(type(part)) is None:
+            raise UnsupportedEstimator(
+                f"unsupported estimator {type(part).__name__}; supported: "
+                + ", ".join(supported_names())
+            )
+    if is_classifier(estimator):
+        if not hasattr(estimator, "predict_proba"):
+            raise UnsupportedEstimator(
+                f"{type(estimator).__name__} has no predict_proba: classifiers must export "
+                "probabilities (use SVC(probability=True) or CalibratedClassifierCV)"
+            )
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    raise UnsupportedEstimator(f"{type(estimator).__name__} is neither classifier nor regressor")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One ONNX input: name, KServe v2 datatype, and the feature each column carries."""
+
+    name: str
+    datatype: str
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the estimator's columns map onto ONNX inputs."""
+
+    inputs: tuple[InputSpec, ...]
+    features: tuple[str, ...]  # the estimator's own column order
+    uses_names: bool  # fitted on a DataFrame: scikit-learn needs one to predict
+
+    def flat_positions(self) -> dict[str, int]:
+        ordered = [f for spec in self.inputs for f in spec.features]
+        return {name: i for i, name in enumerate(ordered)}
+
+    def feeds(self, table: Table) -> dict[str, npt.NDArray[Any]]:
+        """ONNX Runtime feeds for the rows of ``table``."""
+        feeds: dict[str, npt.NDArray[Any]] = {}
+        for spec in self.inputs:
+            columns = [table.column(name) for name in spec.features]
+            dtype = np.float32 if spec.datatype == "FP32" else object
+            feeds[spec.name] = np.stack(columns, axis=1).astype(dtype)
+        return feeds
+
+    def sklearn_input(self, table: Table) -> Any:
+        """The rows of ``table`` as scikit-learn expects them (DataFrame or 2-D array)."""
+        selected = table.select(self.features)
+        if self.uses_names:
+            # pandas is optional: only estimators fitted on a DataFrame need it.
+            pd: Any = importlib.import_module("pandas")
+            return pd.DataFrame(dict(zip(self.features, selected.columns, strict=True)))
+        dtype = np.float64 if all(s.datatype == "FP32" for s in self.inputs) else object
+        return np.stack(selected.columns, axis=1).astype(dtype)
+
+
+def make_layout(estimator: Any, table: Table) -> Layout:
+    """The input layout for ``estimator`` on data shaped like ``table``."""
+    names = getattr(estimator, "feature_names_in_", None)
+    uses_names = names is not None
+    features = [str(n) for n in names] if names is not None else list(table.names)
+    expected = getattr(estimator, "n_features_in_", len(features))
+    if len(features) != expected:
+        raise InvalidInput(f"the estimator expects {expected} features, the data has {features}")
+    table = table.select(features)
+    numeric = tuple(f for f in features if table.is_numeric(f))
+    strings = tuple(f for f in features if not table.is_numeric(f))
+    if not strings:
+        return Layout((InputSpec("input", "FP32", numeric),), tuple(features), uses_names)
+    groups = [InputSpec("numeric", "FP32", numeric), InputSpec("categorical", "BYTES", strings)]
+    return Layout(tuple(g for g in groups if g.features), tuple(features), uses_names)
+
+
+def _column_positions(spec: Any, names: Sequence[str]) -> list[int]:
+    if isinstance(spec, str):
+        return [names.index(spec)]
+    if isinstance(spec, int | np.integer):
+        return [int(spec)]
+    if isinstance(spec, slice):
+        return list(range(len(names)))[spec]
+    array = np.asarray(spec)
+    if array.dtype == bool:
+        return [int(i) for i in np.flatnonzero(array)]
+    if array.dtype.kind in "UO":
+        return [names.index(str(n)) for n in array]
+    return [int(i) for i in array]
+
+
+def _as_supported(part: Any) -> Any:
+    base = _supported_base(type(part))
+    if base is None or base is type(part):
+        return part
+    swapped = copy.copy(part)
+    swapped.__class__ = base
+    return swapped
+
+
+def _float32_thresholds(estimator: Any) -> Any:
+    """HistGradientBoosting compares float64 x to float64 thresholds; ONNX has float32 ones.
+
+    Rounding each threshold down to float32 keeps ``x <= t`` unchanged for float32 x.
+    """
+    rounded = copy.deepcopy(estimator)
+    for predictors in rounded._predictors:
+        for predictor in predictors:
+            nodes = predictor.nodes
+            threshold = nodes["num_threshold"]
+            single = threshold.astype(np.float32)
+            lower = np.nextafter(single, np.float32(-np.inf))
+            down = np.where(single.astype(np.float64) > threshold, lower, single)
+            nodes["num_threshold"] = np.where(nodes["is_leaf"] == 1, threshold, down)
+    return rounded
+
+
+Remap = Callable[[Any], list[int]]
+
+
+def _prepare(part: Any, remap: Remap | None) -> Any:
+    """A copy ready for skl2onnx; ``remap`` rewrites the columns of a leading ColumnTransformer."""
+    if isinstance(part, str) or part is None:
+        return part
+    if hasattr(part, "steps"):
+        prepared = copy.copy(part)
+        prepared.steps = [
+            (name, _prepare(step, remap if i == 0 else None))
+            for i, (name, step) in enumerate(part.steps)
+        ]
+        return _as_supported(prepared)
+    if hasattr(part, "transformers_"):
+        prepared = copy.copy(part)
+        prepared.transformers_ = [
+            (name, _prepare(t, None), cols if remap is None else remap(cols))
+            for name, t, cols in part.transformers_
+        ]
+        return _as_supported(prepared)
+    if remap is not None and not _all_numeric_remap(remap):
+        raise UnsupportedEstimator(
+            f"string columns need a ColumnTransformer as the first step, not {type(part).__name__}"
+        )
+    if hasattr(part, "_predictors"):
+        return _as_supported(_float32_thresholds(part))
+    if hasattr(part, "calibrated_classifiers_"):
+        prepared = copy.copy(part)
+        prepared.calibrated_classifiers_ = [copy.copy(c) for c in part.calibrated_classifiers_]
+        for calibrated in prepared.calibrated_classifiers_:
+            calibrated.estimator = _prepare(calibrated.estimator, None)
+        return _as_supported(prepared)
+    return _as_supported(part)
+
+
+def _all_numeric_remap(remap: Remap) -> bool:
+    return bool(getattr(remap, "numeric_only", False))
+
+
+class _ColumnRemap:
+    """Rewrites a ColumnTransformer column selection to positions in the ONNX layout."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.features = list(layout.features)
+        self.positions = layout.flat_positions()
+        self.numeric_only = len(layout.inputs) == 1 and layout.inputs[0].datatype == "FP32"
+
+    def __call__(self, spec: Any) -> list[int]:
+        original = _column_positions(spec, self.features)
+        return [self.positions[self.features[i]] for i in original]
+
+
+def _rename_outputs(model: Any, names: Sequence[str]) -> None:
+    renames = {out.name: new for out, new in zip(model.graph.output, names, strict=False)}
+    for node in model.graph.node:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    for out in model.graph.output:
+        out.name = renames.get(out.name, out.name)
+
+
+def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
+    """The ONNX ModelProto for ``estimator``; UnsupportedEstimator if skl2onnx refuses."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    tensor_types = {"FP32": FloatTensorType, "BYTES": StringTensorType}
+    prepared = _prepare(estimator, _ColumnRemap(layout))
+    initial_types = [
+        (s.name, tensor_types[s.datatype]([None, len(s.features)])) for s in layout.inputs
+    ]
+    options = {"zipmap": False} if task == "classification" else None
+    with _CONVERT_LOCK, warnings.catch_warnings():
+        for category, message in _IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        try:
+            model = to_onnx(
+                prepared,
+                initial_types=initial_types,
+                options=options,
+                target_opset={"": opset, "ai.onnx.ml": 3},
+            )
+        except (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError) as exc:
+            raise UnsupportedEstimator(
+                f"skl2onnx cannot convert {type(estimator).__name__}: {exc}"
+            ) from exc
+    wanted = ["label", "probabilities"] if task == "classification" else ["variable"]
+    _rename_outputs(model, wanted)
+    return model

@@ -1,0 +1,407 @@
+"""The converter: parity per estimator kind, written versions, failures, atomicity, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+
+from converter import ParityError, UnsupportedEstimator, convert, load_table
+from gateway.errors import InvalidInput
+from gateway.repository import Repository
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
+
+
+def _classification(nan: bool = False):
+    X, y = make_classification(
+        n_samples=300, n_features=5, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+    )
+    if nan:
+        X[::13, 1] = np.nan
+    return X, y
+
+
+def _regression(nan: bool = False):
+    X, y = make_regression(n_samples=300, n_features=5, noise=5.0, random_state=0)
+    if nan:
+        X[::11, 2] = np.nan
+    return X, y
+
+
+ESTIMATORS = {
+    "logistic": lambda: LogisticRegression(max_iter=1000),
+    "random-forest-clf": lambda: RandomForestClassifier(n_estimators=15, random_state=0),
+    "gradient-boosting-clf": lambda: GradientBoostingClassifier(n_estimators=15, random_state=0),
+    "hist-gb-clf": lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0),
+    "svc-probability": lambda: SVC(probability=True, random_state=0),
+    "calibrated-svc": lambda: CalibratedClassifierCV(SVC(), ensemble=False),
+    "knn-clf": lambda: KNeighborsClassifier(),
+    "mlp-clf": lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0),
+    "imputer-scaler-logistic": lambda: make_pipeline(
+        SimpleImputer(), StandardScaler(), LogisticRegression(max_iter=1000)
+    ),
+    "linear": lambda: LinearRegression(),
+    "ridge": lambda: Ridge(),
+    "random-forest-reg": lambda: RandomForestRegressor(n_estimators=15, random_state=0),
+    "gradient-boosting-reg": lambda: GradientBoostingRegressor(n_estimators=15, random_state=0),
+    "hist-gb-reg": lambda: HistGradientBoostingRegressor(max_iter=30, random_state=0),
+    "hist-gb-reg-nan": lambda: HistGradientBoostingRegressor(max_iter=30, random_state=0),
+    "knn-reg": lambda: KNeighborsRegressor(),
+    "mlp-reg": lambda: make_pipeline(
+        StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0)
+    ),
+    "imputer-scaler-ridge": lambda: make_pipeline(SimpleImputer(), StandardScaler(), Ridge()),
+}
+NAN_DATA = {"imputer-scaler-logistic", "hist-gb-reg-nan", "imputer-scaler-ridge"}
+
+
+def _fit(kind: str):
+    estimator = ESTIMATORS[kind]()
+    is_clf = hasattr(estimator, "predict_proba")
+    X, y = (_classification if is_clf else _regression)(nan=kind in NAN_DATA)
+    with warnings.catch_warnings():
+        # Small training runs on tiny data; convergence is not what is tested here.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", "The `probability` parameter", FutureWarning)
+        estimator.fit(X, y)
+    return estimator, X, y
+
+
+def _check_reference(meta: dict, reference: dict, rows: int) -> None:
+    assert reference["version"] == 1 and reference["rows"] == rows
+    columns = {(i["name"], f): c for i in meta["inputs"] for c, f in enumerate(i["features"])}
+    assert len(reference["features"]) == len(columns)
+    for feature in reference["features"]:
+        assert columns[(feature["input"], feature["name"])] == feature["column"]
+        assert sum(feature["counts"]) + feature["missing"] == rows
+        if feature["kind"] == "numeric":
+            assert np.all(np.diff(feature["edges"]) > 0)
+            assert len(feature["counts"]) == len(feature["edges"]) + 1
+    assert sum(reference["prediction"]["counts"]) == rows
+
+
+@pytest.mark.parametrize("kind", sorted(ESTIMATORS))
+def test_each_supported_kind_converts_with_parity(tmp_path, kind):
+    estimator, X, y = _fit(kind)
+    result = convert(estimator, X, "m", tmp_path, labels=y)
+    assert result.version == 1
+    meta = Repository(tmp_path).metadata("m", 1)
+    version_dir = tmp_path / "m" / "1"
+    for name in ["model.onnx", "model.json", "reference.json", "estimator.joblib"]:
+        assert (version_dir / name).is_file()
+    assert meta["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": [5], "features": [f"x{i}" for i in range(5)]}
+    ]
+    parity = meta["parity"]
+    assert parity["passed"] and parity["rows"] == 60
+    if meta["task"] == "classification":
+        assert meta["class_labels"] == [0, 1, 2]
+        assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [
+            ("label", []),
+            ("probabilities", [3]),
+        ]
+        assert parity["label_agreement"] >= 0.999
+        assert parity["max_abs_error"]["probabilities"] < 1e-4
+        assert set(meta["holdout_metrics"]) >= {"accuracy", "f1"}
+    else:
+        assert meta["task"] == "regression" and meta["class_labels"] is None
+        assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [("variable", [1])]
+        assert parity["max_abs_error"]["variable"] < 1e-4 + 1e-3 * np.abs(y).max()
+        assert set(meta["holdout_metrics"]) >= {"mae", "rmse", "r2"}
+    reference = json.loads((version_dir / "reference.json").read_text())
+    _check_reference(meta, reference, len(X))
+    sample = load_table(version_dir / "training_sample.npz")
+    assert sample.rows == len(X) and sample.target is not None
+
+
+def _mixed_frame():
+    X, y = make_classification(n_samples=400, n_features=4, random_state=1)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(X, columns=["age", "income", "score", "tenure"])
+    frame.insert(1, "color", rng.choice(["red", "green", "blue"], len(frame)))
+    frame["plan"] = rng.choice(["basic", "pro"], len(frame))
+    frame.loc[::19, "income"] = np.nan
+    labels = np.where(y == 1, "churn", "stay")
+    pipeline = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("num", make_pipeline(SimpleImputer(), StandardScaler()),
+                         ["age", "income", "score", "tenure"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["color", "plan"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    )  # fmt: skip
+    return pipeline.fit(frame, labels), frame, labels
+
+
+def test_mixed_pipeline_with_string_columns_serves_bytes_inputs(tmp_path):
+    pipeline, frame, labels = _mixed_frame()
+    result = convert(pipeline, frame, "mixed", tmp_path, labels=labels)
+    meta = result.metadata
+    assert meta["inputs"] == [
+        {"name": "numeric", "datatype": "FP32", "shape": [4],
+         "features": ["age", "income", "score", "tenure"]},
+        {"name": "categorical", "datatype": "BYTES", "shape": [2], "features": ["color", "plan"]},
+    ]  # fmt: skip
+    assert meta["class_labels"] == ["churn", "stay"]
+    assert meta["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": []}
+    session = ort.InferenceSession(
+        Repository(tmp_path).read_model_bytes("mixed", 1), providers=["CPUExecutionProvider"]
+    )
+    label, proba = session.run(
+        None,
+        {
+            "numeric": frame[["age", "income", "score", "tenure"]].to_numpy(np.float32),
+            "categorical": frame[["color", "plan"]].to_numpy(object),
+        },
+    )
+    assert (label == pipeline.predict(frame)).mean() >= 0.999
+    np.testing.assert_allclose(proba, pipeline.predict_proba(frame), atol=1e-4)
+    reference = json.loads((result.path / "reference.json").read_text())
+    _check_reference(meta, reference, len(frame))
+    color = next(f for f in reference["features"] if f["name"] == "color")
+    assert color["kind"] == "categorical" and sorted(color["categories"]) == [
+        "blue",
+        "green",
+        "red",
+    ]
+    assert reference["prediction"]["categories"] == ["churn", "stay"]
+
+
+class SkewedLogisticRegression(LogisticRegression):
+    """Predicts the same labels, but its probabilities are squashed towards uniform."""
+
+    def predict_proba(self, X):
+        return super().predict_proba(X) * 0.8 + 0.2 / len(self.classes_)
+
+
+def test_failing_parity_writes_nothing_and_reports_the_output(tmp_path):
+    X, y = _classification()
+    estimator = SkewedLogisticRegression(max_iter=1000).fit(X, y)
+    with pytest.raises(ParityError) as info:
+        convert(estimator, X, "skewed", tmp_path, labels=y)
+    report = info.value.report
+    assert not report.passed
+    assert report.label_agreement == 1.0
+    assert report.outputs["probabilities"].max_abs_error > 0.01
+    message = str(info.value)
+    assert "probabilities: max abs error" in message and "worst row" in message
+    assert not (tmp_path / "skewed").exists()
+
+
+def test_unsupported_estimator_names_class_and_list(tmp_path):
+    X, y = _classification()
+    with pytest.raises(UnsupportedEstimator) as info:
+        convert(GaussianNB().fit(X, y), X, "nb", tmp_path)
+    assert isinstance(info.value, InvalidInput)
+    assert "GaussianNB" in str(info.value) and "LogisticRegression" in str(info.value)
+    assert not (tmp_path / "nb").exists()
+
+
+def test_svc_without_probabilities_is_refused(tmp_path):
+    X, y = _classification()
+    with pytest.raises(UnsupportedEstimator, match="predict_proba"):
+        convert(SVC().fit(X, y), X, "svc", tmp_path)
+
+
+class UnpicklableLogisticRegression(LogisticRegression):
+    """Copies fine but cannot be pickled: convert fails while writing estimator.joblib."""
+
+    def __copy__(self):
+        clone = LogisticRegression.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __reduce_ex__(self, protocol):
+        raise RuntimeError("cannot pickle this estimator")
+
+
+def test_convert_raising_midway_leaves_no_version(tmp_path):
+    X, y = _classification()
+    estimator = UnpicklableLogisticRegression(max_iter=1000).fit(X, y)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        convert(estimator, X, "m", tmp_path)
+    assert list((tmp_path / "m").iterdir()) == []
+    assert Repository(tmp_path).versions("m") == []
+
+
+_KILLED_SCRIPT = """
+import pathlib, sys, time
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from converter import convert
+
+class SlowToPickle(LogisticRegression):
+    def __reduce_ex__(self, protocol):
+        pathlib.Path(sys.argv[2]).write_text("populating")
+        time.sleep(60)
+        raise AssertionError("should have been killed")
+
+    def __copy__(self):
+        clone = LogisticRegression.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(200, 3))
+y = (X[:, 0] > 0).astype(int)
+convert(SlowToPickle().fit(X, y), X, "m", sys.argv[1])
+"""
+
+
+def test_convert_killed_midway_leaves_no_version(tmp_path):
+    marker = tmp_path / "marker"
+    repo_root = tmp_path / "repo"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_SCRIPT), str(repo_root), str(marker)],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "the convert exited before it was killed"
+            assert time.monotonic() < deadline, "the convert never reached populate"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    repo = Repository(repo_root)
+    assert repo.versions("m") == []
+    leftovers = [p.name for p in (repo_root / "m").iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".")
+    X, y = _classification()
+    assert convert(LogisticRegression(max_iter=1000).fit(X, y), X, "m", repo).version == 1
+
+
+def test_concurrent_converts_get_distinct_versions(tmp_path):
+    X, y = _classification()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    versions: list[int] = []
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            versions.append(convert(estimator, X, "m", tmp_path).version)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(versions) == [1, 2, 3, 4]
+    assert Repository(tmp_path).versions("m") == [1, 2, 3, 4]
+
+
+def test_data_files_csv_parquet_npz_give_the_same_fingerprint(tmp_path):
+    pipeline, frame, labels = _mixed_frame()
+    frame = frame.assign(target=labels)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    from_csv = load_table(tmp_path / "d.csv", target="target")
+    from_parquet = load_table(tmp_path / "d.parquet", target="target")
+    assert from_csv.names == from_parquet.names
+    assert from_csv.fingerprint() == from_parquet.fingerprint()
+    assert from_csv.is_numeric("income") and not from_csv.is_numeric("color")
+    X, y = _regression()
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    table = load_table(tmp_path / "d.npz")
+    assert table.rows == 300 and table.names[0] == "x0" and table.target is not None
+    with pytest.raises(InvalidInput, match="unknown data format"):
+        load_table(tmp_path / "d.txt")
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DRIFTGATE, "convert", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_end_to_end_with_csv_and_string_columns(tmp_path):
+    pipeline, frame, labels = _mixed_frame()
+    joblib.dump(pipeline, tmp_path / "est.joblib")
+    frame.assign(target=labels).to_csv(tmp_path / "train.csv", index=False)
+    args = ["churn", "--estimator", str(tmp_path / "est.joblib"),
+            "--data", str(tmp_path / "train.csv"), "--target", "target",
+            "--repository", str(tmp_path / "models"),
+            "--bins", "5", "--sample-rows", "50"]  # fmt: skip
+    first = _run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "wrote churn version 1" in first.stdout and "parity passed" in first.stdout
+    assert "accuracy=" in first.stdout
+    second = _run_cli(*args)
+    assert second.returncode == 0 and "version 2" in second.stdout
+    meta = Repository(tmp_path / "models").metadata("churn", 2)
+    assert meta["training_data"]["sample"]["rows"] == 50
+    reference = Repository(tmp_path / "models").reference("churn", 2)
+    assert reference is not None
+    assert all(len(f["edges"]) <= 6 for f in reference["features"] if f["kind"] == "numeric")
+
+
+def test_cli_expected_errors_exit_2_without_traceback(tmp_path):
+    X, y = _classification()
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    joblib.dump(GaussianNB().fit(X, y), tmp_path / "nb.joblib")
+    (tmp_path / "garbage.joblib").write_bytes(b"not a pickle")
+    common = ["--data", str(tmp_path / "d.npz"), "--repository", str(tmp_path / "models")]
+    cases = [
+        (["nb", "--estimator", str(tmp_path / "nb.joblib")], "unsupported estimator GaussianNB"),
+        (["bad", "--estimator", str(tmp_path / "garbage.joblib")], "garbage.joblib"),
+        (["../evil", "--estimator", str(tmp_path / "nb.joblib")], "invalid model name"),
+    ]
+    for args, expected in cases:
+        result = _run_cli(*args, *common)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_cli_help_documents_the_tolerance():
+    result = _run_cli("--help")
+    assert result.returncode == 0
+    assert "atol=1e-4" in result.stdout and "99.9%" in result.stdout
+    assert "TRUSTED" in result.stdout and "DRIFTGATE_REPOSITORY" in result.stdout
