@@ -8,6 +8,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -229,6 +230,7 @@ def _run_workers(settings: GatewaySettings, workers: int) -> int:
         forward(signal.SIGTERM, None)
     for process in processes:
         process.join()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if all(p.exitcode == 0 for p in processes) else 1
 
 

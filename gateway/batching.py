@@ -121,7 +121,11 @@ class Batcher:
             while self._queue:
                 await self._wait_for_preferred()
                 batch = self._take()
-                await self._execute(batch)
+                try:
+                    await self._execute(batch)
+                except Exception as exc:  # never leave a caller waiting
+                    for pending in batch:
+                        _settle(pending.future, exc)
         finally:
             self._drain_task = None
 
@@ -168,6 +172,8 @@ class Batcher:
             # Merging can fail too (inputs whose free dimensions differ between requests).
             feed = batch[0].feed if len(batch) == 1 else _merge([p.feed for p in batch])
             outputs = await self._call(feed, rows)
+            if len(batch) > 1 and any(len(o) != rows for o in outputs):
+                raise ValueError("outputs are not aligned with the batch dimension")
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc)

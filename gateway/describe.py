@@ -132,7 +132,8 @@ def repository_index(manager: ModelManager, ready_only: bool) -> pb.RepositoryIn
             elif state is not None and number in state.failures:
                 entries.append((name, number, "UNAVAILABLE", state.failures[number].reason))
             else:
-                entries.append((name, number, "UNAVAILABLE", "unloaded"))
+                reason = "unloaded" if state is not None and state.unloaded else "not deployed"
+                entries.append((name, number, "UNAVAILABLE", reason))
     return pb.RepositoryIndexResponse(
         models=[
             pb.RepositoryIndexResponse.ModelIndex(

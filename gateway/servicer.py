@@ -121,7 +121,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 version = self._manager.resolve(request.model_name, request.model_version)
                 response = await self.infer(version, request)
             except DriftgateError as exc:
-                yield pb.ModelStreamInferResponse(error_message=exc.message)
+                # The id tells a streaming client which of its requests failed.
+                failed = pb.ModelInferResponse(
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    id=request.id,
+                )
+                yield pb.ModelStreamInferResponse(error_message=exc.message, infer_response=failed)
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response)
 

@@ -122,8 +122,8 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(
                     version,
                     "UNAVAILABLE",
                 ):
-                    # "unloaded" until the watcher has tried to load it
-                    return "" if entry["reason"] == "unloaded" else entry["reason"]
+                    # "not deployed" until the watcher has tried to load it
+                    return "" if entry["reason"] == "not deployed" else entry["reason"]
             return ""
 
         # version 2: not an ONNX model at all
