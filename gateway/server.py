@@ -141,7 +141,7 @@ class GatewayServer:
         self.inference.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._write_ready_file()
-        log.info("gateway serving on %s (gRPC port %d)", address, self.port)
+        log.info("gateway serving on %s:%d", self.settings.host, self.port)
 
     def _start_metrics(self) -> None:
         if self.settings.metrics_port < 0:
