@@ -80,20 +80,19 @@ class _Traffic:
         )
 
 
-async def _send(address: str, x: np.ndarray, seconds: float, concurrency: int) -> _Traffic:
+async def _send(address: str, x: np.ndarray, stop: asyncio.Event, concurrency: int) -> _Traffic:
     import grpc
 
     from gateway._proto.inference import grpc_service_pb2 as pb
     from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
     traffic = _Traffic()
-    deadline = time.perf_counter() + seconds
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
         async def worker(offset: int) -> None:
             i = offset
-            while time.perf_counter() < deadline:
+            while not stop.is_set():
                 row = x[i % len(x) : i % len(x) + 1]
                 request = pb.ModelInferRequest(
                     model_name=MODEL,
@@ -113,6 +112,12 @@ async def _send(address: str, x: np.ndarray, seconds: float, concurrency: int) -
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return traffic
+
+
+async def _until_served(server: Any, version: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not server.manager.is_ready(MODEL, str(version)):
+        await asyncio.sleep(0.05)
 
 
 async def _demo(workdir: Path, seconds: float, concurrency: int) -> int:
@@ -139,17 +144,24 @@ async def _demo(workdir: Path, seconds: float, concurrency: int) -> int:
     await server.start()
     address = f"127.0.0.1:{server.port}"
     print(f"2. gateway serving on {address} (metrics on :{server.metrics_port}/metrics)")
+    loop = asyncio.get_running_loop()
     try:
-        traffic = await _send(address, x, seconds, concurrency)
+        stop = asyncio.Event()
+        loop.call_later(seconds, stop.set)
+        traffic = await _send(address, x, stop, concurrency)
         print(traffic.summary(seconds))
         print("3. train a random forest and convert it as version 2 while traffic flows")
-        sending = asyncio.create_task(_send(address, x, seconds * 1.5, concurrency))
+        started = time.perf_counter()
+        stop = asyncio.Event()
+        sending = asyncio.create_task(_send(address, x, stop, concurrency))
         await asyncio.sleep(seconds * 0.25)
-        loop = asyncio.get_running_loop()
         forest = RandomForestClassifier(100, max_depth=8, random_state=0)
-        await loop.run_in_executor(None, _convert, forest, x, y, repository)
+        version = await loop.run_in_executor(None, _convert, forest, x, y, repository)
+        await _until_served(server, version, timeout=30.0)
+        await asyncio.sleep(seconds * 0.5)  # traffic on the new version
+        stop.set()
         swap = await sending
-        print(swap.summary(seconds * 1.5))
+        print(swap.summary(time.perf_counter() - started))
         failed = sum(traffic.failures.values()) + sum(swap.failures.values())
         print(
             "4. done: "
