@@ -11,5 +11,7 @@ echo "== mypy"
 mypy
 echo "== generated stubs are fresh"
 python scripts/gen_proto.py --check
-echo "== pytest"
-python -m pytest "$@"
+echo "== pytest: unit and integration tests"
+python -m pytest tests "$@"
+echo "== pytest: tritonclient against the gateway (a process of its own, see tests/conftest.py)"
+python -m pytest tests/triton "$@"

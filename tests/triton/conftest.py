@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.integration.helpers import (
+from tests.processes import DriftgateProcess
+from tests.triton.helpers import (
     DATATYPES,
     Zoo,
     gather_model,
@@ -23,7 +24,6 @@ from tests.integration.helpers import (
     write_deployment,
     write_version,
 )
-from tests.processes import DriftgateProcess
 
 
 @pytest.fixture(scope="session")

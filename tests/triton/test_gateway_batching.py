@@ -15,8 +15,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.helpers import Zoo, message_of, run_gateway, status_of
 from tests.processes import DriftgateProcess
+from tests.triton.helpers import Zoo, message_of, run_gateway, status_of
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.helpers import Zoo, sample, scrape
 from tests.processes import DriftgateProcess
+from tests.triton.helpers import Zoo, sample, scrape
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.helpers import (
+from tests.processes import start_gateway
+from tests.triton.helpers import (
     SLOW_WIDTH,
     logistic_model,
     sample,
@@ -22,7 +23,6 @@ from tests.integration.helpers import (
     wait_until,
     write_version,
 )
-from tests.processes import start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor
 
-from tests.integration.helpers import DATATYPES, Zoo
 from tests.processes import DriftgateProcess
+from tests.triton.helpers import DATATYPES, Zoo
 
 pytestmark = pytest.mark.integration
 

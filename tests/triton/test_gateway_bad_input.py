@@ -13,8 +13,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.helpers import Zoo, message_of, run_gateway, status_of
 from tests.processes import DriftgateProcess
+from tests.triton.helpers import Zoo, message_of, run_gateway, status_of
 
 pytestmark = pytest.mark.integration
 

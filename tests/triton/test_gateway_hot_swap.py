@@ -13,7 +13,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
-from tests.integration.helpers import (
+from tests.processes import DriftgateProcess
+from tests.triton.helpers import (
     logistic_model,
     run_gateway,
     sample,
@@ -22,7 +23,6 @@ from tests.integration.helpers import (
     write_deployment,
     write_version,
 )
-from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.helpers import Zoo, message_of, run_gateway, status_of
 from tests.processes import DriftgateProcess
+from tests.triton.helpers import Zoo, message_of, run_gateway, status_of
 
 pytestmark = pytest.mark.integration
 
