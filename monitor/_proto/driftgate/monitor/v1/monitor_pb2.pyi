@@ -134,7 +134,7 @@ class GetDriftRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict")
+    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict", "effect_size_floor")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class FeatureDrift(_message.Message):
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
     CRITICAL_VALUE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_SIZE_FLOOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     categorical: bool
     rows: int
@@ -157,7 +158,8 @@ class FeatureDrift(_message.Message):
     statistic: str
     critical_value: float
     verdict: DriftVerdict
-    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ...) -> None: ...
+    effect_size_floor: float
+    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ..., effect_size_floor: _Optional[float] = ...) -> None: ...
 
 class GetDriftResponse(_message.Message):
     __slots__ = ("model", "version", "window_start", "window_end", "rows", "features", "prediction", "dataset_drift_share", "dataset_verdict")
@@ -194,7 +196,14 @@ class GetAccuracyRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetAccuracyResponse(_message.Message):
-    __slots__ = ("model", "version", "window_start", "window_end", "label_count", "prediction_count", "coverage", "accuracy", "f1", "log_loss", "mae", "rmse", "label_lag")
+    __slots__ = ("model", "version", "window_start", "window_end", "label_count", "prediction_count", "coverage", "accuracy", "f1", "log_loss", "mae", "rmse", "label_lag", "recall", "estimated_accuracy", "label_lag_p90", "label_lag_p99")
+    class RecallEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +217,10 @@ class GetAccuracyResponse(_message.Message):
     MAE_FIELD_NUMBER: _ClassVar[int]
     RMSE_FIELD_NUMBER: _ClassVar[int]
     LABEL_LAG_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_LAG_P90_FIELD_NUMBER: _ClassVar[int]
+    LABEL_LAG_P99_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     window_start: _timestamp_pb2.Timestamp
@@ -221,7 +234,11 @@ class GetAccuracyResponse(_message.Message):
     mae: float
     rmse: float
     label_lag: _duration_pb2.Duration
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_count: _Optional[int] = ..., prediction_count: _Optional[int] = ..., coverage: _Optional[float] = ..., accuracy: _Optional[float] = ..., f1: _Optional[float] = ..., log_loss: _Optional[float] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., label_lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    recall: _containers.ScalarMap[str, float]
+    estimated_accuracy: float
+    label_lag_p90: _duration_pb2.Duration
+    label_lag_p99: _duration_pb2.Duration
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_count: _Optional[int] = ..., prediction_count: _Optional[int] = ..., coverage: _Optional[float] = ..., accuracy: _Optional[float] = ..., f1: _Optional[float] = ..., log_loss: _Optional[float] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., label_lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., recall: _Optional[_Mapping[str, float]] = ..., estimated_accuracy: _Optional[float] = ..., label_lag_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_lag_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("model", "limit")

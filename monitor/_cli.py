@@ -1,0 +1,247 @@
+"""``driftgate monitor``, ``driftgate drift`` and ``driftgate accuracy``: flags and env vars."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from gateway._cli import env
+from monitor.settings import MonitorSettings
+
+__all__ = ["parse_duration", "register"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``1h``, ``7d`` -> seconds; ``total`` or ``all`` -> 0."""
+    if text.strip().lower() in {"total", "all"}:
+        return 0.0
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 15m, 1h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def register(subparsers: Any) -> None:
+    _register_monitor(subparsers)
+    for name, help_text in (
+        ("drift", "drift of a model version against its reference profile"),
+        ("accuracy", "accuracy of a model version from joined labels"),
+    ):
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("model", help="model name")
+        parser.add_argument("--version", type=int, help="model version (default: stable)")
+        parser.add_argument(
+            "--window",
+            type=parse_duration,
+            help="window ending now, e.g. 15m, 1h, 7d, or 'total' (default: the monitor's)",
+        )
+        parser.add_argument(
+            "--monitor",
+            default=os.environ.get("DRIFTGATE_MONITOR", "localhost:8003"),
+            help="monitor gRPC address (DRIFTGATE_MONITOR; default localhost:8003)",
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(handler=_query)
+
+
+def _register_monitor(subparsers: Any) -> None:
+    d = MonitorSettings()
+    parser = subparsers.add_parser(
+        "monitor",
+        help="run the monitor sidecar (statistics ingest, labels, drift, accuracy)",
+        description="Run the monitor sidecar: a gRPC server taking statistics reports and "
+        "labels from gateways and answering drift and accuracy queries, with Prometheus "
+        "metrics. Each flag can also be set with the environment variable in its help.",
+    )
+    add = parser.add_argument
+    add(
+        "--data-dir",
+        type=Path,
+        default=Path(env("DATA_DIR", str(d.data_dir))),
+        help="embedded SQLite store directory (DRIFTGATE_DATA_DIR; default ./driftgate-data)",
+    )
+    add(
+        "--store-url",
+        default=os.environ.get("DRIFTGATE_STORE_URL"),
+        help="database URL, e.g. postgresql+psycopg://... (DRIFTGATE_STORE_URL; default "
+        "sqlite:///<data-dir>/monitor.db)",
+    )
+    add(
+        "--repository",
+        type=Path,
+        default=Path(env("REPOSITORY", str(d.repository))),
+        help="repository with the reference profiles (DRIFTGATE_REPOSITORY; default ./models)",
+    )
+    add("--host", default=env("HOST", d.host), help="address to bind (DRIFTGATE_HOST)")
+    add(
+        "--grpc-port",
+        type=int,
+        default=env("MONITOR_GRPC_PORT", d.grpc_port),
+        help="gRPC port, 0 for a free one (DRIFTGATE_MONITOR_GRPC_PORT; default 8003)",
+    )
+    add(
+        "--metrics-port",
+        type=int,
+        default=env("MONITOR_METRICS_PORT", d.metrics_port),
+        help="/metrics port, -1 to disable (DRIFTGATE_MONITOR_METRICS_PORT; default 8004)",
+    )
+    add(
+        "--window",
+        type=parse_duration,
+        default=env("WINDOW", "1h"),
+        help="default drift/accuracy window (DRIFTGATE_WINDOW; default 1h)",
+    )
+    add(
+        "--evaluate-interval",
+        type=float,
+        default=env("EVALUATE_INTERVAL", d.evaluate_interval),
+        help="seconds between gauge refreshes (DRIFTGATE_EVALUATE_INTERVAL; default 60)",
+    )
+    add(
+        "--max-records",
+        type=int,
+        default=env("MAX_RECORDS", d.max_records),
+        help="prediction records kept at most (DRIFTGATE_MAX_RECORDS; default 1000000)",
+    )
+    add(
+        "--record-retention",
+        type=parse_duration,
+        default=env("RECORD_RETENTION", "30d"),
+        help="age at which records and held labels go (DRIFTGATE_RECORD_RETENTION; default 30d)",
+    )
+    add(
+        "--counts-retention",
+        type=parse_duration,
+        default=env("COUNTS_RETENTION", "90d"),
+        help="age at which count buckets go (DRIFTGATE_COUNTS_RETENTION; default 90d)",
+    )
+    add(
+        "--prune-interval",
+        type=float,
+        default=env("PRUNE_INTERVAL", d.prune_interval),
+        help="seconds between retention prunes (DRIFTGATE_PRUNE_INTERVAL; default 600)",
+    )
+    add(
+        "--grace",
+        type=float,
+        default=env("GRACE_SECONDS", d.grace_seconds),
+        help="seconds SIGTERM waits for in-flight calls (DRIFTGATE_GRACE_SECONDS)",
+    )
+    add(
+        "--ready-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_READY_FILE"),
+        help="write the bound ports as JSON here once serving (DRIFTGATE_READY_FILE)",
+    )
+    parser.set_defaults(handler=_run_monitor)  # fmt: skip
+
+
+def settings_from(args: argparse.Namespace) -> MonitorSettings:
+    window = args.window if isinstance(args.window, float) else parse_duration(args.window)
+    return MonitorSettings(
+        data_dir=args.data_dir,
+        store_url=args.store_url,
+        repository=args.repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        default_window_seconds=window,
+        evaluate_interval=args.evaluate_interval,
+        max_records=args.max_records,
+        record_retention_seconds=_seconds(args.record_retention),
+        counts_retention_seconds=_seconds(args.counts_retention),
+        prune_interval=args.prune_interval,
+        grace_seconds=args.grace,
+        ready_file=args.ready_file,
+    )
+
+
+def _seconds(value: float | str) -> float:
+    return value if isinstance(value, float) else parse_duration(value)
+
+
+def _run_monitor(args: argparse.Namespace) -> int:
+    from monitor.server import MonitorServer
+
+    asyncio.run(MonitorServer(settings_from(args)).serve())
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+    from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+
+    request: Any = pb.GetDriftRequest if args.command == "drift" else pb.GetAccuracyRequest
+    message = request(model=args.model, version=args.version)
+    if args.window is not None:
+        message.window.FromNanoseconds(int(args.window * 1e9))
+    with grpc.insecure_channel(args.monitor) as channel:
+        stub = pb_grpc.MonitorStub(channel)
+        call = stub.GetDrift if args.command == "drift" else stub.GetAccuracy
+        try:
+            response = call(message, timeout=60)
+        except grpc.RpcError as exc:
+            print(f"driftgate {args.command}: {exc.code().name}: {exc.details()}")
+            return 1
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    elif args.command == "drift":
+        print(_drift_table(response))
+    else:
+        print(_accuracy_table(response))
+    return 0
+
+
+_VERDICTS = {0: "-", 1: "insufficient", 2: "ok", 3: "DRIFT"}
+
+
+def _drift_table(r: Any) -> str:
+    lines = [
+        f"{r.model} version {r.version}: {r.rows} rows, dataset drift share "
+        f"{r.dataset_drift_share:.0%} ({_VERDICTS[r.dataset_verdict]})",
+        f"{'feature':<24} {'rows':>8} {'psi':>7} {'js':>6} {'ks':>6} {'chi2':>9} {'linf':>6} "
+        f"{'stat':>12} {'thresh':>7} {'verdict':>12}  bar",
+    ]
+    every = [*r.features, *([r.prediction] if r.HasField("prediction") else [])]
+    for f in every:
+        threshold = max(f.critical_value, f.effect_size_floor)
+        value = getattr(f, f.statistic, 0.0)
+        # Bar: the statistic against its threshold, '|' marks the threshold at 10 characters.
+        filled = min(int(round(10 * value / threshold)) if threshold > 0 else 0, 20)
+        bar = ("#" * filled).ljust(20)
+        bar = bar[:10] + "|" + bar[10:]
+        ks = f"{f.ks_statistic:.3f}" if f.HasField("ks_statistic") else "-"
+        chi2 = f"{f.chi_square:.1f}" if f.HasField("chi_square") else "-"
+        lines.append(
+            f"{f.name[:24]:<24} {f.rows:>8} {f.psi:>7.4f} {f.js_distance:>6.3f} {ks:>6} "
+            f"{chi2:>9} {f.l_infinity:>6.3f} {f.statistic:>12} {threshold:>7.4f} "
+            f"{_VERDICTS[f.verdict]:>12}  {bar}"
+        )
+    return "\n".join(lines)
+
+
+def _accuracy_table(r: Any) -> str:
+    lines = [f"{r.model} version {r.version}"]
+    lines.append(
+        f"  predictions {r.prediction_count}, labels {r.label_count}, coverage {r.coverage:.1%}"
+    )
+    for name in ("accuracy", "estimated_accuracy", "f1", "log_loss", "mae", "rmse"):
+        if r.HasField(name):
+            lines.append(f"  {name:<20} {getattr(r, name):.4f}")
+    for label, recall in sorted(r.recall.items()):
+        lines.append(f"  recall[{label}]{'':<{max(12 - len(label), 0)}} {recall:.4f}")
+    for name in ("label_lag", "label_lag_p90", "label_lag_p99"):
+        if r.HasField(name):
+            lines.append(f"  {name:<20} {getattr(r, name).ToTimedelta().total_seconds():.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The monitor's Prometheus metrics, registered on a registry the caller owns.
+
+Series and labels (the README lists them with their use):
+
+- ``driftgate_monitor_drift{model, version, feature, method}``: a distance of the default
+  window (method: psi, js_distance, ks_statistic, chi_square, l_infinity); the prediction
+  distribution is feature ``__prediction__``.
+- ``driftgate_monitor_drift_threshold{model, version, feature, method}``: the value the
+  verdict statistic must exceed (max of calibrated critical value and effect-size floor).
+- ``driftgate_monitor_drift_verdict{model, version, feature}``: 1 insufficient data,
+  2 no drift, 3 drift.
+- ``driftgate_monitor_dataset_drift_share{model, version}``: share of drifted features.
+- ``driftgate_monitor_accuracy{model, version, metric, window}`` and
+  ``driftgate_monitor_accuracy_estimate{model, version, metric, window}`` (window: the
+  default window's length such as ``1h``, or ``total``).
+- ``driftgate_monitor_label_coverage{model, version, window}``,
+  ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown).
+- ``driftgate_monitor_reports_total{result}`` (applied, duplicate),
+  ``driftgate_monitor_report_lag_seconds`` (receipt minus the gateway's send time).
+- ``driftgate_monitor_store_rows{table}``, ``driftgate_monitor_store_bytes``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["PREDICTION_FEATURE", "MonitorMetrics"]
+
+PREDICTION_FEATURE = "__prediction__"
+_VERSION = ("model", "version")
+
+
+class MonitorMetrics:
+    """Every monitor metric family."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.drift = Gauge(
+            "driftgate_monitor_drift",
+            "Distance of the default window from the reference profile",
+            (*_VERSION, "feature", "method"),
+            registry=registry,
+        )
+        self.drift_threshold = Gauge(
+            "driftgate_monitor_drift_threshold",
+            "Value the verdict statistic must exceed: max(calibrated critical value, floor)",
+            (*_VERSION, "feature", "method"),
+            registry=registry,
+        )
+        self.drift_verdict = Gauge(
+            "driftgate_monitor_drift_verdict",
+            "Drift verdict of the default window: 1 insufficient data, 2 no drift, 3 drift",
+            (*_VERSION, "feature"),
+            registry=registry,
+        )
+        self.dataset_drift_share = Gauge(
+            "driftgate_monitor_dataset_drift_share",
+            "Share of features whose verdict is drift, in the default window",
+            _VERSION,
+            registry=registry,
+        )
+        self.accuracy = Gauge(
+            "driftgate_monitor_accuracy",
+            "Labelled accuracy figures (accuracy, f1, log_loss, mae, rmse)",
+            (*_VERSION, "metric", "window"),
+            registry=registry,
+        )
+        self.accuracy_estimate = Gauge(
+            "driftgate_monitor_accuracy_estimate",
+            "Accuracy estimated from the model's own probabilities (mean top-class probability)",
+            (*_VERSION, "metric", "window"),
+            registry=registry,
+        )
+        self.label_coverage = Gauge(
+            "driftgate_monitor_label_coverage",
+            "Share of prediction records with a label",
+            (*_VERSION, "window"),
+            registry=registry,
+        )
+        self.labels = Counter(
+            "driftgate_monitor_labels",
+            "Labels received, by result (accepted, duplicate, unknown)",
+            ("result",),
+            registry=registry,
+        )
+        self.reports = Counter(
+            "driftgate_monitor_reports",
+            "Reports received, by result (applied, duplicate)",
+            ("result",),
+            registry=registry,
+        )
+        self.report_lag = Histogram(
+            "driftgate_monitor_report_lag_seconds",
+            "Time from a gateway sending a report to the monitor committing it",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.store_rows = Gauge(
+            "driftgate_monitor_store_rows", "Rows per store table", ("table",), registry=registry
+        )
+        self.store_bytes = Gauge(
+            "driftgate_monitor_store_bytes",
+            "Size of the SQLite store files (0 for PostgreSQL)",
+            registry=registry,
+        )

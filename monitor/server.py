@@ -1,0 +1,182 @@
+"""The monitor process: a grpc.aio server with the Monitor and Feedback services, plus /metrics.
+
+``MonitorServer.start()`` opens the store (migrating it), binds and returns; ``stop(grace)``
+drains; ``serve()`` runs until SIGTERM or SIGINT. Background tasks refresh the gauges every
+``evaluate_interval`` seconds and prune the store every ``prune_interval`` seconds.
+
+Errors map to statuses as in the gateway: a ``DriftgateError`` becomes its status and
+message, anything else INTERNAL with a logged traceback (``_Guarded`` wraps every method).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from gateway.errors import DriftgateError
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from monitor.metrics import MonitorMetrics
+from monitor.service import Monitor
+from monitor.servicer import MonitorServicer
+from monitor.settings import MonitorSettings
+from monitor.store import Store
+
+__all__ = ["MonitorServer"]
+
+log = logging.getLogger(__name__)
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(request, context)
+        except DriftgateError as exc:
+            await context.abort(exc.code, exc.message)
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see monitor log")
+
+    return unary
+
+
+class _Guarded:
+    """A servicer whose coroutine methods are all wrapped by ``_guard``."""
+
+    def __init__(self, servicer: object) -> None:
+        self._servicer = servicer
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._servicer, name)
+        return _guard(attribute) if inspect.iscoroutinefunction(attribute) else attribute
+
+
+class MonitorServer:
+    """One monitor process."""
+
+    def __init__(
+        self, settings: MonitorSettings, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = MonitorMetrics(self.registry)
+        self._executor = ThreadPoolExecutor(1, "driftgate-store")
+        self.monitor: Monitor | None = None
+        self.health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        """Open the store, bind the ports and start serving; returns once serving."""
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(
+            self._executor, lambda: Store(self.settings.url, self.settings.bucket_seconds)
+        )
+        self.monitor = Monitor(self.settings, store, self.metrics)
+        servicer = _Guarded(MonitorServicer(self.monitor, self._executor))
+        limit = self.settings.max_message_bytes
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
+        pb_grpc.add_MonitorServicer_to_server(servicer, self._server)
+        fpb_grpc.add_FeedbackServicer_to_server(servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["Monitor"].full_name,
+                fpb.DESCRIPTOR.services_by_name["Feedback"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        self.port = self._server.add_insecure_port(address)
+        await self._server.start()
+        self._start_metrics()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._tasks = [
+            loop.create_task(self._every(self.settings.evaluate_interval, self.monitor.evaluate)),
+            loop.create_task(self._every(self.settings.prune_interval, self.monitor.prune)),
+        ]
+        self._write_ready_file()
+        log.info("monitor serving on %s (gRPC port %d), store %s", address, self.port, store.url)
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, job)
+            except Exception:
+                log.exception("periodic %s failed", getattr(job, "__name__", job))
+            await asyncio.sleep(seconds)
+
+    def _start_metrics(self) -> None:
+        if self.settings.metrics_port < 0:
+            return
+        server, _thread = start_http_server(
+            self.settings.metrics_port, addr=self.settings.host, registry=self.registry
+        )
+        self._metrics_http = server
+        self.metrics_port = server.server_port
+
+    def _write_ready_file(self) -> None:
+        path = self.settings.ready_file
+        if path is None:
+            return
+        info = {"grpc_port": self.port, "metrics_port": self.metrics_port, "pid": os.getpid()}
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(info))
+        os.replace(temporary, path)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight calls finish within ``grace`` seconds, close."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        if self.monitor is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.monitor.store.close
+            )
+        self._executor.shutdown(wait=True)
+
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM/SIGINT, then drain and stop."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        log.info("shutting down: draining for up to %.1f s", self.settings.grace_seconds)
+        await self.stop()
+        log.info("monitor stopped")

@@ -1,0 +1,249 @@
+"""The monitor's core: reference profiles, drift and accuracy of stored windows, gauges.
+
+No grpc here: ``monitor.servicer`` converts protobuf to the dataclasses of ``monitor.store``
+and back, and calls this. All methods are synchronous and run on the server's one store
+thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.profile import Bins, CategoricalBins, ReferenceProfile
+from gateway.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from gateway.repository import Repository
+from monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
+from monitor.drift import DatasetDrift, DriftTester, FeatureDrift
+from monitor.metrics import PREDICTION_FEATURE, MonitorMetrics
+from monitor.settings import MonitorSettings
+from monitor.store import LabelIn, Report, Store
+
+__all__ = ["Monitor", "Window", "window_label"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """[start, end) in epoch seconds; start None means the version's whole history."""
+
+    start: float | None
+    end: float
+
+
+def window_label(seconds: float | None) -> str:
+    """``3600`` -> ``1h``, None or 0 -> ``total``: the ``window`` label of the gauges."""
+    if not seconds:
+        return "total"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class Monitor:
+    """Ingest, labels and queries over one store and one model repository."""
+
+    def __init__(self, settings: MonitorSettings, store: Store, metrics: MonitorMetrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.repository = Repository(settings.repository)
+        self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
+        self._testers: dict[str, DriftTester] = {}
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def ingest(self, report: Report, sent_time: float | None) -> int:
+        if not report.instance_id or report.sequence < 1:
+            raise InvalidInput("a report needs an instance_id and a sequence >= 1")
+        committed, applied = self.store.ingest(report)
+        self.metrics.reports.labels("applied" if applied else "duplicate").inc()
+        if applied and sent_time:
+            self.metrics.report_lag.observe(max(time.time() - sent_time, 0.0))
+        return committed
+
+    def add_labels(self, labels: list[LabelIn]) -> tuple[int, int, int]:
+        for i, label in enumerate(labels):
+            if not label.request_id:
+                raise InvalidInput(f"labels[{i}]: request_id is empty")
+        accepted, duplicates, unknown = self.store.add_labels(labels, time.time())
+        self.metrics.labels.labels("accepted").inc(accepted)
+        self.metrics.labels.labels("duplicate").inc(duplicates)
+        self.metrics.labels.labels("unknown").inc(unknown)
+        return accepted, duplicates, unknown
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def resolve_version(self, model: str, version: int | None) -> int:
+        """``version``, or the stable version of ``deployment.json``, or the highest one."""
+        if version is not None:
+            return version
+        deployment = self.repository.deployment(model) or {}
+        stable = deployment.get("stable")
+        if stable is not None:
+            return int(stable)
+        versions = self.repository.versions(model)
+        if not versions:
+            raise ModelNotFound(f"model {model!r} has no version in {self.repository.root}")
+        return versions[-1]
+
+    def profile(self, model: str, version: int) -> ReferenceProfile:
+        key = (model, version)
+        if key not in self._profiles:
+            data = self.repository.reference(model, version)
+            if data is None:
+                raise FailedPrecondition(
+                    f"model {model!r} version {version} has no reference.json to measure "
+                    "drift against; convert it with `driftgate convert`"
+                )
+            self._profiles[key] = ReferenceProfile.from_dict(data)
+        return self._profiles[key]
+
+    def window(self, seconds: float | None, end: float | None) -> Window:
+        """The window of a query: ``seconds`` None is the default, 0 the whole history."""
+        end = time.time() if end is None else end
+        length = self.settings.default_window_seconds if seconds is None else seconds
+        if length < 0:
+            raise InvalidInput(f"window must not be negative, got {length} s")
+        return Window(None if length == 0 else end - length, end)
+
+    def tester(self, model: str) -> DriftTester:
+        if model not in self._testers:
+            self._testers[model] = DriftTester(self.settings.thresholds(model))
+        return self._testers[model]
+
+    # -- queries --------------------------------------------------------------------------
+
+    def drift(self, model: str, version: int, window: Window) -> DatasetDrift:
+        profile = self.profile(model, version)
+        counts = self.store.counts(model, version, window.start, window.end)
+        features = [
+            (f.name, _categorical(f.bins), _array(f.bins.counts), _window_counts(
+                counts.get((False, f.name), {}), len(f.bins.counts)
+            ))
+            for f in profile.features
+        ]  # fmt: skip
+        prediction = None
+        if profile.prediction is not None:
+            stored = next((c for (p, _), c in counts.items() if p), {})
+            prediction = (
+                PREDICTION_FEATURE,
+                _categorical(profile.prediction),
+                _array(profile.prediction.counts),
+                _window_counts(stored, len(profile.prediction.counts)),
+            )
+        return self.tester(model).evaluate(features, prediction)
+
+    def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
+        records = self.store.predictions(model, version, window.start, window.end)
+        meta: dict[str, Any] = {}
+        with contextlib.suppress(ModelNotFound):
+            # model.json only: the monitor never opens the ONNX graph.
+            path = self.repository.version_dir(model, version) / "model.json"
+            if path.is_file():
+                meta = json.loads(path.read_text(encoding="utf-8"))
+        task = str(meta.get("task") or _guess_task(records))
+        joined = [
+            JoinedPrediction(
+                prediction=r.value,
+                probabilities=r.probabilities,
+                label=r.label,
+                lag_seconds=None if r.label_time is None else max(r.label_time - r.time, 0.0),
+            )
+            for r in records
+        ]
+        return accuracy_of(joined, task, [str(c) for c in meta.get("class_labels") or ()])
+
+    # -- periodic work --------------------------------------------------------------------
+
+    def evaluate(self, now: float | None = None) -> None:
+        """Refresh the drift and accuracy gauges of every version active in the window."""
+        now = time.time() if now is None else now
+        length = self.settings.default_window_seconds
+        since = now - length
+        for model, version in self.store.active_versions(since):
+            # Counts for a version whose profile is gone have nothing to compare against.
+            with contextlib.suppress(ModelNotFound, FailedPrecondition):
+                self._publish_drift(model, version, self.drift(model, version, Window(since, now)))
+            for seconds in (length, 0.0):
+                window = self.window(seconds, now)
+                self._publish_accuracy(
+                    model, version, window_label(seconds), self.accuracy(model, version, window)
+                )
+        self.refresh_store_size()
+
+    def _publish_drift(self, model: str, version: int, result: DatasetDrift) -> None:
+        m, v = self.metrics, str(version)
+        every = [*result.features, *([result.prediction] if result.prediction else [])]
+        for feature in every:
+            _publish_feature(m, model, v, feature)
+        m.dataset_drift_share.labels(model, v).set(result.share)
+
+    def _publish_accuracy(self, model: str, version: int, label: str, a: Accuracy) -> None:
+        m, v = self.metrics, str(version)
+        m.label_coverage.labels(model, v, label).set(a.coverage)
+        for name in ("accuracy", "f1", "log_loss", "mae", "rmse"):
+            value = getattr(a, name)
+            if value is not None:
+                m.accuracy.labels(model, v, name, label).set(value)
+        if a.estimated_accuracy is not None:
+            m.accuracy_estimate.labels(model, v, "accuracy", label).set(a.estimated_accuracy)
+
+    def refresh_store_size(self) -> None:
+        for table, rows in self.store.table_rows().items():
+            self.metrics.store_rows.labels(table).set(rows)
+        self.metrics.store_bytes.set(_sqlite_bytes(self.store.url))
+
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        s = self.settings
+        return self.store.prune(
+            time.time() if now is None else now,
+            s.max_records,
+            s.record_retention_seconds,
+            s.counts_retention_seconds,
+        )
+
+
+def _publish_feature(m: MonitorMetrics, model: str, version: str, f: FeatureDrift) -> None:
+    for method, value in f.distances.items():
+        m.drift.labels(model, version, f.name, method).set(value)
+    if not math.isnan(f.critical_value):
+        m.drift_threshold.labels(model, version, f.name, f.statistic).set(f.threshold)
+    m.drift_verdict.labels(model, version, f.name).set(int(f.verdict))
+
+
+def _categorical(bins: Bins) -> bool:
+    return isinstance(bins, CategoricalBins)
+
+
+def _array(counts: Any) -> Any:
+    return np.asarray(counts, dtype=np.int64)
+
+
+def _window_counts(stored: dict[int, int], size: int) -> Any:
+    counts = np.zeros(size, dtype=np.int64)
+    for index, count in stored.items():
+        if 0 <= index < size:  # negative bins are missing/inf/out-of-range tallies
+            counts[index] += count
+    return counts
+
+
+def _guess_task(records: list[Any]) -> str:
+    if records and isinstance(records[0].value, float) and not records[0].probabilities:
+        return "regression"
+    return "classification"
+
+
+def _sqlite_bytes(url: str) -> int:
+    if not url.startswith("sqlite:///"):
+        return 0
+    path = Path(url.removeprefix("sqlite:///"))
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    return sum(p.stat().st_size for p in files if p.exists())

@@ -1,0 +1,229 @@
+"""``driftgate.monitor.v1.Monitor``: protobuf in, ``monitor.service.Monitor`` out, protobuf back.
+
+Store work runs on one worker thread so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.errors import InvalidInput
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from monitor.drift import FeatureDrift
+from monitor.service import Monitor, Window
+from monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
+
+__all__ = ["MonitorServicer"]
+
+T = TypeVar("T")
+
+
+class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
+    """The Monitor service; SendLabels also serves ``driftgate.feedback.v1.Feedback``."""
+
+    def __init__(self, monitor: Monitor, executor: ThreadPoolExecutor) -> None:
+        self.monitor = monitor
+        self._executor = executor
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def Report(self, request: pb.ReportRequest, context: Any) -> pb.ReportResponse:
+        report = _report(request)
+        sent = _seconds(request.sent_time) if request.HasField("sent_time") else None
+        committed = await self._run(self.monitor.ingest, report, sent)
+        return pb.ReportResponse(committed_sequence=committed)
+
+    async def SendLabels(
+        self, request: fpb.SendLabelsRequest, context: Any
+    ) -> fpb.SendLabelsResponse:
+        labels = [_label(i, label) for i, label in enumerate(request.labels)]
+        accepted, duplicates, unknown = await self._run(self.monitor.add_labels, labels)
+        return fpb.SendLabelsResponse(accepted=accepted, duplicates=duplicates, unknown=unknown)
+
+    async def GetDrift(self, request: pb.GetDriftRequest, context: Any) -> pb.GetDriftResponse:
+        version, window = await self._resolve(request)
+        result = await self._run(self.monitor.drift, request.model, version, window)
+        response = pb.GetDriftResponse(
+            model=request.model,
+            version=version,
+            window_end=_timestamp(window.end),
+            rows=result.rows,
+            features=[_feature(f) for f in result.features],
+            dataset_drift_share=result.share,
+            dataset_verdict=pb.DriftVerdict.Name(int(result.verdict)),
+        )
+        if window.start is not None:
+            response.window_start.CopyFrom(_timestamp(window.start))
+        if result.prediction is not None:
+            response.prediction.CopyFrom(_feature(result.prediction))
+        return response
+
+    async def GetAccuracy(
+        self, request: pb.GetAccuracyRequest, context: Any
+    ) -> pb.GetAccuracyResponse:
+        version, window = await self._resolve(request)
+        a = await self._run(self.monitor.accuracy, request.model, version, window)
+        response = pb.GetAccuracyResponse(
+            model=request.model,
+            version=version,
+            window_end=_timestamp(window.end),
+            label_count=a.label_count,
+            prediction_count=a.prediction_count,
+            coverage=a.coverage,
+            accuracy=a.accuracy,
+            f1=a.f1,
+            log_loss=a.log_loss,
+            mae=a.mae,
+            rmse=a.rmse,
+            recall=a.recall,
+            estimated_accuracy=a.estimated_accuracy,
+        )
+        if window.start is not None:
+            response.window_start.CopyFrom(_timestamp(window.start))
+        lags = a.label_lag_seconds
+        for field, name in (
+            ("label_lag", "p50"),
+            ("label_lag_p90", "p90"),
+            ("label_lag_p99", "p99"),
+        ):
+            if name in lags:
+                getattr(response, field).CopyFrom(_duration(lags[name]))
+        return response
+
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: Any
+    ) -> pb.ListEventsResponse:
+        limit = request.limit or 100
+        found = await self._run(self.monitor.store.events, request.model, limit)
+        return pb.ListEventsResponse(
+            events=[
+                pb.Event(
+                    id=e.id, time=_timestamp(e.time), kind=e.kind, model=e.model,
+                    version=e.version, reason=e.reason, figures_json=json.dumps(e.figures),
+                )
+                for e in found
+            ]
+        )  # fmt: skip
+
+    async def _resolve(self, request: Any) -> tuple[int, Window]:
+        if not request.model:
+            raise InvalidInput("model is empty")
+        version = request.version if request.HasField("version") else None
+        resolved = await self._run(self.monitor.resolve_version, request.model, version)
+        seconds = (
+            request.window.ToTimedelta().total_seconds() if request.HasField("window") else None
+        )
+        end = _seconds(request.end_time) if request.HasField("end_time") else None
+        return resolved, self.monitor.window(seconds, end)
+
+
+def _report(request: pb.ReportRequest) -> Report:
+    start = request.window_start if request.HasField("window_start") else request.sent_time
+    return Report(
+        instance_id=request.instance_id,
+        sequence=request.sequence,
+        time=_seconds(start) if start.seconds or start.nanos else _now(),
+        versions=[_version(v) for v in request.versions],
+        records=[_record(r) for r in request.records],
+    )
+
+
+def _version(v: pb.VersionStats) -> VersionCounts:
+    distributions = [_distribution(f, False) for f in v.features]
+    if v.HasField("predictions"):
+        distributions.append(_distribution(v.predictions, True))
+    return VersionCounts(
+        model=v.model,
+        version=v.version,
+        distributions=distributions,
+        requests=v.requests,
+        errors=v.errors,
+        rows=v.rows,
+        latency_bounds=list(v.latency.upper_bounds_seconds),
+        latency_counts=list(v.latency.counts),
+        latency_sum=v.latency.sum_seconds,
+    )
+
+
+def _distribution(b: pb.BinCounts, prediction: bool) -> Distribution:
+    if any(c < 0 for c in b.counts):
+        raise InvalidInput(f"counts of {b.name!r} must not be negative")
+    return Distribution(
+        b.name, list(b.counts), b.nan_count, b.inf_count, b.out_of_range_count, prediction
+    )
+
+
+def _record(r: pb.PredictionRecord) -> PredictionIn:
+    if not r.request_id:
+        raise InvalidInput("a prediction record has no request_id")
+    p = r.prediction
+    kind = p.WhichOneof("value")
+    value: str | int | float = "" if kind is None else getattr(p, kind)
+    return PredictionIn(
+        request_id=r.request_id,
+        time=_seconds(r.time) if r.HasField("time") else _now(),
+        model=r.model,
+        version=r.version,
+        numeric=list(r.numeric_values),
+        categorical=list(r.categorical_values),
+        value=value,
+        probabilities=list(p.probabilities),
+    )
+
+
+def _label(index: int, label: fpb.Label) -> LabelIn:
+    kind = label.WhichOneof("value")
+    if not label.request_id or kind is None:
+        raise InvalidInput(f"labels[{index}]: a label needs a request_id and a value")
+    when = _seconds(label.time) if label.HasField("time") else _now()
+    return LabelIn(label.request_id, getattr(label, kind), when)
+
+
+def _feature(f: FeatureDrift) -> pb.FeatureDrift:
+    d = f.distances
+    return pb.FeatureDrift(
+        name=f.name,
+        categorical=f.categorical,
+        rows=f.rows,
+        psi=d.get("psi", 0.0),
+        js_distance=d.get("js_distance", 0.0),
+        ks_statistic=d.get("ks_statistic"),
+        chi_square=d.get("chi_square"),
+        l_infinity=d.get("l_infinity", 0.0),
+        statistic=f.statistic,
+        critical_value=0.0 if math.isnan(f.critical_value) else f.critical_value,
+        verdict=pb.DriftVerdict.Name(int(f.verdict)),
+        effect_size_floor=f.floor,
+    )
+
+
+def _seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _now() -> float:
+    return time.time()

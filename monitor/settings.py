@@ -1,0 +1,63 @@
+"""Settings of the monitor sidecar; each field has a ``driftgate monitor`` flag and env var."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor.drift import DriftThresholds
+
+__all__ = ["MonitorSettings"]
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Settings of one monitor process (``driftgate monitor --help`` lists the flags)."""
+
+    data_dir: Path = Path("driftgate-data")
+    """Directory of the embedded SQLite store (DRIFTGATE_DATA_DIR)."""
+    store_url: str | None = None
+    """Database URL; None means ``sqlite:///<data_dir>/monitor.db`` (DRIFTGATE_STORE_URL)."""
+    repository: Path = Path("models")
+    """Model repository the reference profiles are read from (DRIFTGATE_REPOSITORY)."""
+    host: str = "0.0.0.0"
+    """Address to bind (DRIFTGATE_HOST)."""
+    grpc_port: int = 8003
+    """gRPC port; 0 picks a free one (DRIFTGATE_MONITOR_GRPC_PORT)."""
+    metrics_port: int = 8004
+    """Prometheus /metrics port; -1 disables it (DRIFTGATE_MONITOR_METRICS_PORT)."""
+    bucket_seconds: int = 60
+    """Length of a count bucket; windows are made of whole buckets."""
+    default_window_seconds: float = 3600.0
+    """Window of drift and accuracy queries that name none (DRIFTGATE_WINDOW_SECONDS)."""
+    evaluate_interval: float = 60.0
+    """Seconds between drift/accuracy evaluations that refresh the gauges."""
+    max_records: int = 1_000_000
+    """Prediction records kept at most; the oldest go first (DRIFTGATE_MAX_RECORDS)."""
+    record_retention_seconds: float = 30 * 86400.0
+    """Age after which records and held labels are deleted (DRIFTGATE_RECORD_RETENTION)."""
+    counts_retention_seconds: float = 90 * 86400.0
+    """Age after which count buckets and report ids are deleted."""
+    prune_interval: float = 600.0
+    """Seconds between retention prunes."""
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    """Default drift thresholds."""
+    drift_overrides: dict[str, DriftThresholds] = field(default_factory=dict)
+    """Per-model drift thresholds, by model name."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest report or answer, bytes."""
+    grace_seconds: float = 5.0
+    """Seconds SIGTERM waits for in-flight calls."""
+    ready_file: Path | None = None
+    """Write the bound ports as JSON here once serving (DRIFTGATE_READY_FILE)."""
+
+    @property
+    def url(self) -> str:
+        """The store URL in effect."""
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{self.data_dir.resolve() / 'monitor.db'}"
+
+    def thresholds(self, model: str) -> DriftThresholds:
+        """Drift thresholds of ``model``."""
+        return self.drift_overrides.get(model, self.drift)

@@ -1,0 +1,172 @@
+"""Drift maths against scipy on the same bins, properties, and calibrated verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
+from scipy.special import ndtr
+from scipy.stats import chi2_contingency
+
+from converter.profile import numeric_bins
+from monitor.drift import (
+    EPSILON,
+    DriftTester,
+    DriftThresholds,
+    Verdict,
+    chi_square,
+    js_distance,
+    ks_statistic,
+    l_infinity,
+    psi,
+)
+
+REF = np.array([0, 100, 120, 90, 110, 100, 80, 0])
+WIN = np.array([3, 50, 70, 40, 60, 90, 20, 1])
+
+
+def pairs() -> st.SearchStrategy[tuple[list[int], list[int]]]:
+    return st.integers(2, 12).flatmap(
+        lambda k: st.tuples(
+            st.lists(st.integers(0, 1000), min_size=k, max_size=k).filter(lambda c: sum(c) > 0),
+            st.lists(st.integers(0, 1000), min_size=k, max_size=k).filter(lambda c: sum(c) > 0),
+        )
+    )
+
+
+def test_js_distance_matches_scipy() -> None:
+    assert js_distance(REF, WIN) == pytest.approx(jensenshannon(REF, WIN, base=2), abs=1e-12)
+
+
+def test_chi_square_matches_scipy_contingency_table() -> None:
+    keep = (REF + WIN) > 0
+    expected = chi2_contingency(np.vstack([REF, WIN])[:, keep], correction=False).statistic
+    assert chi_square(REF, WIN) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ks_is_largest_binned_cdf_difference() -> None:
+    cdf_ref, cdf_win = np.cumsum(REF) / REF.sum(), np.cumsum(WIN) / WIN.sum()
+    assert ks_statistic(REF, WIN) == pytest.approx(np.max(np.abs(cdf_ref - cdf_win)))
+    assert l_infinity(REF, WIN) == pytest.approx(np.max(np.abs(REF / REF.sum() - WIN / WIN.sum())))
+
+
+def test_psi_uses_the_documented_smoothing() -> None:
+    k = len(REF)
+    p = (REF / REF.sum() + EPSILON) / (1 + k * EPSILON)
+    q = (WIN / WIN.sum() + EPSILON) / (1 + k * EPSILON)
+    assert psi(REF, WIN) == pytest.approx(np.sum((q - p) * np.log(q / p)))
+    assert np.isfinite(psi([1, 0], [0, 1]))
+
+
+def test_quarter_sd_shift_gives_psi_about_005_on_deciles() -> None:
+    bins = numeric_bins(np.random.default_rng(0).standard_normal(200_000), bins=10)
+    edges = np.asarray(bins.edges)
+    shifted = np.diff(np.concatenate([[0.0], ndtr(edges - 0.25), [1.0]])) * 1e6
+    assert 0.04 < psi(bins.counts, shifted) < 0.07
+    assert ks_statistic(bins.counts, shifted) == pytest.approx(0.0995, abs=0.005)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs())
+def test_properties(pair: tuple[list[int], list[int]]) -> None:
+    a, b = pair
+    assert psi(a, b) >= 0
+    assert 0.0 <= js_distance(a, b) <= 1.0
+    assert js_distance(a, b) == pytest.approx(jensenshannon(a, b, base=2), abs=1e-9)
+    for distance in (psi, js_distance, ks_statistic, l_infinity, chi_square):
+        assert distance(a, b) == pytest.approx(distance(b, a), abs=1e-9)
+    assert js_distance(a, a) == pytest.approx(0.0, abs=1e-7)
+    assert psi(a, a) == pytest.approx(0.0, abs=1e-12)
+
+
+def _profile(rng: np.random.Generator, features: int, n_ref: int) -> list[tuple[np.ndarray, ...]]:
+    out = []
+    for _ in range(features):
+        bins = numeric_bins(rng.standard_normal(n_ref), bins=10)
+        out.append((np.asarray(bins.edges), np.asarray(bins.counts)))
+    return out
+
+
+def _window(rng: np.random.Generator, edges: np.ndarray, n: int, shift: float) -> np.ndarray:
+    return rng.multinomial(n, np.diff(np.concatenate([[0.0], ndtr(edges - shift), [1.0]])))
+
+
+@pytest.mark.parametrize("rows", [500, 5_000, 50_000])
+def test_no_false_alarms_on_undrifted_streams(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    tester = DriftTester()
+    alarms = 0
+    for _ in range(2):
+        profile = _profile(rng, 20, 10_000)
+        for _ in range(10):
+            result = tester.evaluate(
+                [
+                    (f"f{i}", False, c, _window(rng, e, rows, 0.0))
+                    for i, (e, c) in enumerate(profile)
+                ]
+            )
+            alarms += result.verdict == Verdict.DRIFT
+    assert alarms == 0
+
+
+def test_one_sample_calibration_would_alarm_where_two_sample_does_not() -> None:
+    # The reason for simulating both sides: at 50k rows the window's own noise is tiny, and
+    # the training sample's noise dominates. The calibrated critical value must exceed it.
+    rng = np.random.default_rng(3)
+    edges, counts = _profile(rng, 1, 10_000)[0]
+    tester = DriftTester(DriftThresholds(floors={}))
+    critical = tester.critical_value("ks_statistic", counts, 50_000, 0.01)
+    observed = [ks_statistic(counts, _window(rng, edges, 50_000, 0.0)) for _ in range(50)]
+    assert np.mean(np.asarray(observed) > critical) < 0.1
+    assert critical > 1.36 * np.sqrt(1 / 10_000 + 1 / 50_000) * 0.9  # asymptotic two-sample KS
+
+
+def test_quarter_sd_shift_in_one_of_twenty_features_is_detected_at_2000_rows() -> None:
+    rng = np.random.default_rng(7)
+    profile = _profile(rng, 20, 10_000)
+    tester = DriftTester()
+    detected = 0
+    for _ in range(10):
+        result = tester.evaluate(
+            [
+                (f"f{i}", False, c, _window(rng, e, 2_000, 0.25 if i == 0 else 0.0))
+                for i, (e, c) in enumerate(profile)
+            ]
+        )
+        detected += result.features[0].verdict == Verdict.DRIFT
+        assert result.verdict == Verdict.DRIFT
+        assert result.share == pytest.approx(0.05)
+    assert detected == 10
+
+
+def test_small_windows_are_insufficient_data() -> None:
+    tester = DriftTester(DriftThresholds(min_rows=100))
+    result = tester.test("x", False, [100, 100], [10, 80], alpha=0.01)
+    assert result.verdict == Verdict.INSUFFICIENT_DATA
+    whole = tester.evaluate([("x", False, [100, 100], [10, 80])])
+    assert whole.verdict == Verdict.INSUFFICIENT_DATA
+
+
+def test_effect_size_floor_holds_back_negligible_differences_in_huge_windows() -> None:
+    ref = np.array([50_000, 50_000]) * 100
+    win = np.array([5_040_000, 4_960_000])  # 0.4 percentage points: significant, negligible
+    floored = DriftTester().test("x", False, ref, win, alpha=0.01)
+    assert floored.distances["ks_statistic"] > floored.critical_value
+    assert floored.verdict == Verdict.NO_DRIFT
+    unfloored = DriftTester(DriftThresholds(floors={})).test("x", False, ref, win, alpha=0.01)
+    assert unfloored.verdict == Verdict.DRIFT
+
+
+def test_categorical_features_use_chi_square_and_js() -> None:
+    tester = DriftTester()
+    result = tester.test("colour", True, [500, 300, 200, 0], [100, 300, 100, 20], alpha=0.01)
+    assert result.statistic == "js_distance"
+    assert "chi_square" in result.distances and "ks_statistic" not in result.distances
+    assert result.verdict == Verdict.DRIFT
+
+
+def test_mismatched_bins_are_refused() -> None:
+    with pytest.raises(ValueError, match="3 window bins, the reference has 2"):
+        DriftTester().test("x", False, [1, 2], [1, 2, 3], alpha=0.01)
