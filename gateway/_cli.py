@@ -141,6 +141,32 @@ def register(subparsers: Any) -> None:
         help="seconds SIGTERM waits for in-flight requests (DRIFTGATE_GRACE_SECONDS)",
     )
     add(
+        "--standby-versions",
+        type=int,
+        default=env("STANDBY_VERSIONS", defaults.standby_versions),
+        help="previous stable versions kept loaded for an instant rollback "
+        "(DRIFTGATE_STANDBY_VERSIONS; default 1)",
+    )
+    add(
+        "--shadow-in-flight",
+        type=int,
+        default=env("SHADOW_IN_FLIGHT", defaults.shadow_in_flight),
+        help="shadow request copies in flight before copies are dropped "
+        "(DRIFTGATE_SHADOW_IN_FLIGHT; default 16)",
+    )
+    add(
+        "--control-token",
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
+        help="bearer token required by mutating control calls (DRIFTGATE_CONTROL_TOKEN; "
+        "default: none required). Prefer --control-token-file: flags show in ps",
+    )
+    add(
+        "--control-token-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
+        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
+    )
+    add(
         "--ready-file",
         type=Path,
         default=os.environ.get("DRIFTGATE_READY_FILE"),
@@ -168,9 +194,21 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         ort_threads=args.ort_threads,
         infer_threads=args.infer_threads,
         poll_interval=args.poll_interval,
+        standby_versions=args.standby_versions,
+        shadow_in_flight=args.shadow_in_flight,
+        control_token=_control_token(args),
         grace_seconds=args.grace,
         ready_file=args.ready_file,
     )
+
+
+def _control_token(args: argparse.Namespace) -> str | None:
+    if args.control_token_file is not None:
+        token = Path(args.control_token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise SystemExit(f"driftgate serve: the token file {args.control_token_file} is empty")
+        return token
+    return args.control_token or None
 
 
 def run(args: argparse.Namespace) -> int:

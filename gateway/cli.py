@@ -33,11 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from converter import _cli as converter_cli
     from gateway import _cli as gateway_cli
+    from gateway import _control_cli as control_cli
     from gateway import demo
 
     converter_cli.register(subparsers)
     gateway_cli.register(subparsers)
+    control_cli.register(subparsers)
     demo.register(subparsers)
+    __import__("monitor._cli", fromlist=["register"]).register(subparsers)
     return parser
 
 

@@ -1,13 +1,16 @@
 """Which versions are in memory and which one answers: loading, hot swap, draining, watching.
 
 The manager reconciles each model with the repository: the versions named in
-``deployment.json`` (stable, canary, shadow), or the highest version when there is none, as
-Triton and TF Serving do. New versions load and warm on a loader thread; the swap is one
-assignment on the event loop, so a request sees either the old or the new version, never
-neither. A retired version leaves the routing table at once, finishes its in-flight requests,
-and is then dropped, which releases its onnxruntime session. A version that fails to load
-leaves whatever is serving untouched, is logged, counted and shown by RepositoryIndex, and is
-retried only when its files change.
+``deployment.json`` (stable, canary, shadow, and the last ``standby_versions`` previous
+stable versions as warm standbys, so that a rollback loads nothing), or the highest version
+when there is none, as Triton and TF Serving do. Each model's ``Route`` (stable, canary and
+its share, shadow) is rebuilt on every reconcile, so a change of ``deployment.json`` by any
+writer (another replica, a GitOps tool) takes effect within one poll interval. New versions
+load and warm on a loader thread; the swap is one assignment on the event loop, so a request
+sees either the old or the new version, never neither. A retired version leaves the routing
+table at once, finishes its in-flight requests, and is then dropped, which releases its
+onnxruntime session. A version that fails to load leaves whatever is serving untouched, is
+logged, counted and shown by RepositoryIndex, and is retried only when its files change.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from gateway.deployment import Deployment
 from gateway.errors import DriftgateError, InvalidInput, ModelNotFound, ModelNotReady
 from gateway.metrics import GatewayMetrics
 from gateway.repository import Repository, validate_model_name
+from gateway.router import SCALE, Route, threshold
 from gateway.settings import GatewaySettings
 from gateway.versions import ServingVersion, load_version
 
@@ -46,7 +51,10 @@ class ModelState:
     name: str
     loaded: dict[int, ServingVersion] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)
+    traffic: dict[tuple[str, str], float] = field(default_factory=dict)  # published weights
     stable: ServingVersion | None = None
+    route: Route[ServingVersion] | None = None
+    deployment: Deployment | None = None
     failures: dict[int, LoadFailure] = field(default_factory=dict)
     unloaded: bool = False  # by RepositoryModelUnload; the watcher leaves it alone
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -99,6 +107,14 @@ class ModelManager:
             )
         return found
 
+    def route(self, name: str) -> Route[ServingVersion]:
+        """Where unpinned requests for ``name`` go (stable, canary and share, shadow)."""
+        state = self._models.get(name)
+        if state is None or state.route is None or state.unloaded:
+            self.resolve(name)  # raises the precise error
+            raise ModelNotReady(f"model '{name}' has no version ready to serve")
+        return state.route
+
     # -- views ------------------------------------------------------------------------
 
     def states(self) -> list[ModelState]:
@@ -131,31 +147,33 @@ class ModelManager:
             if state.unloaded and not force:
                 return state
             state.unloaded = False
-            plan = self._plan(name)
+            plan, deployment = self._plan(name)
             for version in plan:
                 if version not in state.loaded:
                     await self._load(state, version, force)
-            self._route(state, plan)
+            self._route(state, plan, deployment)
         return state
 
-    def _plan(self, name: str) -> dict[int, str]:
-        """version -> role wanted by the repository."""
+    def _plan(self, name: str) -> tuple[dict[int, str], Deployment]:
+        """version -> role wanted by the repository, and the deployment state it read."""
         versions = self.on_disk(name)
         if not versions:
-            return {}
-        deployment = self.repository.deployment(name) or {}
+            return {}, Deployment(name)
+        deployment = Deployment.from_json(name, self.repository.deployment(name))
         plan: dict[int, str] = {}
-        stable = deployment.get("stable")
+        stable = deployment.stable
         plan[stable if stable in versions else max(versions)] = "stable"
-        if stable is not None and stable not in versions:
+        if stable and stable not in versions:
             log.warning("%s: deployment.json names stable version %s, not on disk", name, stable)
-        canary = (deployment.get("canary") or {}).get("version")
+        canary = deployment.canary.version if deployment.canary else 0
         if canary in versions and canary not in plan:
             plan[canary] = "canary"
-        shadow = deployment.get("shadow")
-        if shadow in versions and shadow not in plan:
-            plan[shadow] = "shadow"
-        return plan
+        if deployment.shadow in versions and deployment.shadow not in plan:
+            plan[deployment.shadow] = "shadow"
+        standbys = [v for v in deployment.previous if v in versions and v not in plan]
+        for version in standbys[: self._settings.standby_versions]:
+            plan[version] = "standby"
+        return plan, deployment
 
     async def _load(self, state: ModelState, version: int, force: bool) -> None:
         signature = self._signature(state.name, version)
@@ -206,7 +224,9 @@ class ModelManager:
                 stats.append((0, 0))
         return tuple(stats)
 
-    def _route(self, state: ModelState, plan: dict[int, str]) -> None:
+    def _route(
+        self, state: ModelState, plan: dict[int, str], deployment: Deployment | None = None
+    ) -> None:
         was_ready = state.stable is not None
         wanted_stable = next((v for v, role in plan.items() if role == "stable"), None)
         if wanted_stable in state.loaded:
@@ -218,10 +238,45 @@ class ModelManager:
             roles[state.stable.version] = "stable"
         for version in [v for v in state.loaded if v not in roles]:
             self._retire(state.loaded.pop(version))
+        state.route = self._build_route(state, roles, deployment)
+        state.deployment = deployment
         self._publish_roles(state, roles)
+        self._publish_traffic(state)
         if was_ready != (state.stable is not None):
             for listener in self.listeners:
                 listener(state.name, state.stable is not None)
+
+    @staticmethod
+    def _build_route(
+        state: ModelState, roles: dict[int, str], deployment: Deployment | None
+    ) -> Route[ServingVersion] | None:
+        if state.stable is None:
+            return None
+        by_role = {role: state.loaded[v] for v, role in roles.items() if role != "standby"}
+        canary = by_role.get("canary")
+        weight = deployment.canary.weight if deployment and deployment.canary else 0.0
+        return Route(
+            state.stable, canary, threshold(weight) if canary else 0, by_role.get("shadow")
+        )
+
+    def _publish_traffic(self, state: ModelState) -> None:
+        """driftgate_traffic_weight and driftgate_deployment_revision for this model."""
+        weights: dict[tuple[str, str], float] = {}
+        route = state.route
+        if route is not None:
+            share = 100.0 * route.canary_threshold / SCALE if route.canary else 0.0
+            weights[(str(route.stable.version), "stable")] = 100.0 - share
+            if route.canary is not None:
+                weights[(str(route.canary.version), "canary")] = share
+            if route.shadow is not None:
+                weights[(str(route.shadow.version), "shadow")] = 0.0
+        for key in set(state.traffic) - set(weights):
+            _remove(self._metrics.traffic_weight, (state.name, *key))
+        for (version, role), weight in weights.items():
+            self._metrics.traffic_weight.labels(state.name, version, role).set(weight)
+        state.traffic = weights
+        revision = state.deployment.revision if state.deployment else 0
+        self._metrics.revision.labels(state.name).set(revision)
 
     def _publish_roles(self, state: ModelState, roles: dict[int, str]) -> None:
         for version, role in state.roles.items():
@@ -292,6 +347,6 @@ class ModelManager:
             await asyncio.gather(*self._draining, return_exceptions=True)
 
 
-def _remove(family: object, labels: tuple[str, str]) -> None:
+def _remove(family: object, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):
         family.remove(*labels)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics", "VersionMetrics"]
+__all__ = ["GatewayMetrics", "VersionMetrics", "reason_label"]
 
 # Latency buckets from 100 µs to 10 s: the fast path sits well under a millisecond.
 _LATENCY_BUCKETS = (
@@ -104,6 +104,53 @@ class GatewayMetrics:
             multiprocess_mode="max",
         )
 
+        self.traffic_weight = Gauge(
+            "driftgate_traffic_weight",
+            "Percentage of a model's traffic each version receives, by role",
+            (*_LABELS, "role"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.revision = Gauge(
+            "driftgate_deployment_revision",
+            "Revision of the deployment state this gateway serves",
+            ("model",),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.rollbacks = Counter(
+            "driftgate_rollbacks",
+            "Rollbacks made through this gateway's control service, by reason",
+            ("model", "reason"),
+            registry=registry,
+        )
+        self.promotions = Counter(
+            "driftgate_promotions",
+            "Canary promotions made through this gateway's control service, by reason",
+            ("model", "reason"),
+            registry=registry,
+        )
+        self.shadow_requests = Counter(
+            "driftgate_shadow_requests",
+            "Request copies sent to a shadow version, by outcome (agree, disagree, error, dropped)",
+            (*_LABELS, "outcome"),
+            registry=registry,
+        )
+        self.shadow_agreement = Gauge(
+            "driftgate_shadow_agreement_ratio",
+            "Share of shadow answers whose first output agrees with the primary's",
+            _LABELS,
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.shadow_seconds = Histogram(
+            "driftgate_shadow_duration_seconds",
+            "Time a shadow version took to answer a request copy",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
     def for_version(self, model: str, version: int) -> VersionMetrics:
         labels = (model, str(version))
         return VersionMetrics(
@@ -133,3 +180,43 @@ class VersionMetrics:
 
     def failed(self, status: str) -> None:
         self.family.requests.labels(*self.labels, status).inc()
+
+
+def reason_label(reason: str) -> str:
+    """A reason as a label value: short, one line, "unspecified" when empty."""
+    line = " ".join(reason.split())[:64]
+    return line or "unspecified"
+
+
+def latency_quantiles(metrics: GatewayMetrics, model: str, version: int) -> tuple[float, float]:
+    """p50 and p99 of a version's request latency in seconds, from its histogram buckets.
+
+    Interpolated linearly within a bucket, as Prometheus' ``histogram_quantile`` does; 0.0
+    when the version has answered nothing yet.
+    """
+    wanted = {"model": model, "version": str(version)}
+    buckets: list[tuple[float, float]] = []
+    for family in metrics.request_seconds.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") and all(
+                labels.get(k) == v for k, v in wanted.items()
+            ):
+                buckets.append((float(labels["le"]), sample.value))
+    buckets.sort()
+    return _quantile(buckets, 0.5), _quantile(buckets, 0.99)
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    if not buckets or buckets[-1][1] <= 0:
+        return 0.0
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound

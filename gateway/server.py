@@ -1,4 +1,5 @@
-"""The gateway process: a grpc.aio server with inference, health and reflection, plus /metrics.
+"""The gateway process: a grpc.aio server with inference, control, health and reflection,
+plus /metrics.
 
 ``GatewayServer.start()`` binds and returns; ``stop(grace)`` drains; ``serve()`` runs until
 SIGTERM or SIGINT and then drains within the grace period.
@@ -27,20 +28,25 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from gateway._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
 from gateway._proto.inference import grpc_service_pb2 as pb
 from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from gateway.control import ControlServicer
+from gateway.deployment import DeploymentStore
 from gateway.errors import DriftgateError
 from gateway.manager import ModelManager
 from gateway.metrics import GatewayMetrics
 from gateway.repository import Repository
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
+from gateway.shadow import ShadowMirror
 
 __all__ = ["GatewayServer", "guard"]
 
 log = logging.getLogger(__name__)
 
 _INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+_CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["Control"].full_name
 
 
 def guard(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,15 +103,24 @@ class GatewayServer:
         self.metrics = GatewayMetrics(self.registry)
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
         self._load_executor = ThreadPoolExecutor(1, "driftgate-load")
+        repository = Repository(settings.repository)
         self.manager = ModelManager(
-            Repository(settings.repository),
+            repository,
             settings,
             self.metrics,
             self._infer_executor,
             self._load_executor,
         )
         self.health = HealthServicer()
-        self.inference = InferenceServicer(self.manager)
+        self.mirror = ShadowMirror(self.metrics, settings.shadow_in_flight)
+        self.inference = InferenceServicer(self.manager, self.mirror)
+        self.control = ControlServicer(
+            self.manager,
+            DeploymentStore(repository),
+            self.metrics,
+            self.mirror,
+            settings.control_token,
+        )
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self.port = 0
@@ -122,10 +137,12 @@ class GatewayServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Guarded(self.inference), self._server)
+        control_pb2_grpc.add_ControlServicer_to_server(_Guarded(self.control), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
                 _INFERENCE_SERVICE,
+                _CONTROL_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -176,6 +193,7 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        await self.mirror.close()
         await self.manager.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

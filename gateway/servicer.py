@@ -1,5 +1,10 @@
 """``inference.GRPCInferenceService``: protobuf in, the manager and the codec, protobuf out.
 
+ModelInfer routes a request without a version to the stable or the canary by a hash of its
+request id (generated here first when the request has none), so a retry meets the same
+version; ``model_version`` or the request parameter ``driftgate_version`` pins a version.
+Routed requests are mirrored to the shadow version, if any, after the answer is ready.
+
 Errors are raised as ``DriftgateError`` subclasses; ``gateway.server`` maps them to statuses
 for every method at once. Methods not defined here answer UNIMPLEMENTED through the generated
 base class.
@@ -21,9 +26,13 @@ from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.codec import decode_inputs, encode_outputs
 from gateway.errors import DriftgateError, InvalidInput
 from gateway.manager import ModelManager
+from gateway.shadow import ShadowMirror
 from gateway.versions import ServingVersion
 
-__all__ = ["EXTENSIONS", "InferenceServicer"]
+__all__ = ["EXTENSIONS", "PIN_PARAMETER", "InferenceServicer"]
+
+#: request parameter that pins a version, like the model_version field
+PIN_PARAMETER = "driftgate_version"
 
 # Only what is implemented (ServerMetadata must not promise more).
 EXTENSIONS = ("model_repository", "model_configuration", "statistics")
@@ -43,8 +52,9 @@ class RequestIds:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, mirror: ShadowMirror | None = None) -> None:
         self._manager = manager
+        self._mirror = mirror
         self._ids = RequestIds()
         self.ready = False
 
@@ -110,16 +120,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
-        version = self._manager.resolve(request.model_name, request.model_version)
-        return await self.infer(version, request)
+        return await self._answer(request)
+
+    async def _answer(self, request: pb.ModelInferRequest) -> Any:
+        request_id = request.id or self._ids.next()
+        pinned = request.model_version
+        if not pinned and request.parameters:
+            pinned = _pinned_version(request.parameters)
+        if pinned:
+            version = self._manager.resolve(request.model_name, pinned)
+            return await self.infer(version, request, request_id)
+        route = self._manager.route(request.model_name)
+        return await self.infer(route.pick(request_id), request, request_id, route.shadow)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         async for request in request_iterator:
             try:
-                version = self._manager.resolve(request.model_name, request.model_version)
-                response = await self.infer(version, request)
+                response = await self._answer(request)
             except DriftgateError as exc:
                 # The id tells a streaming client which of its requests failed.
                 failed = pb.ModelInferResponse(
@@ -131,7 +150,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response)
 
-    async def infer(self, version: ServingVersion, request: pb.ModelInferRequest) -> Any:
+    async def infer(
+        self,
+        version: ServingVersion,
+        request: pb.ModelInferRequest,
+        request_id: str = "",
+        shadow: ServingVersion | None = None,
+    ) -> Any:
         start = time.perf_counter()
         version.in_flight += 1
         try:
@@ -154,10 +179,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         finally:
             version.in_flight -= 1
         version.record(True, time.perf_counter() - start)
+        if shadow is not None and self._mirror is not None:
+            self._mirror.submit(shadow, request, result.outputs[0])
         return pb.ModelInferResponse(
             model_name=version.model,
             model_version=str(version.version),
-            id=request.id or self._ids.next(),
+            id=request_id or request.id or self._ids.next(),
             outputs=tensors,
             raw_output_contents=raw,
         )
+
+
+def _pinned_version(parameters: Any) -> str:
+    """The version named by the ``driftgate_version`` request parameter, or ""."""
+    if PIN_PARAMETER not in parameters:
+        return ""
+    parameter = parameters[PIN_PARAMETER]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind == "int64_param":
+        return str(parameter.int64_param)
+    if kind == "string_param":
+        return str(parameter.string_param)
+    raise InvalidInput(f"parameter '{PIN_PARAMETER}' must be an integer version or a string")

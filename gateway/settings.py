@@ -34,6 +34,12 @@ class GatewaySettings:
     infer_threads: int = 2
     #: seconds between scans of the repository for new versions and deployment changes
     poll_interval: float = 1.0
+    #: previous stable versions kept loaded for an instant rollback (DRIFTGATE_STANDBY_VERSIONS)
+    standby_versions: int = 1
+    #: bearer token that mutating control calls must carry; None: no token needed
+    control_token: str | None = field(default=None, repr=False)
+    #: shadow copies in flight at once per gateway; more are dropped (DRIFTGATE_SHADOW_IN_FLIGHT)
+    shadow_in_flight: int = 16
     #: seconds a retired version may take to finish its in-flight requests
     drain_seconds: float = 30.0
     #: seconds SIGTERM waits for in-flight requests before the process exits

@@ -3,6 +3,7 @@ driftgate, and a JSON file whose every row has throughput and no errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -37,4 +38,5 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         assert row["errors"] == 0, row
         assert 0 < row["p50_ms"] <= row["p99_ms"], row
     assert (out / "results.md").read_text().startswith("# driftgate benchmark")
-    assert (out / "results.png").stat().st_size > 0
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "results.png").stat().st_size > 0

@@ -16,9 +16,15 @@ from scipy.stats import chisquare
 
 from gateway.router import Route, threshold
 from tests.integration.control_client import control, control_stub, infer_call, infer_request
-from tests.triton.helpers import identity_model, logistic_model, sample, scrape
-from tests.triton.helpers import write_deployment, write_version
-from tests.processes import DriftgateProcess, start_gateway
+from tests.processes import start_gateway
+from tests.triton.helpers import (
+    identity_model,
+    logistic_model,
+    sample,
+    scrape,
+    write_deployment,
+    write_version,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -178,9 +184,9 @@ def test_promote_and_rollback_under_load_fail_nothing_and_load_nothing(gw: Gatew
     assert len(answers) > 500 and set(answers) == {"1", "2"}
     assert after == before  # the rollback target was a warm standby
     state = gw.status().state
-    assert (state.stable, state.HasField("canary"), state.revision) == (1, False, 6)
-    promotions = sample(scrape(gw.process.metrics_port), "driftgate_rollbacks_total", model="m")
-    assert promotions == 1
+    assert (state.stable, state.HasField("canary"), state.revision) == (1, False, 5)
+    rollbacks = sample(scrape(gw.process.metrics_port), "driftgate_rollbacks_total", model="m")
+    assert rollbacks == 1
 
 
 def test_restart_serves_the_persisted_state(gw: Gateway) -> None:

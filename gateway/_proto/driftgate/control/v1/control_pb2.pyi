@@ -16,10 +16,12 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_STABLE: _ClassVar[Role]
     ROLE_CANARY: _ClassVar[Role]
     ROLE_SHADOW: _ClassVar[Role]
+    ROLE_STANDBY: _ClassVar[Role]
 ROLE_UNSPECIFIED: Role
 ROLE_STABLE: Role
 ROLE_CANARY: Role
 ROLE_SHADOW: Role
+ROLE_STANDBY: Role
 
 class Canary(_message.Message):
     __slots__ = ("version", "weight")
@@ -30,7 +32,7 @@ class Canary(_message.Message):
     def __init__(self, version: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class DeploymentState(_message.Message):
-    __slots__ = ("model", "stable", "canary", "shadow", "revision", "updated_at", "updated_by")
+    __slots__ = ("model", "stable", "canary", "shadow", "revision", "updated_at", "updated_by", "previous")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STABLE_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +40,7 @@ class DeploymentState(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     model: str
     stable: int
     canary: Canary
@@ -45,7 +48,8 @@ class DeploymentState(_message.Message):
     revision: int
     updated_at: _timestamp_pb2.Timestamp
     updated_by: str
-    def __init__(self, model: _Optional[str] = ..., stable: _Optional[int] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., shadow: _Optional[int] = ..., revision: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+    previous: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., stable: _Optional[int] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., shadow: _Optional[int] = ..., revision: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., previous: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("model", "version", "role", "canary_weight", "expected_revision", "reason")
@@ -164,7 +168,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "role", "ready", "requests", "errors", "latency_p50_ms", "latency_p99_ms", "loaded_at")
+    __slots__ = ("version", "role", "ready", "requests", "errors", "latency_p50_ms", "latency_p99_ms", "loaded_at", "weight", "shadow_compared", "shadow_agreement", "shadow_dropped")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +177,10 @@ class VersionStatus(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
     version: int
     role: Role
     ready: bool
@@ -181,7 +189,11 @@ class VersionStatus(_message.Message):
     latency_p50_ms: float
     latency_p99_ms: float
     loaded_at: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., ready: _Optional[bool] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    weight: float
+    shadow_compared: int
+    shadow_agreement: float
+    shadow_dropped: int
+    def __init__(self, version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., ready: _Optional[bool] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weight: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., shadow_agreement: _Optional[float] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("state", "versions")

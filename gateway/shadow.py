@@ -1,0 +1,107 @@
+"""Shadow traffic: a copy of each routed request goes to the shadow version, off the reply path.
+
+``ShadowMirror.submit`` is called after the primary answer is ready and only schedules a
+task (fire and forget); with ``limit`` copies already in flight the copy is dropped and
+counted. The task decodes the request for the shadow, runs it, and compares the shadow's
+first output (the label of a classifier, the value of a regressor) with the primary's:
+exactly for integers and strings, within a float32 tolerance for floats. Its answer is
+never returned, and its errors are counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.codec import decode_inputs
+from gateway.metrics import GatewayMetrics
+from gateway.versions import ServingVersion
+
+__all__ = ["ShadowFigures", "ShadowMirror", "outputs_agree"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ShadowFigures:
+    """Cumulative figures of one shadow version in this process."""
+
+    compared: int = 0
+    agreed: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    @property
+    def agreement(self) -> float:
+        return self.agreed / self.compared if self.compared else 0.0
+
+
+def outputs_agree(primary: np.ndarray, shadow: np.ndarray) -> bool:
+    if primary.shape != shadow.shape:
+        return False
+    if primary.dtype.kind == "f" and shadow.dtype.kind == "f":
+        return bool(np.allclose(primary, shadow, rtol=1e-4, atol=1e-6, equal_nan=True))
+    return bool(np.array_equal(primary, shadow))
+
+
+class ShadowMirror:
+    """Runs request copies against shadow versions with at most ``limit`` in flight."""
+
+    def __init__(self, metrics: GatewayMetrics, limit: int) -> None:
+        self._metrics = metrics
+        self._limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.figures: dict[tuple[str, int], ShadowFigures] = {}
+
+    def _figures(self, version: ServingVersion) -> ShadowFigures:
+        key = (version.model, version.version)
+        found = self.figures.get(key)
+        if found is None:
+            found = self.figures[key] = ShadowFigures()
+        return found
+
+    def submit(self, shadow: ServingVersion, request: Any, primary: np.ndarray) -> None:
+        if len(self._tasks) >= self._limit:
+            self._figures(shadow).dropped += 1
+            self._outcome(shadow, "dropped")
+            return
+        task = asyncio.get_running_loop().create_task(self._run(shadow, request, primary))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, shadow: ServingVersion, request: Any, primary: np.ndarray) -> None:
+        figures = self._figures(shadow)
+        started = time.perf_counter()
+        shadow.in_flight += 1
+        try:
+            feed, rows = decode_inputs(
+                request, shadow.inputs, shadow.onnx.batched, shadow.max_batch_size
+            )
+            result = await shadow.infer(feed, rows)
+        except Exception as exc:
+            figures.errors += 1
+            self._outcome(shadow, "error")
+            log.debug("shadow %s version %d failed: %s", shadow.model, shadow.version, exc)
+            return
+        finally:
+            shadow.in_flight -= 1
+        labels = (shadow.model, str(shadow.version))
+        self._metrics.shadow_seconds.labels(*labels).observe(time.perf_counter() - started)
+        agree = outputs_agree(primary, result.outputs[0])
+        figures.compared += 1
+        figures.agreed += agree
+        self._outcome(shadow, "agree" if agree else "disagree")
+        self._metrics.shadow_agreement.labels(*labels).set(figures.agreement)
+
+    def _outcome(self, shadow: ServingVersion, outcome: str) -> None:
+        self._metrics.shadow_requests.labels(shadow.model, str(shadow.version), outcome).inc()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

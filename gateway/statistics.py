@@ -1,0 +1,316 @@
+"""Input and prediction statistics of one served version, counted into its reference bins.
+
+The request path only appends references to the arrays it already has (``observe``); the
+counting happens in bulk, vectorised over many requests at once (``drain``): per numeric
+feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, per
+categorical feature one sorted lookup. Counts are plain integer arrays that merge by
+addition, so a delta can be held, re-sent or combined without loss. Memory is bounded: at
+``max_pending`` requests the pending arrays are counted on the spot, and at most
+``max_records`` sampled prediction records wait for the next report.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LATENCY_BOUNDS",
+    "PredictionRecord",
+    "VersionCollector",
+    "VersionCounts",
+]
+
+# Upper bounds (seconds, inclusive) of the latency histogram sent to the monitor.
+LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class VersionCounts:
+    """A mergeable delta of counts for one version (sizes fixed by its reference profile)."""
+
+    features: list[np.ndarray]
+    nan: np.ndarray
+    inf: np.ndarray
+    out_of_range: np.ndarray
+    predictions: np.ndarray
+    latency: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_BOUNDS) + 1, "i8"))
+    latency_sum: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    rows: int = 0
+
+    @classmethod
+    def empty(cls, feature_bins: Sequence[int], prediction_bins: int) -> VersionCounts:
+        n = len(feature_bins)
+        return cls(
+            features=[np.zeros(b, dtype=np.int64) for b in feature_bins],
+            nan=np.zeros(n, dtype=np.int64),
+            inf=np.zeros(n, dtype=np.int64),
+            out_of_range=np.zeros(n, dtype=np.int64),
+            predictions=np.zeros(prediction_bins, dtype=np.int64),
+        )
+
+    def merge(self, other: VersionCounts) -> None:
+        for mine, theirs in zip(self.features, other.features, strict=True):
+            mine += theirs
+        self.nan += other.nan
+        self.inf += other.inf
+        self.out_of_range += other.out_of_range
+        self.predictions += other.predictions
+        self.latency += other.latency
+        self.latency_sum += other.latency_sum
+        self.requests += other.requests
+        self.errors += other.errors
+        self.rows += other.rows
+
+    @property
+    def is_empty(self) -> bool:
+        return self.requests == 0 and self.errors == 0
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One predicted row that may later receive a label."""
+
+    request_id: str
+    time: float
+    numeric: tuple[float, ...]
+    categorical: tuple[str, ...]
+    label: str | int | float | None
+    probabilities: tuple[float, ...]
+
+
+class _Lookup:
+    """Vectorised string -> bin index; unknown values go to the last ("other") bin."""
+
+    def __init__(self, categories: Sequence[Any]) -> None:
+        values = np.array([str(c) for c in categories], dtype=str)
+        self._order = np.argsort(values, kind="stable")
+        self._sorted = values[self._order]
+        self.other = len(values)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.other == 0:
+            return np.zeros(len(values), dtype=np.intp)
+        text = values.astype(str)
+        position = np.searchsorted(self._sorted, text)
+        clipped = np.minimum(position, self.other - 1)
+        found = self._sorted[clipped] == text
+        return np.where(found, self._order[clipped], self.other)
+
+
+@dataclass(frozen=True)
+class _Feature:
+    name: str
+    input: str
+    column: int
+    numeric: bool
+    edges: np.ndarray | None
+    lookup: _Lookup | None
+
+    @property
+    def bins(self) -> int:
+        if self.numeric:
+            assert self.edges is not None
+            return len(self.edges) + 1
+        assert self.lookup is not None
+        return self.lookup.other + 1
+
+
+def _features(reference: Mapping[str, Any], inputs: Mapping[str, int]) -> list[_Feature]:
+    """The profile's features that the model's inputs carry (by input name and column)."""
+    features = []
+    for entry in reference.get("features", []):
+        if entry.get("input") not in inputs or entry.get("column", 0) >= inputs[entry["input"]]:
+            continue
+        numeric = entry.get("kind") != "categorical"
+        features.append(
+            _Feature(
+                name=str(entry["name"]),
+                input=str(entry["input"]),
+                column=int(entry.get("column", 0)),
+                numeric=numeric,
+                edges=np.asarray(entry.get("edges", []), dtype=np.float64) if numeric else None,
+                lookup=None if numeric else _Lookup(entry.get("categories", [])),
+            )
+        )
+    return features
+
+
+class VersionCollector:
+    """Counts one version's traffic; ``observe`` is cheap, ``drain`` does the work."""
+
+    def __init__(
+        self,
+        reference: Mapping[str, Any] | None,
+        input_columns: Mapping[str, int],
+        output_names: Sequence[str],
+        record_rate: float = 1.0,
+        max_pending: int = 2048,
+        max_records: int = 20000,
+    ) -> None:
+        reference = reference or {}
+        self.features = _features(reference, input_columns)
+        prediction = reference.get("prediction") or {}
+        self._prediction_numeric = prediction.get("kind") == "numeric"
+        self._prediction_edges = np.asarray(prediction.get("edges", []), dtype=np.float64)
+        self._prediction_lookup = _Lookup(prediction.get("categories", []))
+        self.prediction_bins = (
+            len(self._prediction_edges) + 1
+            if self._prediction_numeric
+            else (self._prediction_lookup.other + 1 if prediction else 0)
+        )
+        self._label_output = 0
+        self._probability_output = (
+            output_names.index("probabilities") if "probabilities" in output_names else None
+        )
+        self._record_rate = record_rate
+        self._max_pending = max_pending
+        self._max_records = max_records
+        self._pending: list[tuple[Mapping[str, np.ndarray], list[np.ndarray], str, float, bool]]
+        self._pending = []
+        self._latencies: list[float] = []
+        self.records: list[PredictionRecord] = []
+        self.dropped_records = 0
+        self.counts = self._empty()
+
+    def _empty(self) -> VersionCounts:
+        return VersionCounts.empty([f.bins for f in self.features], self.prediction_bins)
+
+    # -- the request path -------------------------------------------------------------
+
+    def observe(
+        self,
+        feed: Mapping[str, np.ndarray],
+        outputs: list[np.ndarray],
+        request_id: str,
+        seconds: float,
+    ) -> None:
+        record = self._record_rate >= 1.0 or random.random() < self._record_rate
+        self._pending.append((feed, outputs, request_id, time.time(), record))
+        self._latencies.append(seconds)
+        if len(self._pending) >= self._max_pending:
+            self.count_pending()
+
+    def failed(self, seconds: float) -> None:
+        self.counts.errors += 1
+        self.counts.requests += 1
+        self._latencies.append(seconds)
+
+    # -- bulk counting ----------------------------------------------------------------
+
+    def count_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        latencies, self._latencies = self._latencies, []
+        counts = self.counts
+        if latencies:
+            lat = np.asarray(latencies)
+            counts.latency += np.bincount(
+                np.searchsorted(LATENCY_BOUNDS, lat, side="left"),
+                minlength=len(LATENCY_BOUNDS) + 1,
+            )
+            counts.latency_sum += float(lat.sum())
+        if not pending:
+            return
+        counts.requests += len(pending)
+        columns = {
+            name: np.concatenate([p[0][name] for p in pending])
+            for name in {f.input for f in self.features}
+        }
+        labels = np.concatenate([np.asarray(p[1][self._label_output]) for p in pending])
+        counts.rows += len(labels)
+        for index, feature in enumerate(self.features):
+            self._count_feature(index, feature, columns[feature.input])
+        self._count_predictions(labels)
+        self._keep_records(pending)
+
+    def _count_feature(self, index: int, feature: _Feature, matrix: np.ndarray) -> None:
+        values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
+        counts = self.counts
+        if feature.numeric:
+            assert feature.edges is not None
+            x = values.astype(np.float64, copy=False)
+            finite = np.isfinite(x)
+            nan = int(np.isnan(x).sum())
+            counts.nan[index] += nan
+            counts.inf[index] += len(x) - int(finite.sum()) - nan
+            bins = np.searchsorted(feature.edges, x[finite], side="right")
+            hist = np.bincount(bins, minlength=feature.bins)
+            counts.features[index] += hist
+            counts.out_of_range[index] += int(hist[0] + hist[-1])
+        else:
+            assert feature.lookup is not None
+            text = values.astype(str)
+            missing = (text == "") | (text == "None") | (text == "nan")
+            counts.nan[index] += int(missing.sum())
+            bins = feature.lookup(text[~missing])
+            hist = np.bincount(bins, minlength=feature.bins)
+            counts.features[index] += hist
+            counts.out_of_range[index] += int(hist[-1])
+
+    def _count_predictions(self, labels: np.ndarray) -> None:
+        if self.prediction_bins == 0:
+            return
+        flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+        if self._prediction_numeric:
+            x = flat.astype(np.float64)
+            bins = np.searchsorted(self._prediction_edges, x[np.isfinite(x)], side="right")
+        else:
+            bins = self._prediction_lookup(flat)
+        self.counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
+
+    def _keep_records(self, pending: list[Any]) -> None:
+        for feed, outputs, request_id, when, record in pending:
+            if not record:
+                continue
+            rows = len(outputs[self._label_output])
+            if len(self.records) + rows > self._max_records:
+                self.dropped_records += rows
+                continue
+            for row in range(rows):
+                self.records.append(self._record(feed, outputs, request_id, when, row, rows))
+
+    def _record(
+        self,
+        feed: Mapping[str, np.ndarray],
+        outputs: list[np.ndarray],
+        request_id: str,
+        when: float,
+        row: int,
+        rows: int,
+    ) -> PredictionRecord:
+        numeric, categorical = [], []
+        for feature in self.features:
+            value = feed[feature.input][row]
+            value = value[feature.column] if np.ndim(value) else value
+            if feature.numeric:
+                numeric.append(float(value))
+            else:
+                categorical.append(str(value))
+        label = np.asarray(outputs[self._label_output][row]).reshape(-1)[0].item()
+        probabilities: tuple[float, ...] = ()
+        if self._probability_output is not None:
+            probabilities = tuple(
+                float(p) for p in np.asarray(outputs[self._probability_output][row]).reshape(-1)
+            )
+        return PredictionRecord(
+            request_id if rows == 1 else f"{request_id}:{row}",
+            when,
+            tuple(numeric),
+            tuple(categorical),
+            label,
+            probabilities,
+        )
+
+    def take(self) -> tuple[VersionCounts, list[PredictionRecord]]:
+        """Count what is pending and hand over the delta and records since the last take."""
+        self.count_pending()
+        counts, self.counts = self.counts, self._empty()
+        records, self.records = self.records, []
+        return counts, records

@@ -1,0 +1,154 @@
+"""The gateway's statistics collector counts exactly what the converter's binning rule says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from converter.profile import categorical_bins, count_categories, count_numeric, numeric_bins
+from gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
+
+
+def _reference(train: np.ndarray, colours: list[str], classes: list[str]) -> dict:
+    features = [
+        {"name": f"f{j}", "input": "numeric", "column": j, **numeric_bins(train[:, j]).to_dict()}
+        for j in range(train.shape[1])
+    ]
+    features.append(
+        {
+            "name": "colour",
+            "input": "categorical",
+            "column": 0,
+            **categorical_bins(np.array(colours, dtype=object)).to_dict(),
+        }
+    )
+    prediction = categorical_bins(np.array(classes, dtype=object)).to_dict()
+    return {"version": 1, "rows": len(train), "features": features, "prediction": prediction}
+
+
+@pytest.fixture
+def reference() -> dict:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(500, 3))
+    colours = list(rng.choice(["red", "green", "blue"], size=500))
+    return _reference(train, colours, ["0", "1"])
+
+
+def _collector(reference: dict, **kwargs: object) -> VersionCollector:
+    return VersionCollector(
+        reference, {"numeric": 3, "categorical": 1}, ["label", "probabilities"], **kwargs
+    )
+
+
+def _request(rng: np.random.Generator, rows: int) -> tuple[dict, list[np.ndarray]]:
+    numeric = rng.normal(scale=2.0, size=(rows, 3)).astype(np.float32)
+    numeric[rng.random((rows, 3)) < 0.05] = np.nan
+    numeric[rng.random((rows, 3)) < 0.02] = np.inf
+    colours = rng.choice(["red", "green", "blue", "mauve", ""], size=(rows, 1)).astype(object)
+    labels = rng.integers(0, 3, size=rows)  # class 2 is unknown to the profile: "other"
+    probabilities = rng.random((rows, 2)).astype(np.float32)
+    return {"numeric": numeric, "categorical": colours}, [labels, probabilities]
+
+
+def test_counts_match_the_converter_binning_rule(reference: dict) -> None:
+    rng = np.random.default_rng(1)
+    collector = _collector(reference, max_pending=7)  # also exercises counting mid-stream
+    feeds, outputs = [], []
+    for i in range(40):
+        feed, out = _request(rng, rows=int(rng.integers(1, 5)))
+        collector.observe(feed, out, f"r{i}", 0.001 * i)
+        feeds.append(feed)
+        outputs.append(out)
+    counts, records = collector.take()
+
+    numeric = np.concatenate([f["numeric"] for f in feeds])
+    for j in range(3):
+        expected, non_finite = count_numeric(reference["features"][j]["edges"], numeric[:, j])
+        assert counts.features[j].tolist() == expected.tolist()
+        assert counts.nan[j] + counts.inf[j] == non_finite
+        assert counts.nan[j] == np.isnan(numeric[:, j]).sum()
+    colours = np.concatenate([f["categorical"] for f in feeds])[:, 0]
+    expected, missing = count_categories(reference["features"][3]["categories"], colours)
+    assert counts.features[3].tolist() == expected.tolist()
+    assert counts.nan[3] == missing
+    labels = np.concatenate([o[0] for o in outputs]).astype(str)
+    assert counts.predictions.tolist() == [
+        int((labels == "0").sum()),
+        int((labels == "1").sum()),
+        int((labels == "2").sum()),
+    ]
+    assert counts.requests == 40
+    assert counts.rows == len(numeric) == len(records)
+    assert counts.latency.sum() == 40
+    assert counts.latency_sum == pytest.approx(sum(0.001 * i for i in range(40)))
+
+
+def test_records_carry_the_row_and_the_prediction(reference: dict) -> None:
+    rng = np.random.default_rng(2)
+    collector = _collector(reference)
+    feed, out = _request(rng, rows=2)
+    collector.observe(feed, out, "order-7", 0.002)
+    _, records = collector.take()
+    assert [r.request_id for r in records] == ["order-7:0", "order-7:1"]
+    first = records[0]
+    np.testing.assert_array_equal(np.float32(first.numeric), feed["numeric"][0])
+    assert first.categorical == (str(feed["categorical"][0, 0]),)
+    assert first.label == int(out[0][0])
+    assert first.probabilities == pytest.approx(tuple(out[1][0]))
+
+
+def test_sampling_and_the_record_cap_bound_memory(reference: dict) -> None:
+    rng = np.random.default_rng(3)
+    none = _collector(reference, record_rate=0.0)
+    capped = _collector(reference, max_records=10)
+    for i in range(30):
+        feed, out = _request(rng, rows=1)
+        none.observe(feed, out, f"a{i}", 0.001)
+        capped.observe(feed, out, f"b{i}", 0.001)
+    assert none.take()[1] == []
+    counts, records = capped.take()
+    assert len(records) == 10 and capped.dropped_records == 20
+    assert counts.requests == 30  # counting is never sampled
+
+
+def test_failures_count_as_requests_and_errors(reference: dict) -> None:
+    collector = _collector(reference)
+    collector.failed(0.004)
+    counts, _ = collector.take()
+    assert (counts.requests, counts.errors, counts.rows) == (1, 1, 0)
+    assert counts.latency[np.searchsorted(LATENCY_BOUNDS, 0.004)] == 1
+
+
+def test_a_version_without_a_profile_still_counts_traffic() -> None:
+    collector = VersionCollector(None, {"INPUT0": 3}, ["OUTPUT0"])
+    collector.observe({"INPUT0": np.zeros((4, 3), np.float32)}, [np.zeros((4, 3))], "x", 0.001)
+    counts, _ = collector.take()
+    assert (counts.requests, counts.rows, counts.features) == (1, 4, [])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=2, max_size=6))
+def test_deltas_merge_by_addition(parts: list[int]) -> None:
+    rng = np.random.default_rng(sum(parts))
+    train = rng.normal(size=(200, 3))
+    reference = _reference(train, ["a", "b"] * 100, ["0", "1"])
+    whole = _collector(reference)
+    merged: VersionCounts | None = None
+    for size in parts:
+        piece = _collector(reference)
+        for _ in range(size):
+            feed, out = _request(rng, rows=1)
+            whole.observe(feed, out, "r", 0.001)
+            piece.observe(feed, out, "r", 0.001)
+        counts, _ = piece.take()
+        if merged is None:
+            merged = counts
+        else:
+            merged.merge(counts)
+    total, _ = whole.take()
+    assert merged is not None
+    assert [c.tolist() for c in merged.features] == [c.tolist() for c in total.features]
+    assert merged.predictions.tolist() == total.predictions.tolist()
+    assert (merged.requests, merged.rows) == (total.requests, total.rows)
