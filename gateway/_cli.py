@@ -167,6 +167,25 @@ def register(subparsers: Any) -> None:
         help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
     )
     add(
+        "--monitor",
+        default=os.environ.get("DRIFTGATE_MONITOR"),
+        help="the monitor's gRPC address (host:port); turns on input statistics, prediction "
+        "records and label forwarding (DRIFTGATE_MONITOR; default off)",
+    )
+    add(
+        "--report-interval",
+        type=float,
+        default=env("REPORT_INTERVAL", defaults.report_interval),
+        help="seconds between reports to the monitor (DRIFTGATE_REPORT_INTERVAL; default 5)",
+    )
+    add(
+        "--record-sample-rate",
+        type=float,
+        default=env("RECORD_SAMPLE_RATE", defaults.record_sample_rate),
+        help="share of predictions kept as records for the label join, 0-1 "
+        "(DRIFTGATE_RECORD_SAMPLE_RATE; default 1)",
+    )
+    add(
         "--ready-file",
         type=Path,
         default=os.environ.get("DRIFTGATE_READY_FILE"),
@@ -199,6 +218,9 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         control_token=_control_token(args),
         grace_seconds=args.grace,
         ready_file=args.ready_file,
+        monitor=args.monitor,
+        report_interval=args.report_interval,
+        record_sample_rate=args.record_sample_rate,
     )
 
 

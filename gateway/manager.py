@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from gateway.deployment import Deployment
 from gateway.errors import DriftgateError, InvalidInput, ModelNotFound, ModelNotReady
 from gateway.metrics import GatewayMetrics
+from gateway.reporter import StatisticsHub
 from gateway.repository import Repository, validate_model_name
 from gateway.router import SCALE, Route, threshold
 from gateway.settings import GatewaySettings
@@ -70,8 +71,10 @@ class ModelManager:
         metrics: GatewayMetrics,
         infer_executor: Executor,
         load_executor: Executor,
+        hub: StatisticsHub | None = None,
     ) -> None:
         self.repository = repository
+        self._hub = hub
         self._settings = settings
         self._metrics = metrics
         self._infer_executor = infer_executor
@@ -205,6 +208,8 @@ class ModelManager:
             time.perf_counter() - started
         )
         state.loaded[version] = loaded
+        if self._hub is not None and loaded.collector is not None:
+            self._hub.add(state.name, version, loaded.collector)
 
     def on_disk(self, name: str) -> list[int]:
         """Complete versions of ``name`` in the repository (none if the model is not there)."""
@@ -296,6 +301,8 @@ class ModelManager:
         while version.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await version.batcher.close()
+        if self._hub is not None:
+            self._hub.retire(version.model, version.version)  # one last report, then gone
         labels = (version.model, str(version.version))
         for family in (
             self._metrics.request_seconds,

@@ -34,12 +34,15 @@ from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.control import ControlServicer
 from gateway.deployment import DeploymentStore
 from gateway.errors import DriftgateError
+from gateway.feedback import FeedbackServicer
 from gateway.manager import ModelManager
 from gateway.metrics import GatewayMetrics
+from gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from gateway.repository import Repository
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 
 __all__ = ["GatewayServer", "guard"]
 
@@ -104,12 +107,22 @@ class GatewayServer:
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
         self._load_executor = ThreadPoolExecutor(1, "driftgate-load")
         repository = Repository(settings.repository)
+        self.hub: StatisticsHub | None = None
+        self.labels: LabelBuffer | None = None
+        self.reporter: MonitorReporter | None = None
+        if settings.monitor is not None:
+            self.hub = StatisticsHub()
+            self.labels = LabelBuffer(settings.label_buffer)
+            self.reporter = MonitorReporter(
+                settings.monitor, self.hub, self.labels, settings.report_interval
+            )
         self.manager = ModelManager(
             repository,
             settings,
             self.metrics,
             self._infer_executor,
             self._load_executor,
+            self.hub,
         )
         self.health = HealthServicer()
         self.mirror = ShadowMirror(self.metrics, settings.shadow_in_flight)
@@ -138,11 +151,15 @@ class GatewayServer:
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Guarded(self.inference), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(_Guarded(self.control), self._server)
+        feedback_pb2_grpc.add_FeedbackServicer_to_server(
+            _Guarded(FeedbackServicer(self.labels)), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
                 _INFERENCE_SERVICE,
                 _CONTROL_SERVICE,
+                feedback_pb2.DESCRIPTOR.services_by_name["Feedback"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -155,6 +172,8 @@ class GatewayServer:
         await self._server.start()
         self._start_metrics()
         self.manager.start_watching()
+        if self.reporter is not None:
+            self.reporter.start()
         self.inference.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._write_ready_file()
@@ -195,6 +214,8 @@ class GatewayServer:
             await self._server.stop(grace)
         await self.mirror.close()
         await self.manager.close()
+        if self.reporter is not None:
+            await self.reporter.stop()  # a last report with the final counts
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self._infer_executor.shutdown(wait=False)

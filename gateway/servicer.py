@@ -171,20 +171,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 version.model,
             )
         except DriftgateError as exc:
-            version.record(False, time.perf_counter() - start, exc.code.name)
+            version.failed(time.perf_counter() - start, exc.code.name)
             raise
         except Exception:
-            version.record(False, time.perf_counter() - start, "INTERNAL")
+            version.failed(time.perf_counter() - start, "INTERNAL")
             raise
         finally:
             version.in_flight -= 1
-        version.record(True, time.perf_counter() - start)
+        request_id = request_id or request.id or self._ids.next()
+        version.succeeded(feed, result.outputs, request_id, time.perf_counter() - start)
         if shadow is not None and self._mirror is not None:
             self._mirror.submit(shadow, request, result.outputs[0])
         return pb.ModelInferResponse(
             model_name=version.model,
             model_version=str(version.version),
-            id=request_id or request.id or self._ids.next(),
+            id=request_id,
             outputs=tensors,
             raw_output_contents=raw,
         )

@@ -46,5 +46,13 @@ class GatewaySettings:
     grace_seconds: float = 10.0
     #: rows of the reference profile used to warm up a new version
     warmup_rows: int = 32
+    #: the monitor's gRPC address; None turns statistics and prediction records off
+    monitor: str | None = None
+    #: seconds between reports to the monitor (DRIFTGATE_REPORT_INTERVAL)
+    report_interval: float = 5.0
+    #: share of predictions kept as records for the label join (DRIFTGATE_RECORD_SAMPLE_RATE)
+    record_sample_rate: float = 1.0
+    #: labels held for the monitor before SendLabels answers RESOURCE_EXHAUSTED
+    label_buffer: int = 100_000
     #: once serving, write {"grpc_port", "metrics_port", "pid"} here as JSON (for supervisors)
     ready_file: Path | None = None

@@ -20,6 +20,7 @@ from gateway.metrics import VersionMetrics
 from gateway.repository import Repository
 from gateway.runtime import OnnxModel, TensorSpec
 from gateway.settings import GatewaySettings
+from gateway.statistics import VersionCollector
 from gateway.warmup import warmup_feeds
 
 __all__ = ["ServingVersion", "VersionStats", "load_version"]
@@ -55,6 +56,7 @@ class ServingVersion:
     batching: BatchingConfig
     batcher: Batcher
     metrics: VersionMetrics
+    collector: VersionCollector | None = None
     stats: VersionStats = field(default_factory=VersionStats)
     in_flight: int = 0
     loaded_at: float = field(default_factory=time.time)
@@ -89,20 +91,32 @@ class ServingVersion:
             entry[1] += int(result.compute_seconds * 1e9)
         return result
 
-    def record(self, ok: bool, seconds: float, status: str = "OK") -> None:
-        """Count one answered request (called by the transport, which knows the status)."""
+    def succeeded(
+        self,
+        feed: Mapping[str, np.ndarray],
+        outputs: list[np.ndarray],
+        request_id: str,
+        seconds: float,
+    ) -> None:
+        """Count one answered request, and hand its arrays to the statistics collector."""
         s = self.stats
-        ns = int(seconds * 1e9)
         s.last_inference_ms = int(time.time() * 1000)
-        if ok:
-            s.success_count += 1
-            s.success_ns += ns
-            self.metrics.ok.inc()
-            self.metrics.request_seconds.observe(seconds)
-        else:
-            s.fail_count += 1
-            s.fail_ns += ns
-            self.metrics.failed(status)
+        s.success_count += 1
+        s.success_ns += int(seconds * 1e9)
+        self.metrics.ok.inc()
+        self.metrics.request_seconds.observe(seconds)
+        if self.collector is not None:
+            self.collector.observe(feed, outputs, request_id, seconds)
+
+    def failed(self, seconds: float, status: str) -> None:
+        """Count one request answered with an error status (the transport knows which)."""
+        s = self.stats
+        s.last_inference_ms = int(time.time() * 1000)
+        s.fail_count += 1
+        s.fail_ns += int(seconds * 1e9)
+        self.metrics.failed(status)
+        if self.collector is not None:
+            self.collector.failed(seconds)
 
 
 def batching_config(metadata: Mapping[str, Any], default: BatchingConfig) -> BatchingConfig:
@@ -148,4 +162,15 @@ def load_version(
         onnx.call_seconds * 1e6,
         "inline" if onnx.call_seconds * 1e6 < settings.inline_below_us else "on a thread",
     )
-    return ServingVersion(model, version, onnx, metadata, reference, config, batcher, metrics)
+    collector = None
+    if settings.monitor is not None:
+        columns = {s.name: (s.shape[-1] if s.shape else 1) for s in onnx.inputs}
+        collector = VersionCollector(
+            reference,
+            columns,
+            [o.name for o in onnx.outputs],
+            record_rate=settings.record_sample_rate,
+        )
+    return ServingVersion(
+        model, version, onnx, metadata, reference, config, batcher, metrics, collector
+    )

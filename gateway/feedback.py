@@ -1,0 +1,43 @@
+"""``driftgate.feedback.v1.Feedback`` on the gateway: labels buffered and forwarded.
+
+Production applications send ground-truth labels by request id to the address they already
+call; the gateway holds them in a bounded buffer and the reporter forwards them to the
+monitor, which joins them with the prediction records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from gateway.errors import FailedPrecondition, InvalidInput
+from gateway.reporter import LabelBuffer
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+
+__all__ = ["FeedbackServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class FeedbackServicer(fb_grpc.FeedbackServicer):  # type: ignore[misc]
+    def __init__(self, labels: LabelBuffer | None) -> None:
+        self._labels = labels
+
+    async def SendLabels(self, request: Any, context: Context) -> Any:
+        if self._labels is None:
+            raise FailedPrecondition(
+                "this gateway forwards labels only when a monitor is configured (--monitor); "
+                "send them to the monitor's Feedback service instead"
+            )
+        for index, label in enumerate(request.labels):
+            if not label.request_id:
+                raise InvalidInput(f"labels[{index}].request_id is empty; it must name a request")
+            if label.WhichOneof("value") is None:
+                raise InvalidInput(
+                    f"labels[{index}] ({label.request_id}) has no value; set string_value, "
+                    "int64_value or double_value"
+                )
+        accepted = self._labels.add(request.labels)
+        return fb.SendLabelsResponse(accepted=accepted)
