@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import multiprocessing
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.batching import BatchingConfig
+from gateway.rpc import write_ready_file
 from gateway.settings import GatewaySettings
 
 __all__ = ["register"]
@@ -284,7 +284,9 @@ def _run_workers(settings: GatewaySettings, workers: int) -> int:
     metrics_port = _serve_merged_metrics(settings, metrics_dir)
     if _workers_ready(processes, ready_files):
         log.info("%d workers serving on port %d", workers, port)
-        _write_ready_file(settings.ready_file, port, metrics_port)
+        write_ready_file(
+            settings.ready_file, grpc_port=port, metrics_port=metrics_port, pid=os.getpid()
+        )
     else:
         log.error("a worker exited during start-up; stopping the others")
         forward(signal.SIGTERM, None)
@@ -300,15 +302,6 @@ def _workers_ready(processes: list[Any], ready_files: list[Path]) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _write_ready_file(path: Path | None, grpc_port: int, metrics_port: int) -> None:
-    if path is None:
-        return
-    info = {"grpc_port": grpc_port, "metrics_port": metrics_port, "pid": os.getpid()}
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(info))
-    os.replace(temporary, path)
 
 
 def _serve_merged_metrics(settings: GatewaySettings, metrics_dir: str) -> int:

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_cli.register(subparsers)
     demo.register(subparsers)
     __import__("monitor._cli", fromlist=["register"]).register(subparsers)
+    __import__("gateway._health_cli", fromlist=["register"]).register(subparsers)
     return parser
 
 

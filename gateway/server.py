@@ -13,12 +13,9 @@ and unlike a server interceptor it costs nothing per call beyond one extra frame
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import os
 import signal
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,66 +30,23 @@ from gateway._proto.inference import grpc_service_pb2 as pb
 from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.control import ControlServicer
 from gateway.deployment import DeploymentStore
-from gateway.errors import DriftgateError
 from gateway.feedback import FeedbackServicer
 from gateway.manager import ModelManager
 from gateway.metrics import GatewayMetrics
 from gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from gateway.repository import Repository
+from gateway.rpc import Guarded, write_ready_file
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 
-__all__ = ["GatewayServer", "guard"]
+__all__ = ["GatewayServer"]
 
 log = logging.getLogger(__name__)
 
 _INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 _CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["Control"].full_name
-
-
-def guard(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Map exceptions of one servicer method to gRPC statuses."""
-    if inspect.isasyncgenfunction(method):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                async for item in method(request, context):
-                    yield item
-            except DriftgateError as exc:
-                await context.abort(exc.code, exc.message)
-            except Exception:
-                log.exception("unexpected error in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see gateway log")
-
-        return stream
-
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(request, context)
-        except DriftgateError as exc:
-            await context.abort(exc.code, exc.message)
-        except Exception:
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see gateway log")
-
-    return unary
-
-
-class _Guarded:
-    """A servicer whose methods are all wrapped by ``guard``."""
-
-    def __init__(self, servicer: object) -> None:
-        self._servicer = servicer
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._servicer, name)
-        return (
-            guard(attribute)
-            if inspect.iscoroutinefunction(attribute) or (inspect.isasyncgenfunction(attribute))
-            else attribute
-        )
 
 
 class GatewayServer:
@@ -149,10 +103,10 @@ class GatewayServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Guarded(self.inference), self._server)
-        control_pb2_grpc.add_ControlServicer_to_server(_Guarded(self.control), self._server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), self._server)
+        control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), self._server)
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            _Guarded(FeedbackServicer(self.labels)), self._server
+            Guarded(FeedbackServicer(self.labels)), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -176,7 +130,12 @@ class GatewayServer:
             self.reporter.start()
         self.inference.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self._write_ready_file()
+        write_ready_file(
+            self.settings.ready_file,
+            grpc_port=self.port,
+            metrics_port=self.metrics_port,
+            pid=os.getpid(),
+        )
         log.info("gateway serving on %s:%d", self.settings.host, self.port)
 
     def _start_metrics(self) -> None:
@@ -187,15 +146,6 @@ class GatewayServer:
         )
         self._metrics_http = server
         self.metrics_port = server.server_port
-
-    def _write_ready_file(self) -> None:
-        path = self.settings.ready_file
-        if path is None:
-            return
-        info = {"grpc_port": self.port, "metrics_port": self.metrics_port, "pid": os.getpid()}
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(info))
-        os.replace(temporary, path)
 
     def _model_health(self, model: str, ready: bool) -> None:
         status = (

@@ -5,15 +5,14 @@ drains; ``serve()`` runs until SIGTERM or SIGINT. Background tasks refresh the g
 ``evaluate_interval`` seconds and prune the store every ``prune_interval`` seconds.
 
 Errors map to statuses as in the gateway: a ``DriftgateError`` becomes its status and
-message, anything else INTERNAL with a logged traceback (``_Guarded`` wraps every method).
+message, anything else INTERNAL with a logged traceback (``gateway.rpc.Guarded`` wraps each
+method).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import json
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway.errors import DriftgateError
+from gateway.rpc import Guarded, write_ready_file
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
@@ -41,30 +40,6 @@ from monitor.store import Store
 __all__ = ["MonitorServer"]
 
 log = logging.getLogger(__name__)
-
-
-def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(request, context)
-        except DriftgateError as exc:
-            await context.abort(exc.code, exc.message)
-        except Exception:
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see monitor log")
-
-    return unary
-
-
-class _Guarded:
-    """A servicer whose coroutine methods are all wrapped by ``_guard``."""
-
-    def __init__(self, servicer: object) -> None:
-        self._servicer = servicer
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._servicer, name)
-        return _guard(attribute) if inspect.iscoroutinefunction(attribute) else attribute
 
 
 class MonitorServer:
@@ -92,7 +67,7 @@ class MonitorServer:
             self._executor, lambda: Store(self.settings.url, self.settings.bucket_seconds)
         )
         self.monitor = Monitor(self.settings, store, self.metrics)
-        servicer = _Guarded(MonitorServicer(self.monitor, self._executor))
+        servicer = Guarded(MonitorServicer(self.monitor, self._executor))
         limit = self.settings.max_message_bytes
         self._server = grpc.aio.server(
             options=[
@@ -121,7 +96,12 @@ class MonitorServer:
             loop.create_task(self._every(self.settings.evaluate_interval, self.monitor.evaluate)),
             loop.create_task(self._every(self.settings.prune_interval, self.monitor.prune)),
         ]
-        self._write_ready_file()
+        write_ready_file(
+            self.settings.ready_file,
+            grpc_port=self.port,
+            metrics_port=self.metrics_port,
+            pid=os.getpid(),
+        )
         log.info("monitor serving on %s (gRPC port %d), store %s", address, self.port, store.url)
 
     async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
@@ -141,15 +121,6 @@ class MonitorServer:
         )
         self._metrics_http = server
         self.metrics_port = server.server_port
-
-    def _write_ready_file(self) -> None:
-        path = self.settings.ready_file
-        if path is None:
-            return
-        info = {"grpc_port": self.port, "metrics_port": self.metrics_port, "pid": os.getpid()}
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(info))
-        os.replace(temporary, path)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace`` seconds, close."""
