@@ -255,15 +255,15 @@ def _version_stats(key: Key, counts: VersionCounts, names: list[str]) -> Any:
 def _record(key: Key, record: PredictionRecord) -> Any:
     label = record.label
     if isinstance(label, bool | int):
-        prediction = mpb.Prediction(int64_value=int(label))
+        prediction = mpb.Prediction(int64_value=int(label), probabilities=record.probabilities)
     elif isinstance(label, float):
-        prediction = mpb.Prediction(double_value=label)
+        prediction = mpb.Prediction(double_value=label, probabilities=record.probabilities)
     else:
-        prediction = mpb.Prediction(string_value=str(label))
-    prediction.probabilities.extend(record.probabilities)
+        prediction = mpb.Prediction(string_value=str(label), probabilities=record.probabilities)
+    seconds = int(record.time)
     return mpb.PredictionRecord(
         request_id=record.request_id,
-        time=_timestamp(record.time),
+        time=Timestamp(seconds=seconds, nanos=int((record.time - seconds) * 1e9)),
         model=key[0],
         version=key[1],
         numeric_values=record.numeric,

@@ -80,10 +80,10 @@ class PredictionRecord:
 
     request_id: str
     time: float
-    numeric: tuple[float, ...]
-    categorical: tuple[str, ...]
+    numeric: Sequence[float]
+    categorical: Sequence[str]
     label: str | int | float | None
-    probabilities: tuple[float, ...]
+    probabilities: Sequence[float]
 
 
 class _Lookup:
@@ -228,7 +228,7 @@ class VersionCollector:
         for index, feature in enumerate(self.features):
             self._count_feature(index, feature, columns[feature.input])
         self._count_predictions(labels)
-        self._keep_records(pending)
+        self._keep_records(pending, columns, labels)
 
     def _count_feature(self, index: int, feature: _Feature, matrix: np.ndarray) -> None:
         values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
@@ -265,48 +265,58 @@ class VersionCollector:
             bins = self._prediction_lookup(flat)
         self.counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
-    def _keep_records(self, pending: list[Any]) -> None:
-        for feed, outputs, request_id, when, record in pending:
-            if not record:
-                continue
-            rows = len(outputs[self._label_output])
-            if len(self.records) + rows > self._max_records:
-                self.dropped_records += rows
-                continue
-            for row in range(rows):
-                self.records.append(self._record(feed, outputs, request_id, when, row, rows))
-
-    def _record(
-        self,
-        feed: Mapping[str, np.ndarray],
-        outputs: list[np.ndarray],
-        request_id: str,
-        when: float,
-        row: int,
-        rows: int,
-    ) -> PredictionRecord:
-        numeric, categorical = [], []
-        for feature in self.features:
-            value = feed[feature.input][row]
-            value = value[feature.column] if np.ndim(value) else value
-            if feature.numeric:
-                numeric.append(float(value))
-            else:
-                categorical.append(str(value))
-        label = np.asarray(outputs[self._label_output][row]).reshape(-1)[0].item()
-        probabilities: tuple[float, ...] = ()
+    def _keep_records(
+        self, pending: list[Any], columns: Mapping[str, np.ndarray], labels: np.ndarray
+    ) -> None:
+        """Turn the sampled requests' rows into records, in bulk (one ``tolist`` per array)."""
+        rows, ids, times = self._sampled_rows(pending)
+        if not rows:
+            return
+        index = np.asarray(rows)
+        numeric = self._matrix(columns, index, numeric=True)
+        categorical = self._matrix(columns, index, numeric=False)
+        probabilities: list[list[float]] = [[] for _ in rows]
         if self._probability_output is not None:
-            probabilities = tuple(
-                float(p) for p in np.asarray(outputs[self._probability_output][row]).reshape(-1)
-            )
-        return PredictionRecord(
-            request_id if rows == 1 else f"{request_id}:{row}",
-            when,
-            tuple(numeric),
-            tuple(categorical),
-            label,
-            probabilities,
-        )
+            probs = np.concatenate([p[1][self._probability_output] for p in pending])
+            probabilities = probs[index].reshape(len(rows), -1).tolist()
+        flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+        for values in zip(
+            ids, times, numeric, categorical, flat[index].tolist(), probabilities, strict=True
+        ):
+            self.records.append(PredictionRecord(*values))
+
+    def _sampled_rows(self, pending: list[Any]) -> tuple[list[int], list[str], list[float]]:
+        rows: list[int] = []
+        ids: list[str] = []
+        times: list[float] = []
+        offset = 0
+        room = self._max_records - len(self.records)
+        for _feed, outputs, request_id, when, sampled in pending:
+            n = len(outputs[self._label_output])
+            if sampled and n > room:
+                self.dropped_records += n
+            elif sampled:
+                room -= n
+                rows.extend(range(offset, offset + n))
+                ids.extend([request_id] if n == 1 else [f"{request_id}:{r}" for r in range(n)])
+                times.extend([when] * n)
+            offset += n
+        return rows, ids, times
+
+    def _matrix(
+        self, columns: Mapping[str, np.ndarray], index: np.ndarray, numeric: bool
+    ) -> list[Any]:
+        """Rows (as lists) of the numeric or the categorical features, in profile order."""
+        chosen = [f for f in self.features if f.numeric == numeric]
+        if not chosen:
+            return [() for _ in index]
+        parts = []
+        for feature in chosen:
+            matrix = columns[feature.input]
+            part = matrix[index, feature.column] if matrix.ndim == 2 else matrix[index]
+            parts.append(part.astype(np.float64) if numeric else part.astype(str))
+        rows: list[Any] = np.stack(parts, axis=1).tolist()
+        return rows
 
     def take(self) -> tuple[VersionCounts, list[PredictionRecord]]:
         """Count what is pending and hand over the delta and records since the last take."""

@@ -94,9 +94,9 @@ def test_records_carry_the_row_and_the_prediction(reference: dict) -> None:
     assert [r.request_id for r in records] == ["order-7:0", "order-7:1"]
     first = records[0]
     np.testing.assert_array_equal(np.float32(first.numeric), feed["numeric"][0])
-    assert first.categorical == (str(feed["categorical"][0, 0]),)
+    assert list(first.categorical) == [str(feed["categorical"][0, 0])]
     assert first.label == int(out[0][0])
-    assert first.probabilities == pytest.approx(tuple(out[1][0]))
+    assert list(first.probabilities) == pytest.approx(list(out[1][0]))
 
 
 def test_sampling_and_the_record_cap_bound_memory(reference: dict) -> None:
