@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -26,53 +27,41 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway._proto.inference import grpc_service_pb2 as pb  # noqa: E402
+from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
-SERVICE = "inference.GRPCInferenceService"
 Output = pb.ModelInferResponse.InferOutputTensor
 
 
-async def model_infer(request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
-    tensor = request.inputs[0]
-    features = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(tensor.shape)
-    rows = features.shape[0]
-    label = np.zeros(rows, dtype="<i8")
-    probabilities = np.full((rows, 2), 0.5, dtype="<f4")
-    return pb.ModelInferResponse(
-        model_name=request.model_name,
-        model_version="1",
-        id=request.id or "floor",
-        outputs=[
-            Output(name="label", datatype="INT64", shape=[rows]),
-            Output(name="probabilities", datatype="FP32", shape=[rows, 2]),
-        ],
-        raw_output_contents=[label.tobytes(), probabilities.tobytes()],
-    )
+class FloorServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """ModelInfer without a model; registered exactly as the gateway registers its servicer."""
 
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: object) -> Any:
+        tensor = request.inputs[0]
+        features = np.frombuffer(request.raw_input_contents[0], dtype="<f4")
+        rows = features.reshape(tensor.shape).shape[0]
+        label = np.zeros(rows, dtype="<i8")
+        probabilities = np.full((rows, 2), 0.5, dtype="<f4")
+        return pb.ModelInferResponse(
+            model_name=request.model_name,
+            model_version="1",
+            id=request.id or "floor",
+            outputs=[
+                Output(name="label", datatype="INT64", shape=[rows]),
+                Output(name="probabilities", datatype="FP32", shape=[rows, 2]),
+            ],
+            raw_output_contents=[label.tobytes(), probabilities.tobytes()],
+        )
 
-async def server_ready(request: pb.ServerReadyRequest, context: object) -> pb.ServerReadyResponse:
-    return pb.ServerReadyResponse(ready=True)
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: object) -> Any:
+        return pb.ServerReadyResponse(ready=True)
 
-
-async def model_ready(request: pb.ModelReadyRequest, context: object) -> pb.ModelReadyResponse:
-    return pb.ModelReadyResponse(ready=True)
-
-
-def _unary(behaviour: object, request_type: type) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(
-        behaviour,
-        request_deserializer=request_type.FromString,
-        response_serializer=lambda message: message.SerializeToString(),
-    )
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: object) -> Any:
+        return pb.ModelReadyResponse(ready=True)
 
 
 async def serve(port: int, ready_file: Path | None) -> None:
     server = grpc.aio.server()
-    handlers = {
-        "ModelInfer": _unary(model_infer, pb.ModelInferRequest),
-        "ServerReady": _unary(server_ready, pb.ServerReadyRequest),
-        "ModelReady": _unary(model_ready, pb.ModelReadyRequest),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FloorServicer(), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     if ready_file is not None:

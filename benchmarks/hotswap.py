@@ -1,7 +1,7 @@
 """The hot-swap scenario: flip the served version under load and watch failures, p99 and RSS.
 
-A steady phase (half before, half after the swaps) measures p99 with no swaps; in between,
-under the same load, ``deployment.json`` alternates {"stable": 1} / {"stable": 2} (temp file
+A steady phase measures p99 with no swaps (again if other work on the machine disturbed it);
+then, under the same load, ``deployment.json`` alternates {"stable": 1} / {"stable": 2} (temp file
 + os.replace). Each swap waits until a probe request is answered by the new version, so every
 counted swap really happened; the gateway's VmRSS is read one interval after every swap.
 """
@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 import loadgen
 import models
+import procfs
 import servers
 
 
@@ -70,7 +72,12 @@ class Probe:
         self._channel.close()
 
 
-def run(config: HotswapConfig, workdir: Path, load: loadgen.LoadGenerator) -> dict[str, Any]:
+def run(
+    config: HotswapConfig,
+    workdir: Path,
+    load: loadgen.LoadGenerator,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     repository = workdir / "hotswap-repository"
     info = models.write_model(repository, config.model, versions=(1, 2))
     model_dir = repository / config.model
@@ -83,35 +90,31 @@ def run(config: HotswapConfig, workdir: Path, load: loadgen.LoadGenerator) -> di
     probe = Probe(server.port, request)
     try:
         probe.wait_for(1)
-        # Steady state is measured in two halves, before and after the swaps, so that a
-        # passing disturbance on the machine does not land on one side of the comparison.
         steady_job = loadgen.Job(
-            server.port, request, config.concurrency, config.steady / 2, config.warmup
+            server.port, request, config.concurrency, config.steady, config.warmup
         )
-        before = load.run(steady_job)
+        steady = loadgen.measure_quietly(load, server.pid, steady_job, say=say)
         swapping = _swap_phase(config, server, probe, model_dir, request, load)
-        steady = loadgen.merge([before, load.run(steady_job)])
     finally:
         probe.close()
         server.stop()
-    steady_summary = steady.summary()
     result: dict[str, Any] = {
         "model": config.model,
         "config": config.__dict__,
-        "steady": steady_summary,
+        "steady": steady,
         "swapping": swapping["load"],
         "swaps": swapping["swaps"],
         "swap_seconds_mean": swapping["swap_seconds_mean"],
         "swap_seconds_max": swapping["swap_seconds_max"],
         "rss_bytes": swapping["rss"],
-        "failed_requests": steady_summary["errors"] + swapping["load"]["errors"],
+        "failed_requests": steady["errors"] + swapping["load"]["errors"],
     }
     rss = swapping["rss"]
     if rss:
         result["rss_after_first"] = rss[0]
         result["rss_after_last"] = rss[-1]
         result["rss_growth"] = rss[-1] / rss[0] - 1
-    steady_p99 = steady_summary["p99_ms"]
+    steady_p99 = steady["p99_ms"]
     result["p99_ratio"] = swapping["load"]["p99_ms"] / steady_p99 if steady_p99 else None
     return result
 
@@ -130,6 +133,7 @@ def _swap_phase(
     )
     pending = load.submit(job)
     time.sleep(0.3 + config.warmup)
+    cpu_before, busy_before = procfs.cpu_seconds(server.pid), procfs.busy_cpu_seconds()
     rss: list[int] = []
     durations: list[float] = []
     current = 1
@@ -139,12 +143,16 @@ def _swap_phase(
             write_deployment(model_dir, current)
             durations.append(probe.wait_for(current))
             time.sleep(config.interval)
-            rss.append(servers.rss_bytes(server.pid))
+            rss.append(procfs.rss_bytes(server.pid))
     finally:
         load.stop()
         result = load.collect(pending)
+    elapsed = max(result.elapsed, 1e-9)
+    server_cpu = (procfs.cpu_seconds(server.pid) - cpu_before) / elapsed
+    other = (procfs.busy_cpu_seconds() - busy_before) / elapsed - server_cpu - result.client_cpu
+    cpu = {"server_cpu": round(server_cpu, 2), "other_cpu": round(max(0.0, other), 2)}
     return {
-        "load": result.summary(),
+        "load": result.summary() | cpu,
         "swaps": len(durations),
         "swap_seconds_mean": sum(durations) / len(durations) if durations else None,
         "swap_seconds_max": max(durations, default=None),

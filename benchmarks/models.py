@@ -76,6 +76,28 @@ def to_onnx_bytes(estimator: Any) -> bytes:
     return onx.SerializeToString()
 
 
+def write_reference(directory: Path, seed: int = 0) -> None:
+    """The reference profile a monitored gateway bins every row into (all 32 features)."""
+    import json
+
+    from converter.profile import (
+        FeatureProfile,
+        ReferenceProfile,
+        categorical_bins,
+        numeric_bins,
+    )
+
+    x, y = training_data(seed)
+    profile = ReferenceProfile(
+        rows=len(x),
+        features=tuple(
+            FeatureProfile(f"f{j}", "X", j, numeric_bins(x[:, j])) for j in range(FEATURES)
+        ),
+        prediction=categorical_bins(y.astype(str).astype(object)),
+    )
+    (directory / "reference.json").write_text(json.dumps(profile.to_dict()))
+
+
 def write_model(root: Path, name: str, versions: tuple[int, ...] = (1,)) -> ModelInfo:
     """Write ``root/<name>/<version>/model.onnx`` (Triton-style layout) for each version."""
     import onnxruntime as ort
@@ -86,6 +108,7 @@ def write_model(root: Path, name: str, versions: tuple[int, ...] = (1,)) -> Mode
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "model.onnx"
         path.write_bytes(to_onnx_bytes(build_estimator(name, seed=index)))
+        write_reference(directory, seed=index)
         first = first or path
     assert first is not None
     session = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ def _ratio_check(
     """``a[key] / b[key]`` against the threshold, if both rows were measured."""
     if not a or not b or a.get(key) is None or not b.get(key):
         return []
-    unit = "ms" if key.endswith("_ms") else "req/s"
-    detail = f"{a[key]:.3g} vs {b[key]:.3g} {unit}"
+    unit, digits = ("ms", 3) if key.endswith("_ms") else ("req/s", 0)
+    detail = f"{a[key]:.{digits}f} vs {b[key]:.{digits}f} {unit}"
     return [_check(name, a[key] / b[key], op, threshold, detail)]
 
 
@@ -77,6 +78,12 @@ def _model_targets(rows: list[Row], model: str) -> list[Row]:
 def targets(rows: list[Row], hotswap: Row | None) -> list[Row]:
     """The ratios of the issue's targets that this run measured."""
     checks = _model_targets(rows, "forest") + _model_targets(rows, "lr")
+    monitored, plain = (
+        _find(rows, t, "forest", 16) for t in ("driftgate-monitored", "driftgate-on")
+    )
+    checks += _ratio_check(
+        "forest c16 monitoring on / off", monitored, plain, "throughput", ">=", 0.95
+    )
     on64, off64 = (_find(rows, f"driftgate-{b}", "heavy", 64) for b in ("on", "off"))
     checks += _ratio_check("heavy c64 batching on / off", on64, off64, "throughput", ">=", 2.0)
     if not hotswap or "error" in hotswap:
@@ -128,20 +135,21 @@ def markdown(results: Row) -> str:
             f"## {model}: {description}",
             "",
             "| target | conc. | throughput (req/s) | p50 ms | p90 ms | p99 ms | errors "
-            "| client CPU | server CPU | other CPU |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| client CPU | server CPU | server CPU µs/req | other CPU |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for r in model_rows:
             if "error" in r:
-                lines.append(f"| {labels[r['target']]} | {r['concurrency']} | not measured: "
-                             f"{r['error'].splitlines()[0][:120]} | | | | | | | |")  # fmt: skip
+                reason = r["error"].splitlines()[0][:120]
+                blanks = " |" * 8
+                lines.append(f"| {labels[r['target']]} | {r['concurrency']} | {reason} |{blanks}")
                 continue
             unit = " rows/s" if r["target"] == "ort" else ""
             lines.append(
                 f"| {labels[r['target']]} | {r['concurrency']} | {r['throughput']:.0f}{unit} "
                 f"| {_ms(r['p50_ms'])} | {_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | {r['errors']} "
                 f"| {r.get('client_cpu', '–')} | {r.get('server_cpu', '–')} "
-                f"| {r.get('other_cpu', '–')} |"
+                f"| {r.get('server_cpu_us_per_request', '–')} | {r.get('other_cpu', '–')} |"
             )
         lines.append("")
     lines += _hotswap_markdown(results.get("hotswap"))
@@ -167,14 +175,16 @@ def _hotswap_markdown(hotswap: Row | None) -> list[str]:
         f"{hotswap['swap_seconds_max']:.2f} s); gateway --poll-interval "
         f"{hotswap['config']['poll_interval']} s.",
         "",
-        "| phase | throughput (req/s) | p50 ms | p99 ms | failed | versions answering |",
-        "|---|--:|--:|--:|--:|---|",
+        "| phase | throughput (req/s) | p50 ms | p99 ms | failed | versions answering "
+        "| server CPU | other CPU |",
+        "|---|--:|--:|--:|--:|---|--:|--:|",
     ]
     for name, phase in (("steady", steady), ("swapping", swapping)):
         versions = ", ".join(f"v{k}: {v}" for k, v in sorted(phase["versions"].items()))
         lines.append(
             f"| {name} | {phase['throughput']:.0f} | {_ms(phase['p50_ms'])} "
-            f"| {_ms(phase['p99_ms'])} | {phase['errors']} | {versions} |"
+            f"| {_ms(phase['p99_ms'])} | {phase['errors']} | {versions} "
+            f"| {phase.get('server_cpu', '–')} | {phase.get('other_cpu', '–')} |"
         )
     if "rss_after_first" in hotswap:
         lines += [
@@ -201,44 +211,57 @@ def _targets_markdown(checks: list[Row]) -> list[str]:
     return [*lines, ""]
 
 
-def plot(results: Row, path: Path) -> None:
-    import matplotlib
+def plot(results: Row, path: Path) -> bool:
+    """Throughput and p99 against concurrency, a row per model; False without matplotlib.
+
+    onnxruntime in-process is left out: it is two orders of magnitude off the served rows
+    and would flatten them (its numbers are in the table).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["rows"] if "error" not in r]
+    rows = [r for r in results["rows"] if "error" not in r and r["target"] != "ort"]
     present = [m for m in results["models"] if any(r["model"] == m for r in rows)]
     if not present:
-        return
+        return False
+    labels = {k: v for k, v in results["labels"].items() if k != "ort"}
+    colours = {k: f"C{i}" for i, k in enumerate(labels)}
     figure, axes = plt.subplots(
-        len(present), 2, figsize=(12, 4 * len(present)), squeeze=False, constrained_layout=True
+        len(present), 2, figsize=(12, 3.6 * len(present) + 1.2), squeeze=False
     )
     for index, model in enumerate(present):
-        for target, label in results["labels"].items():
-            series = sorted(
-                (r for r in rows if r["model"] == model and r["target"] == target),
-                key=lambda r: r["concurrency"],
-            )
-            if not series:
-                continue
-            x = [r["concurrency"] for r in series]
-            style = "--" if target in ("floor", "ort") else "-"
-            axes[index][0].plot(
-                x, [r["throughput"] for r in series], style, marker="o", label=label
-            )
-            axes[index][1].plot(x, [r["p99_ms"] for r in series], style, marker="o", label=label)
-        for column, ylabel in enumerate(("throughput (req/s; ORT rows/s)", "p99 latency (ms)")):
+        concurrencies = sorted({r["concurrency"] for r in rows if r["model"] == model})
+        for column, (key, ylabel) in enumerate(
+            (("throughput", "throughput (req/s)"), ("p99_ms", "p99 latency (ms)"))
+        ):
             axis = axes[index][column]
-            axis.set_xscale("log", base=2)
+            for target, label in labels.items():
+                series = sorted(
+                    (r for r in rows if r["model"] == model and r["target"] == target),
+                    key=lambda r: r["concurrency"],
+                )
+                x = [concurrencies.index(r["concurrency"]) for r in series]
+                y = [r[key] for r in series]
+                style = "--" if target == "floor" else "-"
+                axis.plot(x, y, style, marker="o", color=colours[target], label=label)
+            axis.set_xticks(range(len(concurrencies)), [str(c) for c in concurrencies])
+            axis.set_xlim(-0.3, len(concurrencies) - 0.7)
             axis.set_yscale("log")
             axis.set_xlabel("concurrency")
             axis.set_ylabel(ylabel)
             axis.set_title(f"{model}: {results['models'][model]}", fontsize=9)
             axis.grid(True, which="both", alpha=0.3)
-        axes[index][0].legend(fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 1.1 / (3.6 * len(present) + 1.2), 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True
 
 
 def write(results: Row, out: Path) -> str:
@@ -246,7 +269,8 @@ def write(results: Row, out: Path) -> str:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
     text = markdown(results)
     (out / "results.md").write_text(text)
-    plot(results, out / "results.png")
+    if not plot(results, out / "results.png"):
+        print("results.png not written: install matplotlib (the dev extra)", file=sys.stderr)
     return text
 
 

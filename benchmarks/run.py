@@ -78,6 +78,12 @@ def _targets(batch: tuple[int, float]) -> list[Target]:
         Target("ort", "ort", "onnxruntime in-process (c rows per call)"),
         Target("driftgate-off", "driftgate", "driftgate, batching off", driftgate("off")),
         Target("driftgate-on", "driftgate", "driftgate, batching on", driftgate("on")),
+        Target(
+            "driftgate-monitored",
+            "monitored",
+            "driftgate, batching on, reporting to the monitor",
+            lambda w, r, i: servers.start_monitored_driftgate("driftgate-monitored", r, list(i), w),
+        ),
         *(Target(k, "mlserver", label, mlserver(k, w, b)) for k, label, w, b in mlserver_configs),
     ]
 
@@ -91,7 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--warmup", type=float, default=2.0, help="warm-up seconds before each point")
     add("--concurrency", type=ints, default=[1, 16, 64], help="requests in flight (1,16,64)")
     add("--heavy-concurrency", type=ints, default=[64], help="concurrency for the heavy model")
-    add("--targets", type=names, default=["floor", "ort", "driftgate", "mlserver"])
+    add(
+        "--targets",
+        type=names,
+        default=["floor", "ort", "driftgate", "monitored", "mlserver"],
+        help="floor, ort, driftgate, monitored (driftgate reporting to a monitor), mlserver",
+    )
     add("--models", type=names, default=list(models.MODEL_NAMES))
     add("--scenario", choices=("bench", "hotswap", "all"), default="bench")
     add("--processes", type=int, default=2, help="client processes (default 2)")
@@ -101,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--hotswap-steady", type=float, default=10.0, help="seconds of steady-state load")
     add("--hotswap-poll", type=float, default=0.25, help="the gateway's --poll-interval")
     add("--hotswap-concurrency", type=int, default=16)
+    add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
+    add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
     add("--workdir", type=Path, help="keep repositories and server logs here (default: temp)")
     return parser.parse_args(argv)
@@ -117,21 +130,6 @@ def running(start: Callable[[], servers.Server]) -> Iterator[servers.Server]:
         yield server
     finally:
         server.stop()
-
-
-def measure(
-    load: loadgen.LoadGenerator, server: servers.Server, job: loadgen.Job
-) -> dict[str, Any]:
-    pending = load.submit(job)
-    time.sleep(0.3 + job.warmup)
-    cpu_before, busy_before = servers.cpu_seconds(server.pid), servers.busy_cpu_seconds()
-    result = load.collect(pending)
-    elapsed = max(result.elapsed, 1e-9)
-    server_cpu = (servers.cpu_seconds(server.pid) - cpu_before) / elapsed
-    busy = (servers.busy_cpu_seconds() - busy_before) / elapsed
-    # CPU used by anything but this server and the client: noise from other work on the box
-    other = max(0.0, busy - server_cpu - result.client_cpu)
-    return result.summary() | {"server_cpu": round(server_cpu, 2), "other_cpu": round(other, 2)}
 
 
 def run_bench(
@@ -168,7 +166,9 @@ def run_bench(
             with running(partial(target.start, workdir, repo, infos)) as server:
                 for name, c in points:
                     job = loadgen.Job(server.port, requests[name], c, args.duration, args.warmup)
-                    summary = measure(load, server, job)
+                    summary = loadgen.measure_quietly(
+                        load, server.pid, job, args.retries, args.noise, say
+                    )
                     say(f"{target.key} {name} c={c}: " + _brief(summary))
                     measured.append(
                         {"target": target.key, "model": name, "concurrency": c} | summary
@@ -241,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
             rows, failures, infos = run_bench(args, workdir, load, chosen)
         if args.scenario in ("hotswap", "all"):
             config = hotswap.HotswapConfig(
-                swaps=args.hotswap_swaps, interval=args.hotswap_interval,
-                steady=args.hotswap_steady, concurrency=args.hotswap_concurrency,
-                poll_interval=args.hotswap_poll, warmup=args.warmup,
-            )  # fmt: skip
+                swaps=args.hotswap_swaps,
+                interval=args.hotswap_interval,
+                steady=args.hotswap_steady,
+                concurrency=args.hotswap_concurrency,
+                poll_interval=args.hotswap_poll,
+                warmup=args.warmup,
+            )
             say(f"hot swap: {config}")
             try:
-                swap = hotswap.run(config, workdir, load)
+                swap = hotswap.run(config, workdir, load, say)
             except Exception as exc:
                 say(f"hot swap failed: {exc}")
                 swap = {"error": f"{type(exc).__name__}: {exc}"}

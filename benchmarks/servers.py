@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from procfs import descendants
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -174,6 +175,43 @@ def start_driftgate(
     return Server(name, process, info["grpc_port"], log)
 
 
+@dataclass
+class MonitoredGateway(Server):
+    """A gateway with ``--monitor``, and the monitor it reports to (stopped together)."""
+
+    monitor: Server | None = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
+        if self.monitor is not None:
+            self.monitor.stop(timeout)
+
+
+def start_monitored_driftgate(
+    name: str, repository: Path, models: Sequence[str], workdir: Path
+) -> Server:
+    ready, log = workdir / f"{name}-monitor.ready.json", workdir / f"{name}-monitor.log"
+    ready.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "monitor",
+        "--repository", str(repository), "--data-dir", str(workdir / f"{name}-data"),
+        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
+        "--ready-file", str(ready),
+    ]  # fmt: skip
+    process = _spawn(cmd, log, ROOT, project_env())
+    monitor = Server(f"{name}-monitor", process, 0, log)
+    try:
+        monitor.port = _wait_file(ready, process, log, timeout=60)["grpc_port"]
+        gateway = start_driftgate(
+            name, repository, models, workdir, "on",
+            extra=("--monitor", f"127.0.0.1:{monitor.port}", "--report-interval", "1"),
+        )  # fmt: skip
+    except BaseException:
+        monitor.stop()
+        raise
+    return MonitoredGateway(gateway.name, gateway.process, gateway.port, gateway.log, monitor)
+
+
 def ensure_mlserver_venv(log: Path) -> Path:
     """Create benchmarks/.mlserver-venv with MLServer 1.7.1 on first use; its ``mlserver``."""
     binary = MLSERVER_VENV / "bin" / "mlserver"
@@ -244,51 +282,3 @@ def start_mlserver(
         Server(name, process, port, log).stop()
         raise
     return Server(name, process, port, log)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found.extend(children)
-        todo.extend(children)
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and every process below it."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for each in [pid, *descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine spent busy (not idle or waiting), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of ``pid`` from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0

@@ -34,12 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     from converter import _cli as converter_cli
     from gateway import _cli as gateway_cli
     from gateway import _control_cli as control_cli
-    from gateway import demo
 
     converter_cli.register(subparsers)
     gateway_cli.register(subparsers)
     control_cli.register(subparsers)
-    demo.register(subparsers)
+    __import__("monitor.demo", fromlist=["register"]).register(subparsers)
+    __import__("monitor.up", fromlist=["register"]).register(subparsers)
     __import__("monitor._cli", fromlist=["register"]).register(subparsers)
     __import__("gateway._health_cli", fromlist=["register"]).register(subparsers)
     return parser

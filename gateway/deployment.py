@@ -276,7 +276,8 @@ class DeploymentStore:
         on_disk = self.repository.versions(model)
         with self._locked(model):
             before = self.read(model)
-            if not before.stable and on_disk:
+            implicit = not before.stable
+            if implicit and on_disk:
                 # Without a recorded stable, the highest version serves (as in Triton).
                 before = replace(before, stable=max(on_disk))
             if expected_revision is not None and expected_revision != before.revision:
@@ -292,7 +293,10 @@ class DeploymentStore:
                         f"model '{model}' has no version {version} in the repository "
                         f"(versions: {have})"
                     )
-            if after.same_routing(before):
+            # Deploying the implicit stable as the stable records it (pins it), so that a
+            # newer version written later does not take over by being the highest.
+            pins = implicit and action == "Deploy" and after.stable and after.canary is None
+            if after.same_routing(before) and not pins:
                 return before, False
             after = replace(
                 after, revision=before.revision + 1, updated_at=time.time(), updated_by=actor

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -32,7 +34,7 @@ from gateway.router import SCALE, Route, threshold
 from gateway.settings import GatewaySettings
 from gateway.versions import ServingVersion, load_version
 
-__all__ = ["LoadFailure", "ModelManager", "ModelState"]
+__all__ = ["LoadFailure", "ModelManager", "ModelState", "lower_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +303,9 @@ class ModelManager:
         while version.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await version.batcher.close()
+        # Free the onnxruntime session on the loader thread, not on the event loop.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._load_executor, version.onnx.release)
         if self._hub is not None:
             self._hub.retire(version.model, version.version)  # one last report, then gone
         labels = (version.model, str(version.version))
@@ -352,6 +357,12 @@ class ModelManager:
             await asyncio.gather(self._watch_task, return_exceptions=True)
         if self._draining:
             await asyncio.gather(*self._draining, return_exceptions=True)
+
+
+def lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority (Linux: nice applies per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _remove(family: object, labels: tuple[str, ...]) -> None:

@@ -135,6 +135,10 @@ class OnnxModel:
             raise InvalidInput(f"the model could not run on this input: {exc}") from exc
         return outputs
 
+    def release(self) -> None:
+        """Drop the onnxruntime session (and its memory); the version must be retired."""
+        self._session = None
+
     def estimated_seconds(self, rows: int) -> float:
         return self.call_seconds + self.row_seconds * max(rows - 1, 0)
 

@@ -31,7 +31,7 @@ from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.control import ControlServicer
 from gateway.deployment import DeploymentStore
 from gateway.feedback import FeedbackServicer
-from gateway.manager import ModelManager
+from gateway.manager import ModelManager, lower_priority
 from gateway.metrics import GatewayMetrics
 from gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from gateway.repository import Repository
@@ -59,7 +59,8 @@ class GatewayServer:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
-        self._load_executor = ThreadPoolExecutor(1, "driftgate-load")
+        # Loading and warming a version must not steal the serving thread's core.
+        self._load_executor = ThreadPoolExecutor(1, "driftgate-load", initializer=lower_priority)
         repository = Repository(settings.repository)
         self.hub: StatisticsHub | None = None
         self.labels: LabelBuffer | None = None

@@ -21,7 +21,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     command = [
         sys.executable, str(ROOT / "benchmarks" / "run.py"),
         "--duration", "1", "--warmup", "0.5", "--concurrency", "1,4",
-        "--targets", "floor,ort,driftgate", "--models", "lr",
+        "--targets", "floor,ort,driftgate", "--models", "lr", "--retries", "0",
         "--out", str(out), "--workdir", str(tmp_path / "work"),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
