@@ -127,6 +127,16 @@ events = sa.Table(
 )
 
 
+policy_state = sa.Table(
+    "policy_state",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+
 def _migration_1(connection: Connection) -> None:
     """The first schema."""
     metadata.create_all(
@@ -135,7 +145,12 @@ def _migration_1(connection: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+def _migration_2(connection: Connection) -> None:
+    """Durable policy state: canary analyses, drift streaks, last retrain."""
+    metadata.create_all(connection, tables=[policy_state])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 """Ordered schema migrations; the schema version is the number applied."""
 
 
@@ -252,11 +267,12 @@ class Store:
         self.engine.dispose()
 
     def _migrate(self) -> int:
-        schema_version.create(self.engine, checkfirst=True)
+        with self.engine.begin() as connection:
+            self._lock_schema(connection)
+            schema_version.create(connection, checkfirst=True)
         for number, migration in enumerate(MIGRATIONS, start=1):
             with self.engine.begin() as connection:
-                if self._dialect == "postgresql":
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(7203914)"))
+                self._lock_schema(connection)
                 current = connection.execute(sa.select(schema_version.c.version)).scalar()
                 if current is not None and current >= number:
                     continue
@@ -265,6 +281,11 @@ class Store:
                 connection.execute(sa.insert(schema_version).values(version=number))
         with self.engine.connect() as connection:
             return int(connection.execute(sa.select(schema_version.c.version)).scalar_one())
+
+    def _lock_schema(self, connection: Connection) -> None:
+        """On PostgreSQL, serialize schema changes of replicas starting together."""
+        if self._dialect == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7203914)"))
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -277,8 +298,10 @@ class Store:
                     instance_id=report.instance_id, sequence=report.sequence, received=report.time
                 )
                 .on_conflict_do_nothing()
+                # RETURNING, not rowcount: SQLAlchemy reports -1 for this insert on psycopg.
+                .returning(reports.c.sequence)
             )
-            applied = first.rowcount == 1
+            applied = first.first() is not None
             if applied:
                 bucket = int(report.time // self.bucket_seconds) * self.bucket_seconds
                 for counts in report.versions:
@@ -418,8 +441,9 @@ class Store:
                         received=now,
                     )
                     .on_conflict_do_nothing()
-                ).rowcount
-                if held:
+                    .returning(pending_labels.c.request_id)
+                ).first()
+                if held is not None:
                     unknown += 1
                 else:
                     duplicates += 1
@@ -485,6 +509,36 @@ class Store:
         with self.engine.connect() as connection:
             return [_stored(row) for row in connection.execute(query)]
 
+    def latency(
+        self, model: str, version: int, start: float | None, end: float | None
+    ) -> list[tuple[float, int]]:
+        """Latency histogram (upper bound in seconds, count), ascending, over [start, end)."""
+        query = (
+            sa.select(latency.c.le, sa.func.sum(latency.c.count))
+            .where(latency.c.model == model, latency.c.version == version)
+            .group_by(latency.c.le)
+            .order_by(latency.c.le)
+        )
+        query = self._in_window(query, latency.c.bucket, start, end)
+        with self.engine.connect() as connection:
+            return [(float(le), int(n)) for le, n in connection.execute(query)]
+
+    def labelled(
+        self, model: str, start: float | None, end: float | None
+    ) -> list[StoredPrediction]:
+        """Labelled prediction records of every version of ``model`` in [start, end)."""
+        query = (
+            sa.select(predictions)
+            .where(predictions.c.model == model, predictions.c.label.is_not(None))
+            .order_by(predictions.c.time)
+        )
+        if start is not None:
+            query = query.where(predictions.c.time >= start)
+        if end is not None:
+            query = query.where(predictions.c.time < end)
+        with self.engine.connect() as connection:
+            return [_stored(row) for row in connection.execute(query)]
+
     def active_versions(self, since: float) -> list[tuple[str, int]]:
         """(model, version) pairs with counts in buckets from ``since`` on."""
         query = (
@@ -530,6 +584,38 @@ class Store:
                 )
                 for r in connection.execute(query)
             ]
+
+    # -- durable policy state ------------------------------------------------------------
+
+    def get_state(self, model: str, name: str) -> Any:
+        """The JSON value stored under (model, name), or None."""
+        with self.engine.connect() as connection:
+            raw = connection.execute(
+                sa.select(policy_state.c.value).where(
+                    policy_state.c.model == model, policy_state.c.name == name
+                )
+            ).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def put_state(self, model: str, name: str, value: Any, now: float) -> None:
+        """Store ``value`` (JSON) under (model, name); None deletes it."""
+        with self.engine.begin() as connection:
+            if value is None:
+                connection.execute(
+                    sa.delete(policy_state).where(
+                        policy_state.c.model == model, policy_state.c.name == name
+                    )
+                )
+                return
+            statement = self._insert(policy_state).values(
+                model=model, name=name, value=json.dumps(value), updated=now
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["model", "name"],
+                    set_={"value": statement.excluded.value, "updated": statement.excluded.updated},
+                )
+            )
 
     # -- retention ------------------------------------------------------------------------
 

@@ -11,6 +11,22 @@ echo "== mypy"
 mypy
 echo "== generated stubs are fresh"
 python scripts/gen_proto.py --check
+echo "== deploy: Dockerfile lint, Prometheus config and rules, Kubernetes manifests"
+hadolint --config .hadolint.yaml Dockerfile
+if command -v promtool >/dev/null; then
+    promtool check config deploy/prometheus/prometheus.yml
+    promtool check rules deploy/prometheus/alerts.yml
+    (cd deploy/prometheus && promtool test rules alerts_test.yml)
+elif [ -n "${CI:-}" ]; then
+    echo "promtool is missing: .ci/run installs Debian's prometheus package" >&2
+    exit 1
+else
+    echo "skipped promtool checks: promtool is not installed (apt-get install prometheus)"
+fi
+# Core resources against the Kubernetes schemas shipped in the package (offline, strict); the
+# KServe and Prometheus Operator resources have no schema there: tests/test_deploy.py checks them.
+kubernetes-validate --strict --quiet deploy/kubernetes/configmap.yaml \
+    deploy/kubernetes/deployment.yaml deploy/kubernetes/pvc.yaml deploy/kubernetes/service.yaml
 echo "== pytest: unit and integration tests"
 python -m pytest tests "$@"
 echo "== pytest: tritonclient against the gateway (a process of its own, see tests/conftest.py)"

@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from monitor.store import (
+    MIGRATIONS,
     Distribution,
     LabelIn,
     PredictionIn,
@@ -49,7 +50,7 @@ def test_committed_reports_survive_reopen(tmp_path: Path) -> None:
     store.ingest(_report(1, records=("r1",)))
     store.close()
     reopened = Store(sqlite_url(tmp_path))
-    assert reopened.schema_version == 1
+    assert reopened.schema_version == len(MIGRATIONS)
     assert reopened.ingest(_report(1, records=("r1",))) == (1, False)
     assert reopened.counts("iris", 1, None, None)[(False, "x")][2] == 3
     assert [p.request_id for p in reopened.predictions("iris", 1, None, None)] == ["r1"]

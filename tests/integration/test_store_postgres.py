@@ -1,0 +1,265 @@
+"""The monitor store on both of its databases: SQLite and a real PostgreSQL server.
+
+Every test runs twice, on an SQLite file and on a fresh PostgreSQL database made for it on the
+server named by ``DRIFTGATE_TEST_POSTGRES_URL`` (``.ci/run`` starts one on loopback and sets
+it; without it the PostgreSQL cases are skipped, and fail under CI). The last test runs a real
+``driftgate monitor --store-url postgresql+psycopg://...``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from monitor.store import (
+    MIGRATIONS,
+    Distribution,
+    LabelIn,
+    PredictionIn,
+    Report,
+    Store,
+    VersionCounts,
+    sqlite_url,
+)
+from tests.processes import DriftgateProcess
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+POSTGRES_ENV = "DRIFTGATE_TEST_POSTGRES_URL"
+
+
+def _admin_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set: .ci/run starts PostgreSQL and sets it")
+        pytest.skip(f"{POSTGRES_ENV} is not set (a postgresql+psycopg:// URL of a test server)")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the test server; dropped afterwards."""
+    admin = sa.engine.make_url(_admin_url())
+    name = f"driftgate_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    value: str = request.getfixturevalue("postgres_url")
+    return value
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    store = Store(url)
+    yield store
+    store.close()
+
+
+def _report(sequence: int, instance: str = "gw-a", records: tuple[str, ...] = ()) -> Report:
+    counts = VersionCounts(
+        "iris", 1,
+        [Distribution("x", [1, 2, 3], nan_count=1), Distribution("label", [4, 0], prediction=True)],
+        requests=5, errors=1, rows=6, latency_bounds=[0.01], latency_counts=[4, 1], latency_sum=0.1,
+    )  # fmt: skip
+    return Report(
+        instance, sequence, T0 + sequence,
+        [counts],
+        [PredictionIn(r, T0 + sequence, "iris", 1, [1.5], ["a"], "setosa", [0.9]) for r in records],
+    )  # fmt: skip
+
+
+def test_dialect(store: Store, url: str) -> None:
+    assert store.engine.dialect.name == url.split(":")[0].split("+")[0]
+    assert store.schema_version == len(MIGRATIONS)
+
+
+def test_same_sequence_twice_is_counted_once(store: Store) -> None:
+    assert store.ingest(_report(1)) == (1, True)
+    assert store.ingest(_report(1)) == (1, False)
+    assert store.ingest(_report(2)) == (2, True)
+    assert store.ingest(_report(1, instance="gw-b")) == (1, True)
+    counts = store.counts("iris", 1, None, None)
+    assert counts[(False, "x")] == {0: 3, 1: 6, 2: 9, -1: 3}
+    assert counts[(True, "label")] == {0: 12}
+    traffic = store.traffic("iris", 1, None, None)
+    assert (traffic["requests"], traffic["errors"], traffic["rows"]) == (15, 3, 18)
+
+
+def test_committed_reports_survive_reopen(store: Store, url: str) -> None:
+    store.ingest(_report(1, records=("r1",)))
+    store.close()
+    reopened = Store(url)
+    try:
+        assert reopened.schema_version == len(MIGRATIONS)
+        assert reopened.ingest(_report(1, records=("r1",))) == (1, False)
+        assert reopened.counts("iris", 1, None, None)[(False, "x")][2] == 3
+        assert [p.request_id for p in reopened.predictions("iris", 1, None, None)] == ["r1"]
+    finally:
+        reopened.close()
+
+
+def test_windows_select_buckets(url: str) -> None:
+    store = Store(url, bucket_seconds=60)
+    try:
+        store.ingest(Report("gw", 1, T0, [VersionCounts("m", 1, [Distribution("x", [1])])]))
+        later = Report("gw", 2, T0 + 3600, [VersionCounts("m", 1, [Distribution("x", [10])])])
+        store.ingest(later)
+        assert store.counts("m", 1, T0 + 1800, T0 + 7200)[(False, "x")] == {0: 10}
+        assert store.counts("m", 1, None, T0 + 7200)[(False, "x")] == {0: 11}
+        assert store.active_versions(T0 + 1800) == [("m", 1)]
+    finally:
+        store.close()
+
+
+def test_labels_join_in_any_order_and_duplicates_are_idempotent(store: Store) -> None:
+    store.ingest(_report(1, records=("known",)))
+    result = store.add_labels(
+        [
+            LabelIn("known", "setosa", T0 + 10),
+            LabelIn("early", "virginica", T0 + 11),
+            LabelIn("known", "versicolor", T0 + 12),
+            LabelIn("early", "setosa", T0 + 13),
+        ],
+        now=T0 + 20,
+    )
+    assert result == (1, 2, 1)  # accepted, duplicates, unknown
+    store.ingest(_report(2, records=("early",)))
+    labels = {p.request_id: p.label for p in store.predictions("iris", 1, None, None)}
+    assert labels == {"known": "setosa", "early": "virginica"}
+    assert store.table_rows()["pending_labels"] == 0
+
+
+def test_retention_prunes_by_age_and_by_rows(store: Store) -> None:
+    for sequence in range(1, 11):
+        store.ingest(_report(sequence, records=(f"r{sequence}",)))
+    store.add_labels([LabelIn("never", 1, T0)], now=T0)
+    deleted = store.prune(now=T0 + 5.5 + 100, max_records=3, record_age=100, counts_age=1e9)
+    assert deleted["predictions"] == 7
+    assert deleted["pending_labels"] == 1
+    remaining = [p.request_id for p in store.predictions("iris", 1, None, None)]
+    assert remaining == ["r8", "r9", "r10"]
+
+
+def test_events_round_trip(store: Store) -> None:
+    store.add_event(T0, "rollback", "iris", 2, "accuracy drop", {"accuracy": 0.71})
+    store.add_event(T0 + 1, "promote", "iris", 3, "healthy", {})
+    events = store.events("iris")
+    assert [(e.kind, e.version, e.figures) for e in events] == [
+        ("promote", 3, {}),
+        ("rollback", 2, {"accuracy": 0.71}),
+    ]
+
+
+def test_concurrent_writers_lose_no_increment(store: Store, url: str) -> None:
+    """Four gateways report at once into the same bins: every count lands exactly once."""
+    writers = [Store(url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def write(index: int, writer: Store) -> None:
+        try:
+            for sequence in range(1, 16):
+                writer.ingest(_report(sequence, instance=f"gw-{index}"))
+                writer.ingest(_report(sequence, instance=f"gw-{index}"))  # a resend
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i, w)) for i, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for writer in writers:
+        writer.close()
+    assert not errors, errors
+    assert store.counts("iris", 1, None, None)[(False, "x")] == {0: 60, 1: 120, 2: 180, -1: 60}
+    assert store.traffic("iris", 1, None, None)["requests"] == 4 * 15 * 5
+
+
+def test_replicas_opening_together_migrate_once(postgres_url: str) -> None:
+    """Replicas share one PostgreSQL store (an embedded SQLite file has one opener)."""
+    url = postgres_url
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            opened.append(Store(url))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert {s.schema_version for s in opened} == {len(MIGRATIONS)}
+    with opened[0].engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT version FROM schema_version")).all()
+    assert [tuple(r) for r in rows] == [(len(MIGRATIONS),)]
+    for store in opened:
+        store.close()
+
+
+def test_monitor_process_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """``driftgate monitor --store-url postgresql+psycopg://...`` commits reports there."""
+    args = [
+        "--store-url", postgres_url, "--repository", str(tmp_path / "models"),
+        "--data-dir", str(tmp_path / "unused"), "--host", "127.0.0.1",
+        "--grpc-port", "0", "--metrics-port", "0",
+    ]  # fmt: skip
+    process = DriftgateProcess("monitor", args, tmp_path, {}).wait_ready()
+    try:
+        request = pb.ReportRequest(
+            instance_id="gateway-1",
+            sequence=1,
+            versions=[
+                pb.VersionStats(
+                    model="churn",
+                    version=1,
+                    features=[pb.BinCounts(name="age", counts=[1, 2, 3])],
+                    requests=7,
+                    rows=6,
+                )
+            ],
+        )
+        request.sent_time.FromNanoseconds(time.time_ns())
+        with grpc.insecure_channel(process.address) as channel:
+            stub = pb_grpc.MonitorStub(channel)
+            assert stub.Report(request, timeout=10).committed_sequence == 1
+            assert stub.Report(request, timeout=10).committed_sequence == 1
+    finally:
+        assert process.terminate() == 0
+    assert not (tmp_path / "unused" / "monitor.db").exists()
+    store = Store(postgres_url)
+    try:
+        assert store.counts("churn", 1, None, None) == {(False, "age"): {0: 1, 1: 2, 2: 3}}
+        assert store.traffic("churn", 1, None, None)["requests"] == 7
+    finally:
+        store.close()
