@@ -34,14 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     from converter import _cli as converter_cli
     from gateway import _cli as gateway_cli
     from gateway import _control_cli as control_cli
+    from gateway import _health_cli as health_cli
+    from monitor import _cli as monitor_cli
+    from monitor import demo, up
 
-    converter_cli.register(subparsers)
-    gateway_cli.register(subparsers)
-    control_cli.register(subparsers)
-    __import__("monitor.demo", fromlist=["register"]).register(subparsers)
-    __import__("monitor.up", fromlist=["register"]).register(subparsers)
-    __import__("monitor._cli", fromlist=["register"]).register(subparsers)
-    __import__("gateway._health_cli", fromlist=["register"]).register(subparsers)
+    for module in (demo, up, converter_cli, gateway_cli, monitor_cli, control_cli, health_cli):
+        module.register(subparsers)
     return parser
 
 

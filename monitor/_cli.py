@@ -31,6 +31,7 @@ def parse_duration(text: str) -> float:
 
 def register(subparsers: Any) -> None:
     _register_monitor(subparsers)
+    _register_events_and_retrain(subparsers)
     for name, help_text in (
         ("drift", "drift of a model version against its reference profile"),
         ("accuracy", "accuracy of a model version from joined labels"),
@@ -141,7 +142,71 @@ def _register_monitor(subparsers: Any) -> None:
         default=os.environ.get("DRIFTGATE_READY_FILE"),
         help="write the bound ports as JSON here once serving (DRIFTGATE_READY_FILE)",
     )
+    add(
+        "--bucket-seconds",
+        type=int,
+        default=env("BUCKET_SECONDS", d.bucket_seconds),
+        help="length of a count bucket; the finest window (DRIFTGATE_BUCKET_SECONDS; default 60)",
+    )
+    add(
+        "--gateway",
+        default=os.environ.get("DRIFTGATE_GATEWAY"),
+        help="the gateway whose Control service canary analysis and retraining act on "
+        "(DRIFTGATE_GATEWAY; default none: the monitor never changes a deployment)",
+    )
+    add(
+        "--control-token",
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
+        help="bearer token for the gateway's Control service (DRIFTGATE_CONTROL_TOKEN). "
+        "Prefer --control-token-file: flags show in ps",
+    )
+    add(
+        "--control-token-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
+        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
+    )
+    add(
+        "--no-scheduler",
+        dest="scheduler",
+        action="store_false",
+        default=env("SCHEDULER", True),
+        help="do not run the policy jobs (drift evaluation, canary analysis, retraining) "
+        "(DRIFTGATE_SCHEDULER=0)",
+    )
+    add(
+        "--policy-sync-interval",
+        type=float,
+        default=env("POLICY_SYNC_INTERVAL", d.policy_sync_interval),
+        help="seconds between re-reads of the policy files (DRIFTGATE_POLICY_SYNC_INTERVAL)",
+    )
     parser.set_defaults(handler=_run_monitor)  # fmt: skip
+
+
+def _register_events_and_retrain(subparsers: Any) -> None:
+    monitor = os.environ.get("DRIFTGATE_MONITOR", "localhost:8003")
+    monitor_help = "monitor gRPC address (DRIFTGATE_MONITOR; default localhost:8003)"
+    parser = subparsers.add_parser(
+        "events",
+        help="list a model's policy events (drift alarms, retrains, promotions, rollbacks)",
+        description="List the events the monitor recorded, newest first.",
+    )
+    parser.add_argument("model", nargs="?", default="", help="model name (default: all)")
+    parser.add_argument("--limit", type=int, default=50, help="events to show (default 50)")
+    parser.add_argument("--monitor", default=monitor, help=monitor_help)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=_events)
+    parser = subparsers.add_parser(
+        "retrain",
+        help="ask the monitor to retrain a model now",
+        description="Queue a retraining of MODEL on the monitor: its stable version's "
+        "training sample plus labelled production rows; an accepted result is deployed as "
+        "a canary. Follow the outcome with `driftgate events MODEL`.",
+    )
+    parser.add_argument("model", help="model name")
+    parser.add_argument("--reason", default="", help="why, recorded in the events")
+    parser.add_argument("--monitor", default=monitor, help=monitor_help)
+    parser.set_defaults(handler=_retrain)
 
 
 def settings_from(args: argparse.Namespace) -> MonitorSettings:
@@ -161,7 +226,23 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         prune_interval=args.prune_interval,
         grace_seconds=args.grace,
         ready_file=args.ready_file,
+        bucket_seconds=args.bucket_seconds,
+        gateway=args.gateway or None,
+        control_token=_control_token(args),
+        scheduler=args.scheduler,
+        policy_sync_interval=args.policy_sync_interval,
     )
+
+
+def _control_token(args: argparse.Namespace) -> str | None:
+    if args.control_token_file is not None:
+        token = Path(args.control_token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise SystemExit(
+                f"driftgate monitor: the token file {args.control_token_file} is empty"
+            )
+        return token
+    return args.control_token or None
 
 
 def _seconds(value: float | str) -> float:
@@ -200,6 +281,76 @@ def _query(args: argparse.Namespace) -> int:
         print(_drift_table(response))
     else:
         print(_accuracy_table(response))
+    return 0
+
+
+def _stub(address: str) -> Any:
+    import grpc
+
+    from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(address)
+    return channel, pb_grpc.MonitorStub(channel)
+
+
+def _events(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+
+    channel, stub = _stub(args.monitor)
+    try:
+        response = stub.ListEvents(
+            pb.ListEventsRequest(model=args.model, limit=args.limit), timeout=30
+        )
+    except grpc.RpcError as exc:
+        print(f"driftgate events: {exc.code().name}: {exc.details()}")
+        return 3 if exc.code() == grpc.StatusCode.UNAVAILABLE else 1
+    finally:
+        channel.close()
+    if args.json:
+        events = []
+        for e in response.events:
+            item = MessageToDict(e, preserving_proto_field_name=True)
+            item["figures"] = json.loads(item.pop("figures_json", "{}") or "{}")
+            events.append(item)
+        print(json.dumps(events, indent=2))
+    else:
+        print(events_table(response.events))
+    return 0
+
+
+def events_table(events: Any) -> str:
+    """The events as a table, newest first (also used by the demo)."""
+    import datetime as dt
+
+    lines = [f"{'ID':>4}  {'TIME (UTC)':<19}  {'MODEL':<14} {'VER':>3}  {'KIND':<20} REASON"]
+    for e in events:
+        when = dt.datetime.fromtimestamp(e.time.seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        reason = " ".join(e.reason.split())
+        reason = reason if len(reason) <= 110 else reason[:107] + "..."
+        lines.append(
+            f"{e.id:>4}  {when:<19}  {e.model[:14]:<14} {e.version:>3}  {e.kind:<20} {reason}"
+        )
+    return "\n".join(lines)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    import grpc
+
+    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+
+    channel, stub = _stub(args.monitor)
+    try:
+        response = stub.Retrain(pb.RetrainRequest(model=args.model, reason=args.reason), timeout=30)
+    except grpc.RpcError as exc:
+        print(f"driftgate retrain: {exc.code().name}: {exc.details()}")
+        codes = {grpc.StatusCode.UNAVAILABLE: 3, grpc.StatusCode.NOT_FOUND: 2}
+        return codes.get(exc.code(), 1)
+    finally:
+        channel.close()
+    print(response.message)
     return 0
 
 

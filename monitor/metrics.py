@@ -18,6 +18,9 @@ Series and labels (the README lists them with their use):
 - ``driftgate_monitor_reports_total{result}`` (applied, duplicate),
   ``driftgate_monitor_report_lag_seconds`` (receipt minus the gateway's send time).
 - ``driftgate_monitor_store_rows{table}``, ``driftgate_monitor_store_bytes``.
+- ``driftgate_monitor_events_total{model, kind}``: policy decisions (drift_alarm,
+  accuracy_drop, retrain_started/succeeded/failed/rejected, canary_started, canary_step,
+  canary_check_failed, promotion, rollback, canary_ended, policy_error).
 """
 
 from __future__ import annotations
@@ -92,6 +95,12 @@ class MonitorMetrics:
             "driftgate_monitor_report_lag_seconds",
             "Time from a gateway sending a report to the monitor committing it",
             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.events = Counter(
+            "driftgate_monitor_events",
+            "Policy decisions recorded as events, by model and kind",
+            ("model", "kind"),
             registry=registry,
         )
         self.store_rows = Gauge(

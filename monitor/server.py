@@ -31,7 +31,10 @@ from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from monitor.autopilot import Autopilot
+from monitor.control_client import GatewayControl
 from monitor.metrics import MonitorMetrics
+from monitor.scheduler import PolicyScheduler
 from monitor.service import Monitor
 from monitor.servicer import MonitorServicer
 from monitor.settings import MonitorSettings
@@ -57,6 +60,9 @@ class MonitorServer:
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.autopilot: Autopilot | None = None
+        self.scheduler: PolicyScheduler | None = None
+        self._control: GatewayControl | None = None
         self.port = 0
         self.metrics_port = 0
 
@@ -67,7 +73,16 @@ class MonitorServer:
             self._executor, lambda: Store(self.settings.url, self.settings.bucket_seconds)
         )
         self.monitor = Monitor(self.settings, store, self.metrics)
-        servicer = Guarded(MonitorServicer(self.monitor, self._executor))
+        retrain = None
+        if self.settings.scheduler:
+            s = self.settings
+            if s.gateway:
+                self._control = GatewayControl(s.gateway, s.control_token)
+            self.autopilot = Autopilot(self.monitor, self._control, s.data_dir / "retrain")
+            self.scheduler = PolicyScheduler(self.autopilot, s.policy_sync_interval)
+            await loop.run_in_executor(self._executor, self.scheduler.start)
+            retrain = self.scheduler.trigger_retrain
+        servicer = Guarded(MonitorServicer(self.monitor, self._executor, retrain))
         limit = self.settings.max_message_bytes
         self._server = grpc.aio.server(
             options=[
@@ -130,8 +145,12 @@ class MonitorServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._control is not None:
+            self._control.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         if self.monitor is not None:

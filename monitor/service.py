@@ -122,6 +122,12 @@ class Monitor:
     # -- queries --------------------------------------------------------------------------
 
     def drift(self, model: str, version: int, window: Window) -> DatasetDrift:
+        return self.drift_with(self.tester(model), model, version, window)
+
+    def drift_with(
+        self, tester: DriftTester, model: str, version: int, window: Window
+    ) -> DatasetDrift:
+        """``drift`` with the verdicts of ``tester`` (a policy's thresholds)."""
         profile = self.profile(model, version)
         counts = self.store.counts(model, version, window.start, window.end)
         features = [
@@ -139,7 +145,7 @@ class Monitor:
                 _array(profile.prediction.counts),
                 _window_counts(stored, len(profile.prediction.counts)),
             )
-        return self.tester(model).evaluate(features, prediction)
+        return tester.evaluate(features, prediction)
 
     def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
         records = self.store.predictions(model, version, window.start, window.end)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.errors import InvalidInput
+from gateway.errors import FailedPrecondition, InvalidInput, ModelNotFound
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
@@ -32,9 +32,15 @@ T = TypeVar("T")
 class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
     """The Monitor service; SendLabels also serves ``driftgate.feedback.v1.Feedback``."""
 
-    def __init__(self, monitor: Monitor, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        executor: ThreadPoolExecutor,
+        retrain: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.monitor = monitor
         self._executor = executor
+        self._retrain = retrain
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -116,6 +122,22 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
                 for e in found
             ]
         )  # fmt: skip
+
+    async def Retrain(self, request: pb.RetrainRequest, context: Any) -> pb.RetrainResponse:
+        if not request.model:
+            raise InvalidInput("model is empty")
+        if self._retrain is None:
+            raise FailedPrecondition("this monitor runs without its scheduler; retraining is off")
+        versions = await self._run(self.monitor.repository.versions, request.model)
+        if not versions:
+            raise ModelNotFound(f"model {request.model!r} has no version in the repository")
+        reason = request.reason or "requested with driftgate retrain"
+        await self._run(self._retrain, request.model, reason)
+        return pb.RetrainResponse(
+            job_id=f"{request.model}:retrain-now",
+            message=f"retraining of {request.model} queued; follow it with "
+            f"`driftgate events {request.model}`",
+        )
 
     async def _resolve(self, request: Any) -> tuple[int, Window]:
         if not request.model:

@@ -50,6 +50,15 @@ class MonitorSettings:
     """Seconds SIGTERM waits for in-flight calls."""
     ready_file: Path | None = None
     """Write the bound ports as JSON here once serving (DRIFTGATE_READY_FILE)."""
+    gateway: str | None = None
+    """The gateway whose Control service the policy acts on (DRIFTGATE_GATEWAY); None: the
+    monitor evaluates and retrains but never changes a deployment."""
+    control_token: str | None = None
+    """Bearer token for the gateway's Control service (DRIFTGATE_CONTROL_TOKEN)."""
+    scheduler: bool = True
+    """Run the policy jobs: drift evaluation, canary analysis, retraining."""
+    policy_sync_interval: float = 10.0
+    """Seconds between re-reads of the policy files (DRIFTGATE_POLICY_SYNC_INTERVAL)."""
 
     @property
     def url(self) -> str:

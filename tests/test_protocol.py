@@ -71,6 +71,7 @@ SERVICES = {
         "GetDrift",
         "GetAccuracy",
         "ListEvents",
+        "Retrain",
     },
 }
 

@@ -1,7 +1,12 @@
-"""`driftgate demo`, the README's first command, runs end to end and says what it did."""
+"""`driftgate demo`, the README's first command: the whole loop in real processes.
+
+Drift alarm and accuracy drop, a retrain to version 2 deployed as a canary, analysed and
+promoted; a bad version 3 rolled back; every process stopped at the end.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,27 +16,38 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_converts_serves_and_hot_swaps_without_failures(tmp_path: Path) -> None:
+def test_demo_closes_the_loop(tmp_path: Path) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "demo",
-            "--workdir",
-            str(tmp_path),
-            "--seconds",
-            "1.5",
-        ],
+        [sys.executable, "-m", "gateway.cli", "demo", "--workdir", str(tmp_path), "--fast"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "wrote credit-risk version 1: parity passed" in out
-    assert "wrote credit-risk version 2: parity passed" in out
-    assert "no request failed during the hot swap" in out
-    assert "v2:" in out.split("3. train a random forest")[1]
-    versions = tmp_path / "models" / "credit-risk"
-    assert sorted(p.name for p in versions.iterdir() if p.name.isdigit()) == ["1", "2"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    kinds = summary["events"]
+    for kind in (
+        "drift_alarm",
+        "accuracy_drop",
+        "retrain_started",
+        "retrain_succeeded",
+        "canary_started",
+        "canary_step",
+        "promotion",
+        "canary_check_failed",
+        "rollback",
+    ):
+        assert kind in kinds, out
+    assert kinds.index("retrain_succeeded") < kinds.index("promotion") < kinds.index("rollback")
+    # Final deployment: the retrained version 2 is stable, no canary (3 was rolled back).
+    assert summary["stable"] == 2 and summary["canary"] == 0
+    deployment = json.loads((tmp_path / "models" / "credit-risk" / "deployment.json").read_text())
+    assert deployment["stable"] == 2 and not deployment.get("canary")
+    history = (tmp_path / "models" / "credit-risk" / "history.jsonl").read_text()
+    actions = [json.loads(line)["action"] for line in history.splitlines()]
+    assert actions.count("Promote") == 1 and actions.count("Rollback") == 1
+    versions = sorted(p.name for p in (tmp_path / "models" / "credit-risk").iterdir())
+    assert [v for v in versions if v.isdigit()] == ["1", "2", "3"]
+    assert "requests failed: 0" in out
+    assert "Summary" in out and "Where to look" in out

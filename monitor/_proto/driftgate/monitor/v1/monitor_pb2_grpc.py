@@ -61,6 +61,11 @@ class MonitorStub:
                 request_serializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.Retrain = channel.unary_unary(
+                '/driftgate.monitor.v1.Monitor/Retrain',
+                request_serializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainRequest.SerializeToString,
+                response_deserializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainResponse.FromString,
+                _registered_method=True)
 
 
 class MonitorServicer:
@@ -105,6 +110,13 @@ class MonitorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retrain(self, request, context):
+        """Queue a retraining of a model now (as a retrain trigger would); the outcome is an event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +144,11 @@ def add_MonitorServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsRequest.FromString,
                     response_serializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'Retrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retrain,
+                    request_deserializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainRequest.FromString,
+                    response_serializer=driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +287,33 @@ class Monitor:
             '/driftgate.monitor.v1.Monitor/ListEvents',
             driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsRequest.SerializeToString,
             driftgate_dot_monitor_dot_v1_dot_monitor__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftgate.monitor.v1.Monitor/Retrain',
+            driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainRequest.SerializeToString,
+            driftgate_dot_monitor_dot_v1_dot_monitor__pb2.RetrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,446 @@
+"""The policy in action: drift evaluation, canary analysis and retraining of one model at a time.
+
+The scheduler (``monitor.scheduler``) calls ``evaluate_drift``, ``analyse_canary`` and
+``retrain`` per model; each reads the model's policy file afresh, works on the store and acts
+on the gateway only through a ``ControlPort`` (the gateway's Control service in production, a
+fake in tests). Every decision is an event (``store.add_event``) and a count on
+``driftgate_monitor_events_total{model, kind}``. State that must survive a restart (the
+canary analysis, the drift streak, the last retrain) lives in the store's ``policy_state``.
+
+Event kinds: ``drift_alarm``, ``accuracy_drop``, ``retrain_started``, ``retrain_succeeded``,
+``retrain_failed``, ``retrain_rejected``, ``canary_started``, ``canary_step``,
+``canary_check_failed``, ``promotion``, ``rollback``, ``canary_ended`` (the canary went away
+by another hand), ``policy_error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from converter.data import load_table
+from converter.profile import CategoricalBins
+from gateway.errors import FailedPrecondition, ModelNotFound
+from monitor import canary as analysis
+from monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
+from monitor.control_client import ControlError, DeploymentView
+from monitor.drift import DriftTester, DriftThresholds, Verdict, js_distance
+from monitor.policy import Policy, PolicyError, load_policy
+from monitor.retrain import RetrainJob, RetrainResult, assemble, production_table, run_worker
+from monitor.service import Monitor, Window
+from monitor.store import StoredPrediction
+
+__all__ = ["Autopilot", "ControlPort"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class ControlPort(Protocol):
+    """The gateway's Control service, as the autopilot uses it."""
+
+    def status(self, model: str) -> DeploymentView: ...
+    def deploy_canary(self, model: str, version: int, weight: float, reason: str) -> None: ...
+    def pin_stable(self, model: str, version: int, reason: str) -> None: ...
+    def set_traffic(self, model: str, weight: float, reason: str, revision: int) -> None: ...
+    def promote(self, model: str, reason: str, revision: int) -> None: ...
+    def rollback(self, model: str, reason: str, revision: int) -> None: ...
+
+
+class Autopilot:
+    """Policy jobs over one ``Monitor`` (store, repository, metrics) and one gateway."""
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        control: ControlPort | None,
+        workdir: Path,
+        clock: Clock = time.time,
+    ) -> None:
+        self.monitor = monitor
+        self.store = monitor.store
+        self.control = control
+        self.workdir = Path(workdir)
+        self.clock = clock
+        self.request_retrain: Callable[[str, str], object] = self.retrain
+        """How a trigger asks for a retrain; the scheduler replaces it with a queued job."""
+        self._locks: dict[str, threading.Lock] = {}
+        self._testers: dict[tuple[float, int, float], DriftTester] = {}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        return self.monitor.repository.models()
+
+    def policy(self, model: str) -> Policy:
+        return load_policy(self.monitor.repository.root, model)
+
+    def event(
+        self, kind: str, model: str, version: int, reason: str, figures: dict[str, Any]
+    ) -> None:
+        self.store.add_event(self.clock(), kind, model, version, reason, _plain(figures))
+        self.monitor.metrics.events.labels(model, kind).inc()
+        log.info("event %s %s v%d: %s", kind, model, version, reason)
+
+    def _lock(self, model: str) -> threading.Lock:
+        return self._locks.setdefault(model, threading.Lock())
+
+    def _stable(self, model: str) -> int:
+        if self.control is not None:
+            with contextlib.suppress(ControlError):
+                return self.control.status(model).stable
+        return self.monitor.resolve_version(model, None)
+
+    def _meta(self, model: str, version: int) -> dict[str, Any]:
+        path = self.monitor.repository.version_dir(model, version) / "model.json"
+        return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
+
+    # -- drift evaluation -----------------------------------------------------------------
+
+    def evaluate_drift(self, model: str) -> dict[str, Any]:
+        """Evaluate the stable version's drift and accuracy; raise alarms; maybe retrain."""
+        policy = self.policy(model)
+        now = self.clock()
+        version = self._stable(model)
+        p = policy.drift
+        thresholds = DriftThresholds(
+            alpha=p.alpha, min_rows=p.min_rows, dataset_share=p.dataset_share
+        )
+        key = (p.alpha, p.min_rows, p.dataset_share)
+        if key not in self._testers:
+            self._testers[key] = DriftTester(thresholds)
+        tester = self._testers[key]
+        window = Window(now - p.window, now)
+        result = self.monitor.drift_with(tester, model, version, window)
+        state = self.store.get_state(model, "drift") or {}
+        if state.get("version") != version:
+            state = {"version": version, "streak": 0, "alarm": False, "accuracy_low": False}
+        drifted = [f for f in result.features if f.verdict == Verdict.DRIFT]
+        figures: dict[str, Any] = {
+            "rows": result.rows,
+            "share": result.share,
+            "window_seconds": p.window,
+            "drifted": {f.name: {"statistic": f.statistic, "value": f.distances[f.statistic],
+                                 "threshold": f.threshold} for f in drifted},
+        }  # fmt: skip
+        if result.verdict == Verdict.DRIFT:
+            state["streak"] += 1
+            if not state["alarm"]:
+                state["alarm"] = True
+                names = ", ".join(sorted(figures["drifted"])) or "-"
+                self.event(
+                    "drift_alarm",
+                    model,
+                    version,
+                    f"dataset drift: {result.share:.0%} of features drifted ({names}) "
+                    f"in {result.rows} rows",
+                    figures,
+                )
+        elif result.verdict == Verdict.NO_DRIFT:
+            state["streak"] = 0
+            state["alarm"] = False
+        accuracy = self.monitor.accuracy(model, version, window)
+        holdout = self._meta(model, version).get("holdout_metrics") or {}
+        baseline: float | None = holdout.get("accuracy")
+        low = (
+            baseline is not None
+            and accuracy.accuracy is not None
+            and accuracy.label_count >= policy.retrain.min_labels
+            and baseline - accuracy.accuracy > policy.retrain.accuracy_drop
+        )
+        accuracy_figures = {
+            "accuracy": accuracy.accuracy,
+            "baseline": baseline,
+            "labels": accuracy.label_count,
+            "threshold": policy.retrain.accuracy_drop,
+        }
+        if low and not state["accuracy_low"]:
+            assert baseline is not None and accuracy.accuracy is not None
+            self.event(
+                "accuracy_drop",
+                model,
+                version,
+                f"accuracy {accuracy.accuracy:.3f} on {accuracy.label_count} labels, "
+                f"{baseline - accuracy.accuracy:.3f} below the holdout accuracy {baseline:.3f}",
+                accuracy_figures,
+            )
+        state["accuracy_low"] = bool(low)
+        self.store.put_state(model, "drift", state, now)
+        reason = ""
+        if state["streak"] >= policy.retrain.drift_evaluations:
+            reason = f"drift in {state['streak']} consecutive evaluations"
+        elif low:
+            reason = "accuracy drop"
+        if reason and policy.retrain.enabled and self._may_retrain(model, policy, now):
+            self.request_retrain(model, reason)
+        return {"drift": figures, "accuracy": accuracy_figures, "streak": state["streak"]}
+
+    def _may_retrain(self, model: str, policy: Policy, now: float) -> bool:
+        last = (self.store.get_state(model, "retrain") or {}).get("last", 0.0)
+        if now - last < policy.retrain.cooldown:
+            return False
+        if self.store.get_state(model, "canary") is not None:
+            return False
+        return not self._lock(model).locked()
+
+    # -- canary analysis ------------------------------------------------------------------
+
+    def analyse_canary(self, model: str) -> Decision | None:
+        """One step of the canary analysis of ``model`` (see ``monitor.canary``)."""
+        policy = self.policy(model)
+        if not policy.canary.enabled or self.control is None:
+            return None
+        now = self.clock()
+        view = self.control.status(model)
+        stored = self.store.get_state(model, "canary")
+        state = None if stored is None else AnalysisState.from_dict(stored)
+        if view.canary == 0:
+            if state is not None:
+                self.store.put_state(model, "canary", None, now)
+                self.event(
+                    "canary_ended",
+                    model,
+                    state.canary,
+                    "the canary is no longer deployed (promoted or rolled back by hand); "
+                    "analysis stopped",
+                    state.to_dict(),
+                )
+            return None
+        if state is None or state.canary != view.canary:
+            decision = analysis.begin(policy.canary, model, view.canary, view.stable, now)
+            if decision.weight is not None and view.canary_weight != decision.weight:
+                self.control.set_traffic(model, decision.weight, decision.reason, view.revision)
+            self.store.put_state(model, "canary", decision.state.to_dict(), now)
+            self.event("canary_started", model, view.canary, decision.reason, decision.figures)
+            return decision
+        figures = self.canary_figures(model, state, now)
+        decision = analysis.analyse(policy.canary, state, figures, now)
+        self._act(model, view, decision, now)
+        return decision
+
+    def _act(self, model: str, view: DeploymentView, d: Decision, now: float) -> None:
+        assert self.control is not None
+        version = d.state.canary
+        if d.action in ("wait", "hold"):
+            return
+        if d.action == "retry":
+            self.store.put_state(model, "canary", d.state.to_dict(), now)
+            self.event("canary_check_failed", model, version, d.reason, d.figures)
+        elif d.action == "step":
+            assert d.weight is not None
+            self.control.set_traffic(model, d.weight, d.reason, view.revision)
+            self.store.put_state(model, "canary", d.state.to_dict(), now)
+            self.event("canary_step", model, version, d.reason, d.figures)
+        elif d.action == "promote":
+            self.control.promote(model, d.reason, view.revision)
+            self.store.put_state(model, "canary", None, now)
+            self.event("promotion", model, version, d.reason, d.figures)
+        elif d.action == "rollback":
+            self.control.rollback(model, d.reason, view.revision)
+            self.store.put_state(model, "canary", None, now)
+            self.event("rollback", model, version, d.reason, d.figures)
+
+    def canary_figures(self, model: str, state: AnalysisState, now: float) -> CanaryFigures:
+        """Canary and stable figures over the current round."""
+        bucket = self.store.bucket_seconds
+        start = math.floor(state.round_started_at / bucket) * bucket
+        window = Window(start, now + bucket)
+        versions = [self._version_figures(model, v, window) for v in (state.canary, state.stable)]
+        distributions = [self._predictions(model, v, window) for v in (state.canary, state.stable)]
+        drift: float | None = None
+        rows = 0
+        if all(d is not None and d.sum() > 0 for d in distributions):
+            a, b = distributions
+            assert a is not None and b is not None
+            size = max(len(a), len(b))
+            a, b = np.pad(a, (0, size - len(a))), np.pad(b, (0, size - len(b)))
+            drift = float(js_distance(a, b))
+            rows = int(min(a.sum(), b.sum()))
+        return CanaryFigures(versions[0], versions[1], drift, rows)
+
+    def _version_figures(self, model: str, version: int, window: Window) -> VersionFigures:
+        traffic = self.store.traffic(model, version, window.start, window.end)
+        histogram = self.store.latency(model, version, window.start, window.end)
+        accuracy = self.monitor.accuracy(model, version, Window(window.start, self.clock()))
+        return VersionFigures(
+            requests=int(traffic["requests"]),
+            errors=int(traffic["errors"]),
+            latency_p99=_quantile(histogram, 0.99),
+            labels=accuracy.label_count,
+            accuracy=accuracy.accuracy,
+        )
+
+    def _predictions(self, model: str, version: int, window: Window) -> Any:
+        counts = self.store.counts(model, version, window.start, window.end)
+        stored = next((c for (is_prediction, _), c in counts.items() if is_prediction), None)
+        if not stored:
+            return None
+        size = max(max(stored) + 1, 1)
+        out = np.zeros(size, dtype=np.int64)
+        for index, count in stored.items():
+            if index >= 0:
+                out[index] += count
+        return out
+
+    # -- retraining -----------------------------------------------------------------------
+
+    def retrain(self, model: str, reason: str) -> RetrainResult | None:
+        """Retrain ``model`` now (never twice at once); None when one is already running."""
+        lock = self._lock(model)
+        if not lock.acquire(blocking=False):
+            log.info("retrain of %s already running; %r skipped", model, reason)
+            return None
+        try:
+            return self._retrain(model, reason)
+        finally:
+            lock.release()
+
+    def _retrain(self, model: str, reason: str) -> RetrainResult:
+        now = self.clock()
+        try:
+            policy = self.policy(model)
+        except PolicyError as exc:
+            self.event("retrain_failed", model, 0, str(exc), {"trigger": reason})
+            return RetrainResult("failed", str(exc))
+        p = policy.retrain
+        stable = self._stable(model)
+        self.store.put_state(model, "retrain", {"last": now, "reason": reason}, now)
+        started = {"trigger": reason, "window_seconds": p.window, "trainer": p.trainer or "clone"}
+        self.event("retrain_started", model, stable, f"retrain triggered: {reason}", started)
+        if self.store.get_state(model, "canary") is not None:
+            return self._retrain_end(
+                model, stable, RetrainResult("rejected", "a canary analysis is in progress"), reason
+            )
+        if self.control is not None:
+            try:
+                self.control.pin_stable(model, stable, "pin the stable before a retrain")
+            except ControlError as exc:
+                return self._retrain_end(model, stable, RetrainResult("failed", str(exc)), reason)
+        workdir = Path(tempfile.mkdtemp(prefix=f"retrain-{model}-", dir=self._workdir()))
+        try:
+            result = self._prepare_and_run(model, stable, policy, now, workdir)
+        except (FailedPrecondition, ModelNotFound, OSError, ValueError) as exc:
+            result = RetrainResult("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if result.outcome == "succeeded" and self.control is not None:
+            weight = policy.canary.steps[0]
+            try:
+                self.control.deploy_canary(model, result.version, weight, f"retrained: {reason}")
+            except ControlError as exc:
+                result = RetrainResult(
+                    "failed", f"version {result.version} written, deploy refused: {exc}",
+                    result.version, result.figures,
+                )  # fmt: skip
+        return self._retrain_end(model, stable, result, reason)
+
+    def _workdir(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
+
+    def _retrain_end(
+        self, model: str, stable: int, result: RetrainResult, trigger: str
+    ) -> RetrainResult:
+        figures = dict(result.figures or {}) | {"trigger": trigger}
+        if result.outcome == "succeeded":
+            figures["new_version"] = result.version
+            self.event(
+                "retrain_succeeded",
+                model,
+                result.version,
+                f"version {result.version} trained and deployed as a canary: {result.reason}",
+                figures,
+            )
+        else:
+            self.event(f"retrain_{result.outcome}", model, stable, result.reason, figures)
+        return result
+
+    def _prepare_and_run(
+        self, model: str, stable: int, policy: Policy, now: float, workdir: Path
+    ) -> RetrainResult:
+        p = policy.retrain
+        repository = self.monitor.repository
+        stable_dir = repository.version_dir(model, stable)
+        sample_path = stable_dir / "training_sample.npz"
+        if not sample_path.is_file() or not (stable_dir / "estimator.joblib").is_file():
+            return RetrainResult(
+                "failed",
+                f"version {stable} has no training_sample.npz and estimator.joblib to retrain "
+                "from; convert it with `driftgate convert`",
+            )
+        sample = load_table(sample_path)
+        profile = self.monitor.profile(model, stable)
+        features = [(f.name, not isinstance(f.bins, CategoricalBins)) for f in profile.features]
+        records: list[StoredPrediction] = self.store.labelled(model, now - p.window, now)
+        target_kind = sample.target.dtype.kind if sample.target is not None else "U"
+        production = production_table(records, features, target_kind)
+        if production.rows < p.min_rows:
+            return RetrainResult(
+                "rejected",
+                f"{production.rows} labelled production rows in the window, "
+                f"{p.min_rows} needed (retrain.min_rows)",
+                figures={"production_rows": production.rows},
+            )
+        train, holdout = assemble(sample.select(production.names), production, p.holdout_fraction)
+        from converter.data import save_table_npz
+
+        save_table_npz(train, workdir / "train.npz")
+        save_table_npz(holdout, workdir / "holdout.npz")
+        job = RetrainJob(
+            model=model,
+            repository=str(repository.root.resolve()),
+            stable=stable,
+            train=str(workdir / "train.npz"),
+            holdout=str(workdir / "holdout.npz"),
+            trainer=p.trainer,
+            tolerance=p.tolerance,
+            task=str(self._meta(model, stable).get("task") or "classification"),
+        )
+        result = run_worker(job, workdir, p.timeout)
+        figures = dict(result.figures or {}) | {
+            "production_rows": production.rows,
+            "sample_rows": sample.rows,
+        }
+        return RetrainResult(result.outcome, result.reason, result.version, figures)
+
+
+def _quantile(histogram: list[tuple[float, int]], q: float) -> float | None:
+    total = sum(n for _, n in histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    previous = 0.0
+    for le, n in histogram:
+        if seen + n >= rank:
+            if le >= 1e299:
+                return previous
+            # Linear within the bucket, as Prometheus' histogram_quantile does.
+            return previous + (le - previous) * ((rank - seen) / n if n else 1.0)
+        seen += n
+        previous = le
+    return previous
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

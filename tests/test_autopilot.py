@@ -1,0 +1,132 @@
+"""The autopilot over a real store and a fake Control service: a canary analysis survives a
+restart of the monitor, and the scheduler keeps its jobs in the monitor's database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from sklearn.linear_model import LogisticRegression
+
+from converter import convert
+from monitor.autopilot import Autopilot
+from monitor.canary import CanaryFigures, VersionFigures
+from monitor.control_client import DeploymentView
+from monitor.metrics import MonitorMetrics
+from monitor.scheduler import PolicyScheduler
+from monitor.service import Monitor
+from monitor.settings import MonitorSettings
+from monitor.store import Store, sqlite_url
+
+MODEL = "m"
+POLICY = "[canary]\ninterval = 10\nsteps = [10, 25, 50]\nfailure_threshold = 2\n"
+
+
+@dataclass
+class FakeControl:
+    stable: int = 1
+    canary: int = 2
+    weight: float = 5.0
+    revision: int = 1
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def status(self, model: str) -> DeploymentView:
+        return DeploymentView(model, self.stable, self.canary, self.weight, self.revision)
+
+    def deploy_canary(self, model: str, version: int, weight: float, reason: str) -> None:
+        self.canary, self.weight = version, weight
+        self.calls.append(("deploy", version, weight))
+
+    def pin_stable(self, model: str, version: int, reason: str) -> None:
+        self.calls.append(("pin", version))
+
+    def set_traffic(self, model: str, weight: float, reason: str, revision: int) -> None:
+        self.weight, self.revision = weight, self.revision + 1
+        self.calls.append(("traffic", weight))
+
+    def promote(self, model: str, reason: str, revision: int) -> None:
+        self.stable, self.canary, self.weight = self.canary, 0, 0.0
+        self.calls.append(("promote",))
+
+    def rollback(self, model: str, reason: str, revision: int) -> None:
+        self.canary, self.weight = 0, 0.0
+        self.calls.append(("rollback",))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _repository(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    for _ in range(2):
+        convert(LogisticRegression().fit(x, y), x, MODEL, root, labels=y)
+    (root / MODEL / "policy.toml").write_text(POLICY)
+    return root
+
+
+def _autopilot(root: Path, data: Path, control: FakeControl, clock: Clock) -> Autopilot:
+    settings = MonitorSettings(data_dir=data, repository=root)
+    store = Store(sqlite_url(data), bucket_seconds=1)
+    registry = CollectorRegistry()
+    monitor = Monitor(settings, store, MonitorMetrics(registry))
+    pilot = Autopilot(monitor, control, data / "retrain", clock=clock)
+    healthy = CanaryFigures(
+        VersionFigures(500, 0, 0.01, 100, 0.9), VersionFigures(2000, 0, 0.01, 400, 0.9), 0.01, 500
+    )
+    pilot.canary_figures = lambda model, state, now: healthy  # type: ignore[method-assign]
+    return pilot
+
+
+def test_a_restart_mid_analysis_resumes_at_the_step_it_reached(tmp_path: Path) -> None:
+    root, data = _repository(tmp_path), tmp_path / "data"
+    control, clock = FakeControl(), Clock()
+    first = _autopilot(root, data, control, clock)
+    assert first.analyse_canary(MODEL).action == "start"  # type: ignore[union-attr]
+    clock.now += 11
+    assert first.analyse_canary(MODEL).action == "step"  # type: ignore[union-attr]
+    assert control.weight == 25.0
+    first.store.close()  # the monitor stops (or dies) here
+
+    second = _autopilot(root, data, control, clock)  # a new process on the same store
+    clock.now += 5
+    assert second.analyse_canary(MODEL).action == "wait"  # type: ignore[union-attr]
+    clock.now += 6
+    assert second.analyse_canary(MODEL).action == "step"  # type: ignore[union-attr]
+    clock.now += 11
+    assert second.analyse_canary(MODEL).action == "promote"  # type: ignore[union-attr]
+    assert control.calls == [("traffic", 10.0), ("traffic", 25.0), ("traffic", 50.0), ("promote",)]
+    kinds = [e.kind for e in reversed(second.store.events(MODEL))]
+    assert kinds == ["canary_started", "canary_step", "canary_step", "promotion"]
+    assert second.store.get_state(MODEL, "canary") is None
+    registry_value = second.monitor.metrics.events.labels(MODEL, "promotion")._value.get()
+    assert registry_value == 1.0
+
+
+def test_scheduler_jobs_live_in_the_store_and_survive_a_restart(tmp_path: Path) -> None:
+    root, data = _repository(tmp_path), tmp_path / "data"
+    control, clock = FakeControl(), Clock()
+    pilot = _autopilot(root, data, control, clock)
+    scheduler = PolicyScheduler(pilot, sync_interval=60)
+    scheduler.start()
+    try:
+        assert scheduler.job_ids() == [f"{MODEL}:canary", f"{MODEL}:drift"]
+    finally:
+        scheduler.shutdown()
+    pilot.store.close()
+    reopened = Store(sqlite_url(data))
+    with reopened.engine.connect() as connection:
+        import sqlalchemy as sa
+
+        ids = sorted(r[0] for r in connection.execute(sa.text("SELECT id FROM apscheduler_jobs")))
+    assert f"{MODEL}:canary" in ids and f"{MODEL}:drift" in ids
+    reopened.close()
