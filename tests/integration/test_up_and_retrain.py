@@ -1,0 +1,111 @@
+"""`driftgate up` runs both processes wired together; `driftgate retrain` goes through them.
+
+A user's repository, `driftgate up` on free ports, traffic and labels through the gateway,
+then `driftgate retrain`: the monitor trains out of process, converts, judges, writes
+version 2 and deploys it as a canary through the gateway's Control service; the events say
+so. Ctrl-C stops both processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from converter import convert
+from gateway._proto.inference import grpc_service_pb2 as pb
+from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+
+pytestmark = pytest.mark.integration
+
+MODEL = "churn"
+
+
+def _driftgate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _events(monitor: str) -> list[dict]:
+    result = _driftgate("events", MODEL, "--monitor", monitor, "--json")
+    assert result.returncode == 0, result.stderr
+    events: list[dict] = json.loads(result.stdout)
+    return events
+
+
+def test_up_serves_and_retrain_deploys_a_canary(tmp_path: Path) -> None:
+    x, y = make_classification(1200, 5, n_informative=4, n_redundant=0, random_state=11)
+    x = x.astype(np.float32).round(2)
+    repository = tmp_path / "models"
+    convert(LogisticRegression(max_iter=500).fit(x, y), x, MODEL, repository, labels=y)
+    ready = tmp_path / "up.json"
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "up", "--repository", str(repository),
+         "--data-dir", str(tmp_path / "data"), "--grpc-port", "0", "--metrics-port", "0",
+         "--monitor-grpc-port", "0", "--monitor-metrics-port", "0",
+         "--report-interval", "0.2", "--ready-file", str(ready)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, "driftgate up was not ready within 60 s"
+            time.sleep(0.1)
+        ports = json.loads(ready.read_text())
+        gateway = f"127.0.0.1:{ports['grpc']}"
+        monitor = f"127.0.0.1:{ports['monitor_grpc']}"
+
+        with grpc.insecure_channel(gateway) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for i in range(300):
+                stub.ModelInfer(
+                    pb.ModelInferRequest(
+                        model_name=MODEL, id=f"r{i}",
+                        inputs=[{"name": "input", "datatype": "FP32", "shape": [1, 5]}],
+                        raw_input_contents=[x[i : i + 1].tobytes()],
+                    ),
+                    timeout=10,
+                )  # fmt: skip
+            labels = [fb.Label(request_id=f"r{i}", int64_value=int(y[i])) for i in range(300)]
+            fb_grpc.FeedbackStub(channel).SendLabels(
+                fb.SendLabelsRequest(labels=labels), timeout=10
+            )
+
+        asked = _driftgate("retrain", MODEL, "--monitor", monitor)
+        assert asked.returncode == 0, asked.stderr
+        assert "queued" in asked.stdout
+
+        kinds: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            kinds = [e["kind"] for e in _events(monitor)]
+            if {"retrain_succeeded", "retrain_rejected", "retrain_failed"} & set(kinds):
+                break
+            time.sleep(0.5)
+        assert "retrain_started" in kinds
+        assert "retrain_succeeded" in kinds, kinds
+        deployment = json.loads((repository / MODEL / "deployment.json").read_text())
+        assert deployment["stable"] == 1
+        assert deployment["canary"]["version"] == 2
+        assert (repository / MODEL / "2" / "model.onnx").is_file()
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(30)
+        log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()
