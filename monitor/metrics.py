@@ -27,9 +27,26 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["PREDICTION_FEATURE", "MonitorMetrics"]
+__all__ = ["EVENT_KINDS", "PREDICTION_FEATURE", "MonitorMetrics"]
 
 PREDICTION_FEATURE = "__prediction__"
+# Every kind of policy event (monitor.autopilot writes them); each model gets a zero series per
+# kind from the start, so rates and alerts see a counter before its first increment.
+EVENT_KINDS = (
+    "drift_alarm",
+    "accuracy_drop",
+    "retrain_started",
+    "retrain_succeeded",
+    "retrain_failed",
+    "retrain_rejected",
+    "canary_started",
+    "canary_step",
+    "canary_check_failed",
+    "promotion",
+    "rollback",
+    "canary_ended",
+    "policy_error",
+)
 _VERSION = ("model", "version")
 
 
@@ -111,3 +128,8 @@ class MonitorMetrics:
             "Size of the SQLite store files (0 for PostgreSQL)",
             registry=registry,
         )
+
+    def expose_events(self, model: str) -> None:
+        """Create the zero-valued event series of ``model`` (idempotent)."""
+        for kind in EVENT_KINDS:
+            self.events.labels(model, kind)

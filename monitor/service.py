@@ -174,6 +174,8 @@ class Monitor:
         now = time.time() if now is None else now
         length = self.settings.default_window_seconds
         since = now - length
+        for model in self.repository.models():
+            self.metrics.expose_events(model)
         for model, version in self.store.active_versions(since):
             # Counts for a version whose profile is gone have nothing to compare against.
             with contextlib.suppress(ModelNotFound, FailedPrecondition):

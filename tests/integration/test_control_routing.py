@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from scipy.stats import chisquare
 
 from gateway.router import Route, threshold
@@ -28,6 +29,49 @@ from tests.triton.helpers import (
 
 pytestmark = pytest.mark.integration
 
+SLOW_SIZE, SLOW_STEPS = 512, 30
+
+
+def slow_model() -> bytes:
+    """X FP32 [-1, 4] -> label INT64 [-1] (zeros), after a fixed chain of 512x512 MatMuls.
+
+    The chain depends on the input (so onnxruntime cannot fold it away) but not on the batch
+    size: every call costs about the same, whatever the rows.
+    """
+    rng = np.random.default_rng(1)
+    square = rng.normal(0, 0.01, (SLOW_SIZE, SLOW_SIZE)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(square, "a"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("ReduceSum", ["X"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["a", "nothing"], ["m0"]),
+    ]
+    for step in range(SLOW_STEPS):
+        nodes.append(helper.make_node("MatMul", [f"m{step}", "a"], [f"m{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"m{SLOW_STEPS}"], ["busy"], keepdims=0),
+        helper.make_node("ReduceSum", ["X", "axis"], ["rows"], keepdims=0),
+        helper.make_node("Mul", ["rows", "zero"], ["zeros"]),
+        helper.make_node("Mul", ["busy", "zero"], ["busy0"]),
+        helper.make_node("Add", ["zeros", "busy0"], ["score"]),
+        helper.make_node("Cast", ["score"], ["label"], to=TensorProto.INT64),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis"))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 X = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
 
 
@@ -37,6 +81,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_version(repo, "m", 1, logistic_model(0).onnx, driftgate=True)
     write_version(repo, "m", 2, logistic_model(7).onnx, driftgate=True)
     write_version(repo, "m", 3, identity_model("FP32"))  # input "x": every copy fails
+    write_version(repo, "m", 4, slow_model())  # same signature, ~100 ms a call
     write_deployment(repo, "m", {"stable": 1})
     return repo
 
@@ -136,6 +181,36 @@ def test_a_failing_shadow_never_answers_nor_fails_the_primary(gw: Gateway) -> No
     gw.control.StopShadow(control.StopShadowRequest(model="m"))
 
 
+def test_a_slow_shadow_never_delays_the_primary(gw: Gateway) -> None:
+    gw.control.StartShadow(control.StartShadowRequest(model="m", version=4, reason="slow"))
+    deadline = time.monotonic() + 60
+    while not any(v.version == 4 and v.ready for v in gw.status().versions):
+        assert time.monotonic() < deadline, "the shadow version did not load"
+        time.sleep(0.2)
+    labels = {"model": "m", "version": "4"}
+
+    def shadow_calls() -> tuple[float, float]:
+        samples = scrape(gw.process.metrics_port)
+        count = sample(samples, "driftgate_shadow_duration_seconds_count", **labels) or 0.0
+        total = sample(samples, "driftgate_shadow_duration_seconds_sum", **labels) or 0.0
+        return count, total
+
+    before = shadow_calls()
+    slowest = 0.0
+    for i in range(20):
+        start = time.perf_counter()
+        assert gw.infer(f"slow-{i}") in {"1", "2"}  # the shadow never answers
+        slowest = max(slowest, time.perf_counter() - start)
+    deadline = time.monotonic() + 20
+    while shadow_calls()[0] - before[0] < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    count, total = (a - b for a, b in zip(shadow_calls(), before, strict=True))
+    assert count >= 3, "the shadow received no copies"
+    # Had the primary waited for its copy, its slowest answer would be at least one shadow call.
+    assert slowest < (total / count) / 2, (slowest, total / count)
+    gw.control.StopShadow(control.StopShadowRequest(model="m"))
+
+
 def load_count(gw: Gateway) -> float:
     samples = scrape(gw.process.metrics_port)
     return sum(
@@ -179,12 +254,14 @@ async def load_with_commands(gw: Gateway) -> tuple[list[str], list[BaseException
 
 
 def test_promote_and_rollback_under_load_fail_nothing_and_load_nothing(gw: Gateway) -> None:
+    revision = gw.status().state.revision
     answers, failures, before, after = asyncio.run(load_with_commands(gw))
     assert failures == []
     assert len(answers) > 500 and set(answers) == {"1", "2"}
     assert after == before  # the rollback target was a warm standby
     state = gw.status().state
-    assert (state.stable, state.HasField("canary"), state.revision) == (1, False, 5)
+    # a promotion and a rollback: two revisions
+    assert (state.stable, state.HasField("canary"), state.revision) == (1, False, revision + 2)
     rollbacks = sample(scrape(gw.process.metrics_port), "driftgate_rollbacks_total", model="m")
     assert rollbacks == 1
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,21 @@ def test_labels_join_out_of_order_and_accuracy_matches_a_hand_count(
         time.sleep(0.2)
     assert accuracy is not None and accuracy.label_count == len(requests)
     assert accuracy.accuracy == pytest.approx(expected)
+
+    # The same figures through the CLI an operator uses, as a table and as JSON.
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args, MODEL, "--monitor", monitor.address,
+             "--window", "total"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    table = cli("accuracy")
+    assert f"labels {len(requests)}" in table and f"{expected:.4f}" in table
+    figures = json.loads(cli("accuracy", "--json"))
+    assert figures["accuracy"] == pytest.approx(expected)
+    drift = json.loads(cli("drift", "--json"))
+    names = [f["name"] for f in drift["features"]]
+    assert len(names) == 4 and all(name in cli("drift") for name in names)
