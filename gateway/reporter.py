@@ -96,9 +96,11 @@ class LabelBuffer:
 
 @dataclass
 class _Held:
+    """Counts and records taken from the collectors and not yet in a report."""
+
     counts: dict[Key, VersionCounts] = field(default_factory=dict)
-    names: dict[Key, tuple[list[str], str]] = field(default_factory=dict)
-    records: dict[Key, list[PredictionRecord]] = field(default_factory=dict)
+    names: dict[Key, list[str]] = field(default_factory=dict)
+    records: deque[tuple[Key, PredictionRecord]] = field(default_factory=deque)
     since: float = field(default_factory=time.time)
 
 
@@ -112,6 +114,7 @@ class MonitorReporter:
         labels: LabelBuffer,
         interval: float = 5.0,
         max_records: int = 50_000,
+        records_per_report: int = 250,
     ) -> None:
         self.address = address
         self.instance_id = uuid.uuid4().hex
@@ -119,6 +122,7 @@ class MonitorReporter:
         self._labels = labels
         self._interval = interval
         self._max_records = max_records
+        self.records_per_report = records_per_report
         self._held = _Held()
         self._unacked: Any = None
         self._sequence = 0
@@ -151,12 +155,19 @@ class MonitorReporter:
                 log.exception("reporting to the monitor failed")
 
     async def flush(self) -> None:
+        """Send everything held, in reports of at most ``records_per_report`` records.
+
+        Small reports keep each protobuf build and serialisation (on the event loop) short,
+        so reporting never stalls requests for long.
+        """
         self._gather()
-        if self._unacked is None and self._held.counts:
-            self._unacked = self._report()
         assert self._channel is not None
         stub = mpb_grpc.MonitorStub(self._channel)
-        if self._unacked is not None:
+        while True:
+            if self._unacked is None:
+                if not self._held.counts and not self._held.records:
+                    break
+                self._unacked = await self._report()
             try:
                 await stub.Report(self._unacked, timeout=10.0)
             except grpc.aio.AioRpcError as exc:
@@ -169,39 +180,37 @@ class MonitorReporter:
     def _gather(self) -> None:
         held = self._held
         for key, collector, counts, records in self._hub.take():
-            if counts.is_empty and not records:
-                continue
-            if key in held.counts:
-                held.counts[key].merge(counts)
-            else:
-                held.counts[key] = counts
-                held.names[key] = (
-                    [f.name for f in collector.features],
-                    "prediction",
-                )
-            kept = held.records.setdefault(key, [])
-            room = self._max_records - sum(len(r) for r in held.records.values())
-            kept.extend(records[: max(room, 0)])
-            self.dropped_records += max(len(records) - max(room, 0), 0) + collector.dropped_records
+            if not counts.is_empty:
+                if key in held.counts:
+                    held.counts[key].merge(counts)
+                else:
+                    held.counts[key] = counts
+                held.names[key] = [f.name for f in collector.features]
+            room = max(self._max_records - len(held.records), 0)
+            held.records.extend((key, record) for record in records[:room])
+            self.dropped_records += max(len(records) - room, 0) + collector.dropped_records
             collector.dropped_records = 0
 
-    def _report(self) -> Any:
-        held, self._held = self._held, _Held()
+    async def _report(self) -> Any:
+        held = self._held
+        counts, held.counts = held.counts, {}
+        since, held.since = held.since, time.time()
+        records = []
+        for index in range(min(self.records_per_report, len(held.records))):
+            key, record = held.records.popleft()
+            records.append(_record(key, record))
+            if index % 50 == 49:
+                await asyncio.sleep(0)  # let requests through between chunks
         self._sequence += 1
         now = time.time()
         return mpb.ReportRequest(
             instance_id=self.instance_id,
             sequence=self._sequence,
             sent_time=_timestamp(now),
-            window_start=_timestamp(held.since),
+            window_start=_timestamp(since),
             window_end=_timestamp(now),
-            versions=[
-                _version_stats(key, counts, held.names[key][0])
-                for key, counts in held.counts.items()
-            ],
-            records=[
-                _record(key, record) for key, records in held.records.items() for record in records
-            ],
+            versions=[_version_stats(key, c, held.names[key]) for key, c in counts.items()],
+            records=records,
         )
 
     async def _send_labels(self, stub: Any) -> None:

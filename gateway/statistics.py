@@ -152,7 +152,7 @@ class VersionCollector:
         input_columns: Mapping[str, int],
         output_names: Sequence[str],
         record_rate: float = 1.0,
-        max_pending: int = 2048,
+        max_pending: int = 512,
         max_records: int = 20000,
     ) -> None:
         reference = reference or {}
