@@ -290,6 +290,7 @@ convert(SlowToPickle().fit(X, y), X, "m", sys.argv[1])
 """
 
 
+@pytest.mark.integration  # runs driftgate in a subprocess
 def test_convert_killed_midway_leaves_no_version(tmp_path):
     marker = tmp_path / "marker"
     repo_root = tmp_path / "repo"
@@ -361,6 +362,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # runs driftgate in a subprocess
 def test_cli_end_to_end_with_csv_and_string_columns(tmp_path):
     pipeline, frame, labels = _mixed_frame()
     joblib.dump(pipeline, tmp_path / "est.joblib")
@@ -382,6 +384,7 @@ def test_cli_end_to_end_with_csv_and_string_columns(tmp_path):
     assert all(len(f["edges"]) <= 6 for f in reference["features"] if f["kind"] == "numeric")
 
 
+@pytest.mark.integration  # runs driftgate in a subprocess
 def test_cli_expected_errors_exit_2_without_traceback(tmp_path):
     X, y = _classification()
     np.savez(tmp_path / "d.npz", X=X, y=y)
@@ -400,6 +403,7 @@ def test_cli_expected_errors_exit_2_without_traceback(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.integration  # runs driftgate in a subprocess
 def test_cli_help_documents_the_tolerance():
     result = _run_cli("--help")
     assert result.returncode == 0
