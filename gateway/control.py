@@ -77,6 +77,8 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         else:
             raise InvalidInput("Deploy: role must be ROLE_STABLE or ROLE_CANARY")
         version = _version(request.version)
+        self._authorize(context)
+        await self._manager.preload(validate_model_name(request.model), version)
         state = await self._change(request, context, "Deploy", lambda d: deploy(d, version, weight))
         return pb.DeployResponse(state=state)
 
@@ -87,6 +89,8 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
 
     async def StartShadow(self, request: pb.StartShadowRequest, context: Context) -> Any:
         version = _version(request.version)
+        self._authorize(context)
+        await self._manager.preload(validate_model_name(request.model), version)
         state = await self._change(
             request, context, "StartShadow", lambda d: start_shadow(d, version)
         )
@@ -105,6 +109,9 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
 
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> Any:
         target = _version(request.version) if request.HasField("version") else None
+        if target is not None:
+            self._authorize(context)
+            await self._manager.preload(validate_model_name(request.model), target)
         state = await self._change(request, context, "Rollback", lambda d: rollback(d, target))
         return pb.RollbackResponse(state=state)
 

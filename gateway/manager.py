@@ -26,7 +26,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from gateway.deployment import Deployment
-from gateway.errors import DriftgateError, InvalidInput, ModelNotFound, ModelNotReady
+from gateway.errors import (
+    DriftgateError,
+    FailedPrecondition,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.reporter import StatisticsHub
 from gateway.repository import Repository, validate_model_name
@@ -330,6 +336,31 @@ class ModelManager:
             reasons = "; ".join(f"version {v}: {f.reason}" for v, f in state.failures.items())
             raise ModelNotReady(f"model '{name}' could not be loaded: {reasons or 'no versions'}")
         return state
+
+    async def preload(self, name: str, version: int) -> None:
+        """Load ``version`` before a command routes traffic to it.
+
+        Raises (and nothing changes) when the version is not in the repository or cannot be
+        loaded, so an operator learns at once instead of from a status that never moves.
+        """
+        validate_model_name(name)
+        on_disk = self.on_disk(name)
+        if not on_disk:
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        if version not in on_disk:
+            raise ModelNotFound(
+                f"version {version} of model '{name}' is not in the repository; versions: "
+                f"{', '.join(map(str, on_disk))}"
+            )
+        state = self._models.setdefault(name, ModelState(name))
+        async with state.lock:
+            if version not in state.loaded:
+                await self._load(state, version, force=True)
+            if version not in state.loaded:
+                raise FailedPrecondition(
+                    f"version {version} of model '{name}' cannot be loaded, so nothing was "
+                    f"changed: {state.failures[version].reason}"
+                )
 
     async def unload(self, name: str) -> None:
         validate_model_name(name)

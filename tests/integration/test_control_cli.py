@@ -117,6 +117,7 @@ def test_errors_a_person_understands(replicas: list[DriftgateProcess]) -> None:
     code, _, err = driftgate(replicas[0], "deploy", "nope", "1")
     assert code == 2 and "not in the repository" in err and "Traceback" not in err
     code, _, err = driftgate(replicas[0], "deploy", "forest", "9")
-    assert code == 2 and "no version 9" in err
+    assert code == 2 and "version 9 of model 'forest' is not in the repository" in err
+    assert "versions: 1, 2, 3" in err
     code, _, err = driftgate(replicas[0], "status", "--gateway", "127.0.0.1:1")
     assert code == 3 and "cannot reach the gateway" in err and "Traceback" not in err

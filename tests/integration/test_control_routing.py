@@ -82,6 +82,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_version(repo, "m", 2, logistic_model(7).onnx, driftgate=True)
     write_version(repo, "m", 3, identity_model("FP32"))  # input "x": every copy fails
     write_version(repo, "m", 4, slow_model())  # same signature, ~100 ms a call
+    write_version(repo, "m", 5, b"not an onnx model")  # can never load
     write_deployment(repo, "m", {"stable": 1})
     return repo
 
@@ -161,6 +162,28 @@ def test_stale_revision_is_refused(gw: Gateway) -> None:
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not the expected revision" in caught.value.details()
     assert gw.status().state.canary.weight == 30
+
+
+def test_a_version_that_cannot_load_is_refused_and_nothing_changes(gw: Gateway) -> None:
+    before = gw.status().state
+    for command in (
+        lambda: gw.control.Deploy(control.DeployRequest(model="m", version=5)),
+        lambda: gw.control.Deploy(
+            control.DeployRequest(model="m", version=5, role=control.ROLE_CANARY, canary_weight=5)
+        ),
+        lambda: gw.control.StartShadow(control.StartShadowRequest(model="m", version=5)),
+        lambda: gw.control.Rollback(control.RollbackRequest(model="m", version=5)),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            command()
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "version 5 of model 'm' cannot be loaded" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        gw.control.Deploy(control.DeployRequest(model="m", version=42))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "version 42 of model 'm' is not in the repository" in caught.value.details()
+    assert gw.status().state == before
+    assert gw.infer("after-refusal") in {"1", "2"}
 
 
 def test_a_failing_shadow_never_answers_nor_fails_the_primary(gw: Gateway) -> None:
