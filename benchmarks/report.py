@@ -78,12 +78,12 @@ def _model_targets(rows: list[Row], model: str) -> list[Row]:
 def targets(rows: list[Row], hotswap: Row | None) -> list[Row]:
     """The ratios of the issue's targets that this run measured."""
     checks = _model_targets(rows, "forest") + _model_targets(rows, "lr")
-    monitored, plain = (
-        _find(rows, t, "forest", 16) for t in ("driftgate-monitored", "driftgate-on")
-    )
-    checks += _ratio_check(
-        "forest c16 monitoring on / off", monitored, plain, "throughput", ">=", 0.95
-    )
+    plain = _find(rows, "driftgate-on", "forest", 16)
+    for key, what in (("driftgate-statistics", "statistics"), ("driftgate-monitored", "records")):
+        monitored = _find(rows, key, "forest", 16)
+        checks += _ratio_check(
+            f"forest c16 monitoring ({what}) on / off", monitored, plain, "throughput", ">=", 0.95
+        )
     on64, off64 = (_find(rows, f"driftgate-{b}", "heavy", 64) for b in ("on", "off"))
     checks += _ratio_check("heavy c64 batching on / off", on64, off64, "throughput", ">=", 2.0)
     if not hotswap or "error" in hotswap:

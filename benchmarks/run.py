@@ -81,8 +81,16 @@ def _targets(batch: tuple[int, float]) -> list[Target]:
         Target(
             "driftgate-monitored",
             "monitored",
-            "driftgate, batching on, reporting to the monitor",
+            "driftgate, batching on, reporting to the monitor (a record per request)",
             lambda w, r, i: servers.start_monitored_driftgate("driftgate-monitored", r, list(i), w),
+        ),
+        Target(
+            "driftgate-statistics",
+            "monitored",
+            "driftgate, batching on, reporting statistics only (no records)",
+            lambda w, r, i: servers.start_monitored_driftgate(
+                "driftgate-statistics", r, list(i), w, record_rate=0.0
+            ),
         ),
         *(Target(k, "mlserver", label, mlserver(k, w, b)) for k, label, w, b in mlserver_configs),
     ]

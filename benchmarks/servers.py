@@ -188,7 +188,7 @@ class MonitoredGateway(Server):
 
 
 def start_monitored_driftgate(
-    name: str, repository: Path, models: Sequence[str], workdir: Path
+    name: str, repository: Path, models: Sequence[str], workdir: Path, record_rate: float = 1.0
 ) -> Server:
     ready, log = workdir / f"{name}-monitor.ready.json", workdir / f"{name}-monitor.log"
     ready.unlink(missing_ok=True)
@@ -204,7 +204,10 @@ def start_monitored_driftgate(
         monitor.port = _wait_file(ready, process, log, timeout=60)["grpc_port"]
         gateway = start_driftgate(
             name, repository, models, workdir, "on",
-            extra=("--monitor", f"127.0.0.1:{monitor.port}", "--report-interval", "1"),
+            extra=(
+                "--monitor", f"127.0.0.1:{monitor.port}", "--report-interval", "1",
+                "--record-sample-rate", str(record_rate),
+            ),
         )  # fmt: skip
     except BaseException:
         monitor.stop()

@@ -173,8 +173,14 @@ class VersionCollector:
         self._record_rate = record_rate
         self._max_pending = max_pending
         self._max_records = max_records
-        self._pending: list[tuple[Mapping[str, np.ndarray], list[np.ndarray], str, float, bool]]
-        self._pending = []
+        # Pending requests, column by column: no per-request container outlives its request
+        # (thousands of small live dicts and tuples would make every GC pass slower).
+        self._inputs: dict[str, list[np.ndarray]] = {f.input: [] for f in self.features}
+        self._labels: list[np.ndarray] = []
+        self._probabilities: list[np.ndarray] = []
+        self._ids: list[str] = []
+        self._times: list[float] = []
+        self._sampled: list[bool] = []
         self._latencies: list[float] = []
         self.records: list[PredictionRecord] = []
         self.dropped_records = 0
@@ -192,10 +198,17 @@ class VersionCollector:
         request_id: str,
         seconds: float,
     ) -> None:
-        record = self._record_rate >= 1.0 or random.random() < self._record_rate
-        self._pending.append((feed, outputs, request_id, time.time(), record))
+        for name, parts in self._inputs.items():
+            parts.append(feed[name])
+        self._labels.append(outputs[self._label_output])
         self._latencies.append(seconds)
-        if len(self._pending) >= self._max_pending:
+        if self._record_rate > 0:
+            if self._probability_output is not None:
+                self._probabilities.append(outputs[self._probability_output])
+            self._ids.append(request_id)
+            self._times.append(time.time())
+            self._sampled.append(self._record_rate >= 1.0 or random.random() < self._record_rate)
+        if len(self._labels) >= self._max_pending:
             self.count_pending()
 
     def failed(self, seconds: float) -> None:
@@ -206,7 +219,6 @@ class VersionCollector:
     # -- bulk counting ----------------------------------------------------------------
 
     def count_pending(self) -> None:
-        pending, self._pending = self._pending, []
         latencies, self._latencies = self._latencies, []
         counts = self.counts
         if latencies:
@@ -216,19 +228,20 @@ class VersionCollector:
                 minlength=len(LATENCY_BOUNDS) + 1,
             )
             counts.latency_sum += float(lat.sum())
-        if not pending:
+        parts, self._labels = self._labels, []
+        if not parts:
             return
-        counts.requests += len(pending)
-        columns = {
-            name: np.concatenate([p[0][name] for p in pending])
-            for name in {f.input for f in self.features}
-        }
-        labels = np.concatenate([np.asarray(p[1][self._label_output]) for p in pending])
+        sizes = [len(p) for p in parts]
+        counts.requests += len(parts)
+        columns = {name: np.concatenate(arrays) for name, arrays in self._inputs.items()}
+        for arrays in self._inputs.values():
+            arrays.clear()
+        labels = np.concatenate([np.asarray(p) for p in parts])
         counts.rows += len(labels)
         for index, feature in enumerate(self.features):
             self._count_feature(index, feature, columns[feature.input])
         self._count_predictions(labels)
-        self._keep_records(pending, columns, labels)
+        self._keep_records(sizes, columns, labels)
 
     def _count_feature(self, index: int, feature: _Feature, matrix: np.ndarray) -> None:
         values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
@@ -266,42 +279,48 @@ class VersionCollector:
         self.counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
     def _keep_records(
-        self, pending: list[Any], columns: Mapping[str, np.ndarray], labels: np.ndarray
+        self, sizes: list[int], columns: Mapping[str, np.ndarray], labels: np.ndarray
     ) -> None:
         """Turn the sampled requests' rows into records, in bulk (one ``tolist`` per array)."""
-        rows, ids, times = self._sampled_rows(pending)
+        ids, self._ids = self._ids, []
+        times, self._times = self._times, []
+        sampled, self._sampled = self._sampled, []
+        probability_parts, self._probabilities = self._probabilities, []
+        rows, row_ids, row_times = self._sampled_rows(sizes, ids, times, sampled)
         if not rows:
             return
         index = np.asarray(rows)
         numeric = self._matrix(columns, index, numeric=True)
         categorical = self._matrix(columns, index, numeric=False)
         probabilities: list[list[float]] = [[] for _ in rows]
-        if self._probability_output is not None:
-            probs = np.concatenate([p[1][self._probability_output] for p in pending])
+        if probability_parts:
+            probs = np.concatenate(probability_parts)
             probabilities = probs[index].reshape(len(rows), -1).tolist()
         flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
         for values in zip(
-            ids, times, numeric, categorical, flat[index].tolist(), probabilities, strict=True
-        ):
+            row_ids, row_times, numeric, categorical, flat[index].tolist(), probabilities,
+            strict=True,
+        ):  # fmt: skip
             self.records.append(PredictionRecord(*values))
 
-    def _sampled_rows(self, pending: list[Any]) -> tuple[list[int], list[str], list[float]]:
+    def _sampled_rows(
+        self, sizes: list[int], ids: list[str], times: list[float], sampled: list[bool]
+    ) -> tuple[list[int], list[str], list[float]]:
         rows: list[int] = []
-        ids: list[str] = []
-        times: list[float] = []
+        row_ids: list[str] = []
+        row_times: list[float] = []
         offset = 0
         room = self._max_records - len(self.records)
-        for _feed, outputs, request_id, when, sampled in pending:
-            n = len(outputs[self._label_output])
-            if sampled and n > room:
+        for n, request_id, when, keep in zip(sizes, ids, times, sampled, strict=False):
+            if keep and n > room:
                 self.dropped_records += n
-            elif sampled:
+            elif keep:
                 room -= n
                 rows.extend(range(offset, offset + n))
-                ids.extend([request_id] if n == 1 else [f"{request_id}:{r}" for r in range(n)])
-                times.extend([when] * n)
+                row_ids.extend([request_id] if n == 1 else [f"{request_id}:{r}" for r in range(n)])
+                row_times.extend([when] * n)
             offset += n
-        return rows, ids, times
+        return rows, row_ids, row_times
 
     def _matrix(
         self, columns: Mapping[str, np.ndarray], index: np.ndarray, numeric: bool
