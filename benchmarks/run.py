@@ -81,7 +81,7 @@ def _targets(batch: tuple[int, float]) -> list[Target]:
         Target(
             "driftgate-monitored",
             "monitored",
-            "driftgate, batching on, reporting to the monitor (a record per request)",
+            "driftgate, batching on, reporting to the monitor (default records)",
             lambda w, r, i: servers.start_monitored_driftgate("driftgate-monitored", r, list(i), w),
         ),
         Target(

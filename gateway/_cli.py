@@ -186,6 +186,13 @@ def register(subparsers: Any) -> None:
         "(DRIFTGATE_RECORD_SAMPLE_RATE; default 1)",
     )
     add(
+        "--record-max-per-second",
+        type=float,
+        default=env("RECORD_MAX_PER_SECOND", defaults.record_max_per_second),
+        help="most prediction records kept per second and version, 0 for no cap "
+        "(DRIFTGATE_RECORD_MAX_PER_SECOND; default 200)",
+    )
+    add(
         "--ready-file",
         type=Path,
         default=os.environ.get("DRIFTGATE_READY_FILE"),
@@ -221,6 +228,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         monitor=args.monitor,
         report_interval=args.report_interval,
         record_sample_rate=args.record_sample_rate,
+        record_max_per_second=args.record_max_per_second,
     )
 
 

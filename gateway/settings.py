@@ -52,6 +52,9 @@ class GatewaySettings:
     report_interval: float = 5.0
     #: share of predictions kept as records for the label join (DRIFTGATE_RECORD_SAMPLE_RATE)
     record_sample_rate: float = 1.0
+    #: most records kept per second and version, 0 for no cap; bounds what records cost a
+    #: busy service while a quiet one keeps every prediction (DRIFTGATE_RECORD_MAX_PER_SECOND)
+    record_max_per_second: float = 200.0
     #: labels held for the monitor before SendLabels answers RESOURCE_EXHAUSTED
     label_buffer: int = 100_000
     #: once serving, write {"grpc_port", "metrics_port", "pid"} here as JSON (for supervisors)

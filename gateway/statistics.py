@@ -6,7 +6,9 @@ feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, p
 categorical feature one sorted lookup. Counts are plain integer arrays that merge by
 addition, so a delta can be held, re-sent or combined without loss. Memory is bounded: at
 ``max_pending`` requests the pending arrays are counted on the spot, and at most
-``max_records`` sampled prediction records wait for the next report.
+``max_records`` sampled prediction records wait for the next report. Records are sampled at
+``record_rate`` and capped at ``record_max_per_second``, so what they cost a busy service is
+bounded while a quiet one keeps every prediction.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class VersionCollector:
         input_columns: Mapping[str, int],
         output_names: Sequence[str],
         record_rate: float = 1.0,
+        record_max_per_second: float = 0.0,
         max_pending: int = 512,
         max_records: int = 20000,
     ) -> None:
@@ -171,6 +174,9 @@ class VersionCollector:
             output_names.index("probabilities") if "probabilities" in output_names else None
         )
         self._record_rate = record_rate
+        self._record_cap = record_max_per_second
+        self._record_second = 0
+        self._recorded_this_second = 0
         self._max_pending = max_pending
         self._max_records = max_records
         # Pending requests, column by column: no per-request container outlives its request
@@ -205,11 +211,26 @@ class VersionCollector:
         if self._record_rate > 0:
             if self._probability_output is not None:
                 self._probabilities.append(outputs[self._probability_output])
+            now = time.time()
             self._ids.append(request_id)
-            self._times.append(time.time())
-            self._sampled.append(self._record_rate >= 1.0 or random.random() < self._record_rate)
+            self._times.append(now)
+            self._sampled.append(self._keep_record(now))
         if len(self._labels) >= self._max_pending:
             self.count_pending()
+
+    def _keep_record(self, now: float) -> bool:
+        """Sampled at ``record_rate``, and at most ``record_max_per_second`` a second."""
+        if self._record_rate < 1.0 and random.random() >= self._record_rate:
+            return False
+        if self._record_cap <= 0:
+            return True
+        second = int(now)
+        if second != self._record_second:
+            self._record_second, self._recorded_this_second = second, 0
+        if self._recorded_this_second >= self._record_cap:
+            return False
+        self._recorded_this_second += 1
+        return True
 
     def failed(self, seconds: float) -> None:
         self.counts.errors += 1

@@ -170,6 +170,7 @@ def load_version(
             columns,
             [o.name for o in onnx.outputs],
             record_rate=settings.record_sample_rate,
+            record_max_per_second=settings.record_max_per_second,
         )
     return ServingVersion(
         model, version, onnx, metadata, reference, config, batcher, metrics, collector

@@ -304,7 +304,15 @@ class Demo:
                 monitor_grpc_port=0,
                 monitor_metrics_port=0,
                 control_token=self.token,
-                gateway_args=("--report-interval", "0.5", "--poll-interval", "0.2"),
+                # every prediction recorded: the story needs each delayed label joined
+                gateway_args=(
+                    "--report-interval",
+                    "0.5",
+                    "--poll-interval",
+                    "0.2",
+                    "--record-max-per-second",
+                    "0",
+                ),  # fmt: skip
                 monitor_args=(
                     "--bucket-seconds",
                     "1",

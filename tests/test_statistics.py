@@ -152,3 +152,24 @@ def test_deltas_merge_by_addition(parts: list[int]) -> None:
     assert [c.tolist() for c in merged.features] == [c.tolist() for c in total.features]
     assert merged.predictions.tolist() == total.predictions.tolist()
     assert (merged.requests, merged.rows) == (total.requests, total.rows)
+
+
+def test_records_per_second_are_capped_and_counts_are_not(
+    reference: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.statistics as statistics
+
+    clock = [1_000.2]
+    monkeypatch.setattr(statistics.time, "time", lambda: clock[0])
+    collector = _collector(reference, record_max_per_second=10)
+    rng = np.random.default_rng(4)
+    for second in range(3):
+        clock[0] = 1_000.2 + second
+        for i in range(25):
+            feed, out = _request(rng, rows=1)
+            collector.observe(feed, out, f"s{second}-{i}", 0.001)
+    counts, records = collector.take()
+    assert counts.requests == 75  # every request is counted
+    assert len(records) == 30  # 10 records in each of the 3 seconds
+    assert [r.request_id for r in records[:2]] == ["s0-0", "s0-1"]
+    assert records[10].request_id == "s1-0"
