@@ -20,7 +20,7 @@ from gateway.batching import BatchingConfig
 from gateway.rpc import write_ready_file
 from gateway.settings import GatewaySettings
 
-__all__ = ["register"]
+__all__ = ["add_control_token_flags", "control_token", "env", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -154,18 +154,7 @@ def register(subparsers: Any) -> None:
         help="shadow request copies in flight before copies are dropped "
         "(DRIFTGATE_SHADOW_IN_FLIGHT; default 16)",
     )
-    add(
-        "--control-token",
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
-        help="bearer token required by mutating control calls (DRIFTGATE_CONTROL_TOKEN; "
-        "default: none required). Prefer --control-token-file: flags show in ps",
-    )
-    add(
-        "--control-token-file",
-        type=Path,
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
-        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
-    )
+    add_control_token_flags(add, "required by mutating control calls (default: none required)")
     add(
         "--monitor",
         default=os.environ.get("DRIFTGATE_MONITOR"),
@@ -222,7 +211,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         poll_interval=args.poll_interval,
         standby_versions=args.standby_versions,
         shadow_in_flight=args.shadow_in_flight,
-        control_token=_control_token(args),
+        control_token=control_token(args),
         grace_seconds=args.grace,
         ready_file=args.ready_file,
         monitor=args.monitor,
@@ -232,11 +221,30 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def _control_token(args: argparse.Namespace) -> str | None:
+def add_control_token_flags(add: Any, purpose: str) -> None:
+    """``--control-token`` and ``--control-token-file``, for every command that needs one."""
+    add(
+        "--control-token",
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
+        help=f"the Control service's bearer token, {purpose} (DRIFTGATE_CONTROL_TOKEN). "
+        "Prefer --control-token-file: flags show in ps",
+    )
+    add(
+        "--control-token-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
+        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
+    )
+
+
+def control_token(args: argparse.Namespace) -> str | None:
+    """The token from ``--control-token-file`` (which must not be empty) or ``--control-token``."""
     if args.control_token_file is not None:
         token = Path(args.control_token_file).read_text(encoding="utf-8").strip()
         if not token:
-            raise SystemExit(f"driftgate serve: the token file {args.control_token_file} is empty")
+            raise SystemExit(
+                f"driftgate {args.command}: the token file {args.control_token_file} is empty"
+            )
         return token
     return args.control_token or None
 

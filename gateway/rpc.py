@@ -8,11 +8,13 @@ unlike a server interceptor it costs nothing per call beyond one extra frame.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import grpc
 
 from gateway.errors import DriftgateError
 
-__all__ = ["Guarded", "guard", "write_ready_file"]
+__all__ = ["Guarded", "guard", "serve_until_signalled", "write_ready_file"]
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,21 @@ def write_ready_file(path: Path | None, **info: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(info))
     os.replace(temporary, path)
+
+
+async def serve_until_signalled(
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+    name: str,
+    grace: float,
+) -> None:
+    """Start, run until SIGTERM or SIGINT, then drain (within ``grace`` seconds) and stop."""
+    await start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: draining for up to %.1f s", grace)
+    await stop()
+    log.info("%s stopped", name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,7 +34,7 @@ from gateway.manager import ModelManager, lower_priority
 from gateway.metrics import GatewayMetrics
 from gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from gateway.repository import Repository
-from gateway.rpc import Guarded, write_ready_file
+from gateway.rpc import Guarded, serve_until_signalled, write_ready_file
 from gateway.servicer import InferenceServicer
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
@@ -174,12 +173,4 @@ class GatewayServer:
 
     async def serve(self) -> None:
         """Start, then run until SIGTERM/SIGINT, then drain and stop."""
-        await self.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await stopping.wait()
-        log.info("shutting down: draining for up to %.1f s", self.settings.grace_seconds)
-        await self.stop()
-        log.info("gateway stopped")
+        await serve_until_signalled(self.start, self.stop, "gateway", self.settings.grace_seconds)

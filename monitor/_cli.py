@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gateway._cli import env
+from gateway._cli import add_control_token_flags, control_token, env
 from monitor.settings import MonitorSettings
 
 __all__ = ["parse_duration", "register"]
@@ -154,18 +154,7 @@ def _register_monitor(subparsers: Any) -> None:
         help="the gateway whose Control service canary analysis and retraining act on "
         "(DRIFTGATE_GATEWAY; default none: the monitor never changes a deployment)",
     )
-    add(
-        "--control-token",
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
-        help="bearer token for the gateway's Control service (DRIFTGATE_CONTROL_TOKEN). "
-        "Prefer --control-token-file: flags show in ps",
-    )
-    add(
-        "--control-token-file",
-        type=Path,
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
-        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
-    )
+    add_control_token_flags(add, "sent with the monitor's canary and retraining commands")
     add(
         "--no-scheduler",
         dest="scheduler",
@@ -228,21 +217,10 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         ready_file=args.ready_file,
         bucket_seconds=args.bucket_seconds,
         gateway=args.gateway or None,
-        control_token=_control_token(args),
+        control_token=control_token(args),
         scheduler=args.scheduler,
         policy_sync_interval=args.policy_sync_interval,
     )
-
-
-def _control_token(args: argparse.Namespace) -> str | None:
-    if args.control_token_file is not None:
-        token = Path(args.control_token_file).read_text(encoding="utf-8").strip()
-        if not token:
-            raise SystemExit(
-                f"driftgate monitor: the token file {args.control_token_file} is empty"
-            )
-        return token
-    return args.control_token or None
 
 
 def _seconds(value: float | str) -> float:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +25,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway.rpc import Guarded, write_ready_file
+from gateway.rpc import Guarded, serve_until_signalled, write_ready_file
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
 from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
@@ -161,12 +160,4 @@ class MonitorServer:
 
     async def serve(self) -> None:
         """Start, then run until SIGTERM/SIGINT, then drain and stop."""
-        await self.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await stopping.wait()
-        log.info("shutting down: draining for up to %.1f s", self.settings.grace_seconds)
-        await self.stop()
-        log.info("monitor stopped")
+        await serve_until_signalled(self.start, self.stop, "monitor", self.settings.grace_seconds)

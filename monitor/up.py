@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from gateway._cli import add_control_token_flags, control_token
+
 __all__ = ["LocalStack", "StackSettings", "free_port", "register"]
 
 
@@ -176,10 +178,7 @@ def register(subparsers: Any) -> None:
     add("--monitor-grpc-port", type=int, default=d.monitor_grpc_port, help="monitor gRPC (8003)")
     add("--monitor-metrics-port", type=int, default=d.monitor_metrics_port,
         help="monitor /metrics (8004)")  # fmt: skip
-    add("--control-token-file", type=Path,
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
-        help="the control token both use (DRIFTGATE_CONTROL_TOKEN_FILE, or "
-        "DRIFTGATE_CONTROL_TOKEN; default none)")  # fmt: skip
+    add_control_token_flags(add, "required by the gateway and used by the monitor (default none)")
     add("--report-interval", type=float, default=None,
         help="seconds between gateway reports to the monitor (default: the gateway's)")  # fmt: skip
     add("--ready-file", type=Path, default=None,
@@ -188,9 +187,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    token = os.environ.get("DRIFTGATE_CONTROL_TOKEN")
-    if args.control_token_file is not None:
-        token = Path(args.control_token_file).read_text(encoding="utf-8").strip() or None
+    token = control_token(args)
     gateway_args: tuple[str, ...] = ()
     if args.report_interval is not None:
         gateway_args = ("--report-interval", str(args.report_interval))
