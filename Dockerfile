@@ -21,6 +21,7 @@ RUN pip install -r requirements.lock \
     && grep -E '^psycopg(-binary)?==' requirements-dev.lock > postgres.txt \
     && pip install --no-deps -r postgres.txt
 COPY pyproject.toml README.md ./
+COPY driftgate ./driftgate
 COPY gateway ./gateway
 COPY converter ./converter
 COPY monitor ./monitor

@@ -3,7 +3,7 @@
     python benchmarks/drift_calibration.py [--references 10] [--windows 100] [--json]
 
 Each evaluation is one model with 20 independent standard-normal features, a reference
-profile of ``--n-ref`` training rows on decile bins (``converter.profile.numeric_bins``, as
+profile of ``--n-ref`` training rows on decile bins (``driftgate.core.profile.numeric_bins``, as
 the converter makes it), and one production window. References are redrawn ``--references``
 times (the training sample is itself random), each with ``--windows`` windows. A window's
 counts are drawn from the true bin probabilities (normal CDF at the frozen edges), which is
@@ -21,10 +21,10 @@ import json
 import time
 
 import numpy as np
+from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict
 from scipy.special import ndtr
 
-from converter.profile import numeric_bins
-from monitor.drift import DriftTester, DriftThresholds, Verdict
+from driftgate.core.profile import numeric_bins
 
 FEATURES = 20
 SIZES = (500, 5_000, 50_000, 1_000_000)

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway._proto.inference import grpc_service_pb2 as pb  # noqa: E402
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
+from driftgate.core._proto.inference import grpc_service_pb2 as pb  # noqa: E402
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 
 Output = pb.ModelInferResponse.InferOutputTensor
 

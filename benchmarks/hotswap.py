@@ -48,7 +48,7 @@ class Probe:
     """Sends one inference request and says which version answered."""
 
     def __init__(self, port: int, request: bytes) -> None:
-        from gateway._proto.inference import grpc_service_pb2 as pb
+        from driftgate.core._proto.inference import grpc_service_pb2 as pb
 
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self._call = self._channel.unary_unary(

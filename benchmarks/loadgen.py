@@ -216,7 +216,7 @@ def _worker_main(conn: Any, stop: Any) -> None:
 async def _run(job: Job, tasks: int, start_at: float, stop: Any) -> dict[str, Any]:
     import grpc
 
-    from gateway._proto.inference import grpc_service_pb2 as pb
+    from driftgate.core._proto.inference import grpc_service_pb2 as pb
 
     parse = pb.ModelInferResponse.FromString
     channel = grpc.aio.insecure_channel(
@@ -287,7 +287,7 @@ async def _run(job: Job, tasks: int, start_at: float, stop: Any) -> dict[str, An
 
 def build_request(model: str, input_name: str, row: np.ndarray) -> bytes:
     """A serialized ModelInferRequest carrying ``row`` (FP32 [n, features]) as a raw tensor."""
-    from gateway._proto.inference import grpc_service_pb2 as pb
+    from driftgate.core._proto.inference import grpc_service_pb2 as pb
 
     row = np.ascontiguousarray(row, dtype="<f4")
     request = pb.ModelInferRequest(

@@ -80,7 +80,7 @@ def write_reference(directory: Path, seed: int = 0) -> None:
     """The reference profile a monitored gateway bins every row into (all 32 features)."""
     import json
 
-    from converter.profile import (
+    from driftgate.core.profile import (
         FeatureProfile,
         ReferenceProfile,
         categorical_bins,

@@ -105,7 +105,7 @@ def wait_ready(
     port: int, models: Sequence[str], process: subprocess.Popen[bytes], log: Path, timeout: float
 ) -> None:
     """Poll ServerReady and ModelReady until every model is ready."""
-    from gateway._proto.inference import grpc_service_pb2 as pb
+    from driftgate.core._proto.inference import grpc_service_pb2 as pb
 
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -161,7 +161,7 @@ def start_driftgate(
     ready, log = workdir / f"{name}.ready.json", workdir / f"{name}.log"
     ready.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+        sys.executable, "-m", "driftgate", "--log-level", "WARNING", "serve",
         "--repository", str(repository), "--host", "127.0.0.1", "--grpc-port", "0",
         "--metrics-port", "-1", "--batching", batching, "--ready-file", str(ready), *extra,
     ]  # fmt: skip
@@ -193,7 +193,7 @@ def start_monitored_driftgate(
     ready, log = workdir / f"{name}-monitor.ready.json", workdir / f"{name}-monitor.log"
     ready.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "monitor",
+        sys.executable, "-m", "driftgate", "--log-level", "WARNING", "monitor",
         "--repository", str(repository), "--data-dir", str(workdir / f"{name}-data"),
         "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
         "--ready-file", str(ready),

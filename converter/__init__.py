@@ -2,28 +2,29 @@
 
 Usage::
 
-    from converter import convert
+    from driftgate.converter import convert
     result = convert(fitted_estimator, "train.csv", "churn", "models", target="churned")
     print(result.version, result.parity.format())
 
 See ``converter.convert`` for the steps, ``converter.export`` for the ONNX input layout and
-output names, ``converter.parity`` for the tolerance, ``converter.profile`` for the binning
+output names, ``converter.parity`` for the tolerance, ``driftgate.core.profile`` for the binning
 rule shared with the gateway.
 """
 
 from __future__ import annotations
 
-from converter.convert import (
+from driftgate.converter.convert import (
     ConversionResult,
     ConverterSettings,
     convert,
     holdout_split,
     load_estimator,
 )
-from converter.data import Table, load_table, table_from_object
-from converter.export import UnsupportedEstimator, supported_names
-from converter.parity import ParityError, ParityReport, Tolerance
-from converter.profile import ReferenceProfile, bin_index
+from driftgate.converter.data import Table, load_table, table_from_object
+from driftgate.converter.export import UnsupportedEstimator, supported_names
+from driftgate.converter.parity import ParityError, ParityReport, Tolerance
+
+from driftgate.core.profile import ReferenceProfile, bin_index
 
 __all__ = [
     "ConversionResult",

@@ -68,9 +68,10 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from converter.convert import ConverterSettings, convert
-    from converter.parity import ParityError, Tolerance
-    from gateway.errors import DriftgateError
+    from driftgate.converter.convert import ConverterSettings, convert
+    from driftgate.converter.parity import ParityError, Tolerance
+
+    from driftgate.core.errors import DriftgateError
 
     settings = ConverterSettings(
         bins=args.bins,

@@ -4,7 +4,7 @@ Steps: check the estimator is supported; load the data; export to ONNX (see
 ``converter.export`` for the input layout and output names); run the parity check (see
 ``converter.parity`` for the tolerance) on held-out rows, or on sampled rows when
 ``holdout_fraction`` is 0; profile the data and the model's own predictions
-(``converter.profile``); compute holdout metrics when labels are given; then write
+(``driftgate.core.profile``); compute holdout metrics when labels are given; then write
 ``model.onnx``, ``model.json``, ``reference.json``, ``estimator.joblib`` and
 ``training_sample.npz`` atomically through ``Repository.write_version``. Any failure before
 the final rename leaves nothing in the repository.
@@ -28,18 +28,24 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
+from driftgate.converter.export import (
+    Layout,
+    UnsupportedEstimator,
+    check_supported,
+    export_onnx,
+    make_layout,
+)
+from driftgate.converter.parity import ParityError, ParityReport, Tolerance, compare
 
-from converter.data import Table, load_table, save_table_npz, table_from_object
-from converter.export import Layout, UnsupportedEstimator, check_supported, export_onnx, make_layout
-from converter.parity import ParityError, ParityReport, Tolerance, compare
-from converter.profile import (
+from driftgate.core.errors import InvalidInput
+from driftgate.core.profile import (
     FeatureProfile,
     ReferenceProfile,
     categorical_bins,
     numeric_bins,
 )
-from gateway.errors import InvalidInput
-from gateway.repository import Repository, tensor_schema, validate_model_name
+from driftgate.core.repository import Repository, tensor_schema, validate_model_name
 
 __all__ = ["ConversionResult", "ConverterSettings", "convert", "holdout_split", "load_estimator"]
 

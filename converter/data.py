@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import InvalidInput
+from driftgate.core.errors import InvalidInput
 
 __all__ = ["Table", "load_table", "save_table_npz", "table_from_object"]
 

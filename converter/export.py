@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from driftgate.converter.data import Table
 
-from converter.data import Table
-from gateway.errors import InvalidInput
+from driftgate.core.errors import InvalidInput
 
 __all__ = ["InputSpec", "Layout", "UnsupportedEstimator", "export_onnx", "make_layout"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import FailedPrecondition
+from driftgate.core.errors import FailedPrecondition
 
 __all__ = ["OutputError", "ParityError", "ParityReport", "Tolerance", "compare"]
 

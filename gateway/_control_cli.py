@@ -136,7 +136,7 @@ class _Client:
     def __init__(self, args: argparse.Namespace) -> None:
         import grpc
 
-        from gateway._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
+        from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
 
         self.pb = control_pb2
         self.channel = grpc.insecure_channel(args.gateway)

@@ -1,4 +1,4 @@
-"""``driftgate.control.v1.Control``: protobuf in, ``gateway.deployment`` and the manager, out.
+"""``driftgate.control.v1.Control``: protobuf in, the deployment state and the manager, out.
 
 A mutating call checks the bearer token (when one is configured), applies one transition
 through the ``DeploymentStore`` on a worker thread (file lock, compare-and-set, history),
@@ -16,11 +16,14 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from driftgate.gateway.manager import ModelManager, ModelState
+from driftgate.gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
+from driftgate.gateway.shadow import ShadowMirror
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway._proto.driftgate.control.v1 import control_pb2 as pb
-from gateway._proto.driftgate.control.v1 import control_pb2_grpc as pb_grpc
-from gateway.deployment import (
+from driftgate.core._proto.driftgate.control.v1 import control_pb2 as pb
+from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as pb_grpc
+from driftgate.core.deployment import (
     Deployment,
     DeploymentStore,
     HistoryEntry,
@@ -31,11 +34,8 @@ from gateway.deployment import (
     start_shadow,
     stop_shadow,
 )
-from gateway.errors import InvalidInput, ModelNotFound, Unauthenticated
-from gateway.manager import ModelManager, ModelState
-from gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
-from gateway.repository import validate_model_name
-from gateway.shadow import ShadowMirror
+from driftgate.core.errors import InvalidInput, ModelNotFound, Unauthenticated
+from driftgate.core.repository import validate_model_name
 
 __all__ = ["ACTOR_METADATA", "ControlServicer"]
 

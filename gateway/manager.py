@@ -25,20 +25,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from gateway.deployment import Deployment
-from gateway.errors import (
+from driftgate.gateway.dataplane.version import ServingVersion, load_version
+from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.reporter import StatisticsHub
+from driftgate.gateway.router import SCALE, Route, threshold
+from driftgate.gateway.settings import GatewaySettings
+
+from driftgate.core.deployment import Deployment
+from driftgate.core.errors import (
     DriftgateError,
     FailedPrecondition,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
 )
-from gateway.metrics import GatewayMetrics
-from gateway.reporter import StatisticsHub
-from gateway.repository import Repository, validate_model_name
-from gateway.router import SCALE, Route, threshold
-from gateway.settings import GatewaySettings
-from gateway.versions import ServingVersion, load_version
+from driftgate.core.repository import Repository, validate_model_name
 
 __all__ = ["LoadFailure", "ModelManager", "ModelState", "lower_priority"]
 

@@ -19,26 +19,26 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from driftgate.gateway.control import ControlServicer
+from driftgate.gateway.feedback import FeedbackServicer
+from driftgate.gateway.manager import ModelManager, lower_priority
+from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
+from driftgate.gateway.servicer import InferenceServicer
+from driftgate.gateway.settings import GatewaySettings
+from driftgate.gateway.shadow import ShadowMirror
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
-from gateway._proto.inference import grpc_service_pb2 as pb
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from gateway.control import ControlServicer
-from gateway.deployment import DeploymentStore
-from gateway.feedback import FeedbackServicer
-from gateway.manager import ModelManager, lower_priority
-from gateway.metrics import GatewayMetrics
-from gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
-from gateway.repository import Repository
-from gateway.rpc import Guarded, serve_until_signalled, write_ready_file
-from gateway.servicer import InferenceServicer
-from gateway.settings import GatewaySettings
-from gateway.shadow import ShadowMirror
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2, feedback_pb2_grpc
+from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2, feedback_pb2_grpc
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from driftgate.core.deployment import DeploymentStore
+from driftgate.core.repository import Repository
+from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
 
 __all__ = ["GatewayServer"]
 

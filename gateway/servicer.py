@@ -5,7 +5,7 @@ request id (generated here first when the request has none), so a retry meets th
 version; ``model_version`` or the request parameter ``driftgate_version`` pins a version.
 Routed requests are mirrored to the shadow version, if any, after the answer is ready.
 
-Errors are raised as ``DriftgateError`` subclasses; ``gateway.server`` maps them to statuses
+Errors are raised as ``DriftgateError`` subclasses; ``driftgate.core.rpc`` maps them to statuses
 for every method at once. Methods not defined here answer UNIMPLEMENTED through the generated
 base class.
 """
@@ -19,15 +19,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from driftgate.gateway import describe
+from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs
+from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.manager import ModelManager
+from driftgate.gateway.shadow import ShadowMirror
 
-from gateway import __version__, describe
-from gateway._proto.inference import grpc_service_pb2 as pb
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from gateway.codec import decode_inputs, encode_outputs
-from gateway.errors import DriftgateError, InvalidInput
-from gateway.manager import ModelManager
-from gateway.shadow import ShadowMirror
-from gateway.versions import ServingVersion
+from driftgate import __version__
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from driftgate.core.errors import DriftgateError, InvalidInput
 
 __all__ = ["EXTENSIONS", "PIN_PARAMETER", "InferenceServicer"]
 

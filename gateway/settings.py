@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.batching import BatchingConfig
+from driftgate.gateway.dataplane.batching import BatchingConfig
 
 __all__ = ["GatewaySettings"]
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from gateway.codec import decode_inputs
-from gateway.metrics import GatewayMetrics
-from gateway.versions import ServingVersion
+from driftgate.gateway.dataplane.codec import decode_inputs
+from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.metrics import GatewayMetrics
 
 __all__ = ["ShadowFigures", "ShadowMirror", "outputs_agree"]
 

@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gateway._cli import add_control_token_flags, control_token, env
-from monitor.settings import MonitorSettings
+from driftgate.monitor.settings import MonitorSettings
+
+from driftgate.core.cli import add_control_token_flags, control_token, env
 
 __all__ = ["parse_duration", "register"]
 
@@ -228,7 +229,7 @@ def _seconds(value: float | str) -> float:
 
 
 def _run_monitor(args: argparse.Namespace) -> int:
-    from monitor.server import MonitorServer
+    from driftgate.monitor.server import MonitorServer
 
     asyncio.run(MonitorServer(settings_from(args)).serve())
     return 0
@@ -238,8 +239,8 @@ def _query(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 
     request: Any = pb.GetDriftRequest if args.command == "drift" else pb.GetAccuracyRequest
     message = request(model=args.model, version=args.version)
@@ -265,7 +266,7 @@ def _query(args: argparse.Namespace) -> int:
 def _stub(address: str) -> Any:
     import grpc
 
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 
     channel = grpc.insecure_channel(address)
     return channel, pb_grpc.MonitorStub(channel)
@@ -275,7 +276,7 @@ def _events(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 
     channel, stub = _stub(args.monitor)
     try:
@@ -317,7 +318,7 @@ def events_table(events: Any) -> str:
 def _retrain(args: argparse.Namespace) -> int:
     import grpc
 
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 
     channel, stub = _stub(args.monitor)
     try:

@@ -28,18 +28,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from driftgate.converter.data import load_table
+from driftgate.monitor import canary as analysis
+from driftgate.monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
+from driftgate.monitor.control_client import ControlError, DeploymentView
+from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict, js_distance
+from driftgate.monitor.policy import Policy, PolicyError, load_policy
+from driftgate.monitor.retrain import (
+    RetrainJob,
+    RetrainResult,
+    assemble,
+    production_table,
+    run_worker,
+)
+from driftgate.monitor.service import Monitor, Window
+from driftgate.monitor.store import StoredPrediction
 
-from converter.data import load_table
-from converter.profile import CategoricalBins
-from gateway.errors import FailedPrecondition, ModelNotFound
-from monitor import canary as analysis
-from monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
-from monitor.control_client import ControlError, DeploymentView
-from monitor.drift import DriftTester, DriftThresholds, Verdict, js_distance
-from monitor.policy import Policy, PolicyError, load_policy
-from monitor.retrain import RetrainJob, RetrainResult, assemble, production_table, run_worker
-from monitor.service import Monitor, Window
-from monitor.store import StoredPrediction
+from driftgate.core.errors import FailedPrecondition, ModelNotFound
+from driftgate.core.profile import CategoricalBins
 
 __all__ = ["Autopilot", "ControlPort"]
 
@@ -394,7 +400,7 @@ class Autopilot:
                 figures={"production_rows": production.rows},
             )
         train, holdout = assemble(sample.select(production.names), production, p.holdout_fraction)
-        from converter.data import save_table_npz
+        from driftgate.converter.data import save_table_npz
 
         save_table_npz(train, workdir / "train.npz")
         save_table_npz(holdout, workdir / "holdout.npz")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from monitor.policy import CanaryPolicy
+from driftgate.monitor.policy import CanaryPolicy
 
 __all__ = [
     "AnalysisState",

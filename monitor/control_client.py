@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from gateway.errors import DriftgateError
+from driftgate.core.errors import DriftgateError, Status
 
 __all__ = ["ControlError", "DeploymentView", "GatewayControl"]
 
@@ -22,7 +22,7 @@ ACTOR = "driftgate-monitor"
 class ControlError(DriftgateError):
     """The gateway refused a control call or could not be reached."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Status.UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class GatewayControl:
     """Synchronous Control calls to the gateway at ``address``."""
 
     def __init__(self, address: str, token: str | None = None, timeout: float = 30.0) -> None:
-        from gateway._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
+        from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
 
         self.address = address
         self._pb: Any = control_pb2

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from monitor.up import LocalStack, StackSettings
+from driftgate.monitor.up import LocalStack, StackSettings
 
 __all__ = ["register", "run"]
 
@@ -162,7 +161,7 @@ class Demo:
         return row, label
 
     def _convert(self, estimator: Any, x: np.ndarray, y: np.ndarray) -> int:
-        from converter import ConverterSettings, convert
+        from driftgate.converter import ConverterSettings, convert
 
         result = convert(
             estimator.fit(x, y),
@@ -179,10 +178,10 @@ class Demo:
     async def _traffic(self, stop: asyncio.Event) -> None:
         import grpc
 
-        from gateway._proto.inference import grpc_service_pb2 as pb
-        from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-        from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fb
-        from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+        from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+        from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+        from driftgate.core._proto.inference import grpc_service_pb2 as pb
+        from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
         assert self.stack is not None
         pending: list[tuple[float, Any]] = []
@@ -245,19 +244,19 @@ class Demo:
     def _monitor_stub(self) -> Any:
         import grpc
 
-        from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+        from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
 
         assert self.stack is not None
         return mpb_grpc.MonitorStub(grpc.insecure_channel(self.stack.monitor))
 
     def _control(self) -> Any:
-        from monitor.control_client import GatewayControl
+        from driftgate.monitor.control_client import GatewayControl
 
         assert self.stack is not None
         return GatewayControl(self.stack.gateway, self.token)
 
     def _poll_events(self) -> list[Any]:
-        from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+        from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
 
         response = self._monitor_stub().ListEvents(
             mpb.ListEventsRequest(model=MODEL, limit=500), timeout=10
@@ -376,8 +375,9 @@ class Demo:
     def _summary(self, ports: dict[str, int]) -> None:
         if self.stack is None:
             return
-        from monitor._cli import events_table
-        from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+        from driftgate.monitor._cli import events_table
+
+        from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
 
         try:
             self._poll_events()

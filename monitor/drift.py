@@ -1,7 +1,7 @@
 """Drift of binned distributions against a reference profile: distances and calibrated verdicts.
 
 Pure numpy. Inputs are count vectors on the frozen bins of ``reference.json`` (see
-``converter.profile``): the reference's training counts and a window's production counts.
+``driftgate.core.profile``): the reference's training counts and a window's production counts.
 
 Distances (``distances``), all on bin proportions:
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import InvalidInput
+from driftgate.core.errors import InvalidInput
 
 __all__ = [
     "POLICY_FILE",

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converter.data import Table
-from monitor.store import StoredPrediction
+from driftgate.converter.data import Table
+from driftgate.monitor.store import StoredPrediction
 
 __all__ = [
     "RetrainJob",
@@ -119,7 +118,7 @@ def assemble(
     of the recent labelled ``production`` rows, the training table the sample plus the rest
     (a random rather than a newest-first split, so that a change that began recently is in
     both the training data and the holdout)."""
-    from converter import holdout_split
+    from driftgate.converter import holdout_split
 
     train_rows, holdout_rows = holdout_split(production.rows, holdout_fraction, seed)
     return _concat(sample, production.take(train_rows)), production.take(holdout_rows)
@@ -147,21 +146,20 @@ def judge(task: str, candidate: float, stable: float, tolerance: float) -> tuple
 
 
 def _load(path: str) -> Table:
-    from converter.data import load_table
+    from driftgate.converter.data import load_table
 
     return load_table(path)
 
 
 def _fit(job: RetrainJob, stable_estimator: Any, table: Table) -> Any:
-    from converter.export import make_layout
+    from driftgate.converter.export import make_layout
 
     if job.trainer:
         module_name, _, function_name = job.trainer.partition(":")
         function = getattr(importlib.import_module(module_name), function_name)
         return function(table)
+    from driftgate.converter import holdout_split
     from sklearn.base import clone
-
-    from converter import holdout_split
 
     layout = make_layout(stable_estimator, table)
     train_rows, _ = holdout_split(table.rows, 0.2, job.seed)
@@ -170,16 +168,17 @@ def _fit(job: RetrainJob, stable_estimator: Any, table: Table) -> Any:
 
 
 def _predict(estimator: Any, table: Table) -> Any:
-    from converter.export import make_layout
+    from driftgate.converter.export import make_layout
 
     return estimator.predict(make_layout(estimator, table).sklearn_input(table))
 
 
 def execute(job: RetrainJob) -> RetrainResult:
     """Fit, compare on the holdout, and convert when accepted (runs in the worker)."""
-    from converter import convert
-    from converter.convert import load_estimator
-    from gateway.repository import Repository
+    from driftgate.converter import convert
+    from driftgate.converter.convert import load_estimator
+
+    from driftgate.core.repository import Repository
 
     repository = Repository(Path(job.repository))
     stable_dir = repository.version_dir(job.model, job.stable)
@@ -206,10 +205,16 @@ def execute(job: RetrainJob) -> RetrainResult:
 
 
 def run_worker(job: RetrainJob, workdir: Path, timeout: float) -> RetrainResult:
-    """Run ``execute`` in ``python -m monitor.retrain_worker``, killed after ``timeout`` s."""
+    """Run ``execute`` in the retraining worker process, killed after ``timeout`` s."""
     job_path, result_path = workdir / "job.json", workdir / "result.json"
     job_path.write_text(json.dumps(asdict(job)), encoding="utf-8")
-    command = [sys.executable, "-m", "monitor.retrain_worker", str(job_path), str(result_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "driftgate.monitor.retrain_worker",
+        str(job_path),
+        str(result_path),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""``python -m monitor.retrain_worker JOB.json RESULT.json``: one retraining, out of process.
+"""One retraining, out of process: ``python -m driftgate.monitor.retrain_worker JOB RESULT``.
 
 Reads a ``monitor.retrain.RetrainJob``, runs ``monitor.retrain.execute`` and writes the
 ``RetrainResult`` as JSON; an exception is written as a failed result (exit 1).
@@ -12,7 +12,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from monitor.retrain import RetrainJob, RetrainResult, execute
+from driftgate.monitor.retrain import RetrainJob, RetrainResult, execute
 
 
 def main(argv: list[str]) -> int:

@@ -31,8 +31,8 @@ import logging
 import math
 from typing import Any
 
-from monitor.autopilot import Autopilot
-from monitor.policy import Policy, PolicyError, cron_trigger
+from driftgate.monitor.autopilot import Autopilot
+from driftgate.monitor.policy import Policy, PolicyError, cron_trigger
 
 __all__ = ["PolicyScheduler", "run_job"]
 

@@ -5,7 +5,7 @@ drains; ``serve()`` runs until SIGTERM or SIGINT. Background tasks refresh the g
 ``evaluate_interval`` seconds and prune the store every ``prune_interval`` seconds.
 
 Errors map to statuses as in the gateway: a ``DriftgateError`` becomes its status and
-message, anything else INTERNAL with a logged traceback (``gateway.rpc.Guarded`` wraps each
+message, anything else INTERNAL with a logged traceback (``driftgate.core.rpc.Guarded`` wraps each
 method).
 """
 
@@ -20,24 +20,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from driftgate.monitor.autopilot import Autopilot
+from driftgate.monitor.control_client import GatewayControl
+from driftgate.monitor.metrics import MonitorMetrics
+from driftgate.monitor.scheduler import PolicyScheduler
+from driftgate.monitor.service import Monitor
+from driftgate.monitor.servicer import MonitorServicer
+from driftgate.monitor.settings import MonitorSettings
+from driftgate.monitor.store import Store
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway.rpc import Guarded, serve_until_signalled, write_ready_file
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from monitor.autopilot import Autopilot
-from monitor.control_client import GatewayControl
-from monitor.metrics import MonitorMetrics
-from monitor.scheduler import PolicyScheduler
-from monitor.service import Monitor
-from monitor.servicer import MonitorServicer
-from monitor.settings import MonitorSettings
-from monitor.store import Store
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
 
 __all__ = ["MonitorServer"]
 

@@ -13,16 +13,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from driftgate.monitor.drift import FeatureDrift
+from driftgate.monitor.service import Monitor, Window
+from driftgate.monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.errors import FailedPrecondition, InvalidInput, ModelNotFound
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from monitor.drift import FeatureDrift
-from monitor.service import Monitor, Window
-from monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
 
 __all__ = ["MonitorServicer"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.drift import DriftThresholds
+from driftgate.monitor.drift import DriftThresholds
 
 __all__ = ["MonitorSettings"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gateway._cli import add_control_token_flags, control_token
+from driftgate.core.cli import add_control_token_flags, control_token
 
 __all__ = ["LocalStack", "StackSettings", "free_port", "register"]
 
@@ -102,7 +102,7 @@ class LocalStack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         ready = self._ready_dir / f"{name}.json"
-        command = [sys.executable, "-m", "gateway.cli", *args, "--ready-file", str(ready)]
+        command = [sys.executable, "-m", "driftgate", *args, "--ready-file", str(ready)]
         output: Any = None
         if self.settings.logs is not None:
             self.settings.logs.mkdir(parents=True, exist_ok=True)

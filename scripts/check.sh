@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 echo "== ruff"
 ruff check .
 ruff format --check .
-echo "== mypy"
-mypy
+echo "== mypy (on the namespace as the build maps it)"
+stage=$(bash scripts/namespace.sh)
+(cd "$stage" && mypy --config-file ../../pyproject.toml --cache-dir ../../.mypy_cache)
 echo "== generated stubs are fresh"
 python scripts/gen_proto.py --check
 echo "== deploy: Dockerfile lint, Prometheus config and rules, Kubernetes manifests"

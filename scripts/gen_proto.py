@@ -2,22 +2,22 @@
 
 Usage, from anywhere (paths are relative to the repository root)::
 
-    python scripts/gen_proto.py           # rewrite gateway/_proto and monitor/_proto
+    python scripts/gen_proto.py           # rewrite driftgate/core/_proto
     python scripts/gen_proto.py --check   # exit 1 and list the files if stubs are stale
 
-Each .proto is compiled by ``grpc_tools.protoc -I proto`` exactly once, into the one
-package that serves it (``OWNERS`` below), so that one process never registers the
-same protobuf symbols twice:
+Each .proto is compiled by ``grpc_tools.protoc -I proto`` exactly once, into the shared
+leaf layer (``OWNERS`` below), where the gateway, the monitor and the client all find it, so
+that one process never registers the same protobuf symbols twice:
 
-    proto/inference/*.proto            -> gateway/_proto/inference/
-    proto/driftgate/control/v1/*       -> gateway/_proto/driftgate/control/v1/
-    proto/driftgate/feedback/v1/*      -> monitor/_proto/driftgate/feedback/v1/
-    proto/driftgate/monitor/v1/*       -> monitor/_proto/driftgate/monitor/v1/
+    proto/inference/*.proto            -> driftgate/core/_proto/inference/
+    proto/driftgate/control/v1/*       -> driftgate/core/_proto/driftgate/control/v1/
+    proto/driftgate/feedback/v1/*      -> driftgate/core/_proto/driftgate/feedback/v1/
+    proto/driftgate/monitor/v1/*       -> driftgate/core/_proto/driftgate/monitor/v1/
 
 Every file gets ``<name>_pb2.py`` and ``<name>_pb2.pyi``; files that declare a service
 also get ``<name>_pb2_grpc.py``. protoc writes imports relative to ``-I proto``
 (``from inference import model_config_pb2``); they are rewritten to the owning package
-(``from gateway._proto.inference import model_config_pb2``). Every generated directory
+(``from driftgate.core._proto.inference import model_config_pb2``). Every generated directory
 gets an ``__init__.py`` marker. The two ``_proto`` directories belong to this script:
 files in them that it did not generate are deleted.
 
@@ -43,10 +43,10 @@ GRPCIO_TOOLS_VERSION = "1.81.1"
 
 # proto directory (relative to proto/) -> Python package that owns its stubs.
 OWNERS: dict[str, str] = {
-    "inference": "gateway._proto",
-    "driftgate/control/v1": "gateway._proto",
-    "driftgate/feedback/v1": "monitor._proto",
-    "driftgate/monitor/v1": "monitor._proto",
+    "inference": "driftgate.core._proto",
+    "driftgate/control/v1": "driftgate.core._proto",
+    "driftgate/feedback/v1": "driftgate.core._proto",
+    "driftgate/monitor/v1": "driftgate.core._proto",
 }
 PACKAGES = sorted(set(OWNERS.values()))
 

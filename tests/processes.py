@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class DriftgateProcess:
-    """``python -m gateway.cli <command> ... --ready-file F``, waited on until it is serving."""
+    """``python -m driftgate.cli <command> ... --ready-file F``, waited on until it is serving."""
 
     def __init__(self, command: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
         self.ready_file = workdir / f"{command}-{time.monotonic_ns()}.ready.json"
@@ -26,7 +26,7 @@ class DriftgateProcess:
             [
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "driftgate",
                 command,
                 *args,
                 "--ready-file",

@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from driftgate.converter import convert
+from driftgate.monitor.autopilot import Autopilot
+from driftgate.monitor.canary import CanaryFigures, VersionFigures
+from driftgate.monitor.control_client import DeploymentView
+from driftgate.monitor.metrics import MonitorMetrics
+from driftgate.monitor.scheduler import PolicyScheduler
+from driftgate.monitor.service import Monitor
+from driftgate.monitor.settings import MonitorSettings
+from driftgate.monitor.store import Store, sqlite_url
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
-
-from converter import convert
-from monitor.autopilot import Autopilot
-from monitor.canary import CanaryFigures, VersionFigures
-from monitor.control_client import DeploymentView
-from monitor.metrics import MonitorMetrics
-from monitor.scheduler import PolicyScheduler
-from monitor.service import Monitor
-from monitor.settings import MonitorSettings
-from monitor.store import Store, sqlite_url
 
 MODEL = "m"
 POLICY = "[canary]\ninterval = 10\nsteps = [10, 25, 50]\nfailure_threshold = 2\n"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from driftgate.gateway.router import Route, bucket, threshold
 from scipy.stats import chisquare
 
-from gateway.deployment import (
+from driftgate.core.deployment import (
     Canary,
     Deployment,
     DeploymentStore,
@@ -22,9 +23,8 @@ from gateway.deployment import (
     start_shadow,
     stop_shadow,
 )
-from gateway.errors import FailedPrecondition, InvalidInput, ModelNotFound
-from gateway.repository import Repository
-from gateway.router import Route, bucket, threshold
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.repository import Repository
 
 
 @pytest.fixture

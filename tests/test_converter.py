@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from driftgate.converter import ParityError, UnsupportedEstimator, convert, load_table
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
@@ -39,12 +40,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
-from converter import ParityError, UnsupportedEstimator, convert, load_table
-from gateway.errors import InvalidInput
-from gateway.repository import Repository
+from driftgate.core.errors import InvalidInput
+from driftgate.core.repository import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIFTGATE = [sys.executable, "-m", "gateway.cli"]
+DRIFTGATE = [sys.executable, "-m", "driftgate"]
 
 
 def _classification(nan: bool = False):
@@ -270,7 +270,7 @@ _KILLED_SCRIPT = """
 import pathlib, sys, time
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from converter import convert
+from driftgate.converter import convert
 
 class SlowToPickle(LogisticRegression):
     def __reduce_ex__(self, protocol):

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.spatial.distance import jensenshannon
-from scipy.special import ndtr
-from scipy.stats import chi2_contingency
-
-from converter.profile import numeric_bins
-from monitor.drift import (
+from driftgate.monitor.drift import (
     EPSILON,
     DriftTester,
     DriftThresholds,
@@ -22,6 +15,13 @@ from monitor.drift import (
     l_infinity,
     psi,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
+from scipy.special import ndtr
+from scipy.stats import chi2_contingency
+
+from driftgate.core.profile import numeric_bins
 
 REF = np.array([0, 100, 120, 90, 110, 100, 80, 0])
 WIN = np.array([3, 50, 70, 40, 60, 90, 20, 1])

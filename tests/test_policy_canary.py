@@ -6,9 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from monitor.canary import AnalysisState, CanaryFigures, VersionFigures, analyse, begin
-from monitor.policy import CanaryPolicy, Policy, PolicyError, load_policy, parse_policy
+from driftgate.monitor.canary import AnalysisState, CanaryFigures, VersionFigures, analyse, begin
+from driftgate.monitor.policy import CanaryPolicy, Policy, PolicyError, load_policy, parse_policy
 
 T0 = 1_700_000_000.0
 POLICY = CanaryPolicy(interval=60.0, steps=(10.0, 25.0, 50.0), failure_threshold=2, deadline=300)

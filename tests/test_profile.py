@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converter.profile import (
+from driftgate.core.profile import (
     ReferenceProfile,
     bin_index,
     categorical_bins,

@@ -20,19 +20,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 GENERATED = [
-    "gateway._proto.inference.model_config_pb2",
-    "gateway._proto.inference.grpc_service_pb2",
-    "gateway._proto.inference.grpc_service_pb2_grpc",
-    "gateway._proto.driftgate.control.v1.control_pb2",
-    "gateway._proto.driftgate.control.v1.control_pb2_grpc",
-    "monitor._proto.driftgate.feedback.v1.feedback_pb2",
-    "monitor._proto.driftgate.feedback.v1.feedback_pb2_grpc",
-    "monitor._proto.driftgate.monitor.v1.monitor_pb2",
-    "monitor._proto.driftgate.monitor.v1.monitor_pb2_grpc",
+    "driftgate.core._proto.inference.model_config_pb2",
+    "driftgate.core._proto.inference.grpc_service_pb2",
+    "driftgate.core._proto.inference.grpc_service_pb2_grpc",
+    "driftgate.core._proto.driftgate.control.v1.control_pb2",
+    "driftgate.core._proto.driftgate.control.v1.control_pb2_grpc",
+    "driftgate.core._proto.driftgate.feedback.v1.feedback_pb2",
+    "driftgate.core._proto.driftgate.feedback.v1.feedback_pb2_grpc",
+    "driftgate.core._proto.driftgate.monitor.v1.monitor_pb2",
+    "driftgate.core._proto.driftgate.monitor.v1.monitor_pb2_grpc",
 ]
 
 SERVICES = {
-    ("gateway._proto.inference.grpc_service_pb2", "GRPCInferenceService"): {
+    ("driftgate.core._proto.inference.grpc_service_pb2", "GRPCInferenceService"): {
         "ServerLive",
         "ServerReady",
         "ModelReady",
@@ -54,7 +54,7 @@ SERVICES = {
         "TraceSetting",
         "LogSettings",
     },
-    ("gateway._proto.driftgate.control.v1.control_pb2", "Control"): {
+    ("driftgate.core._proto.driftgate.control.v1.control_pb2", "Control"): {
         "Deploy",
         "SetTraffic",
         "StartShadow",
@@ -64,8 +64,8 @@ SERVICES = {
         "GetStatus",
         "GetHistory",
     },
-    ("monitor._proto.driftgate.feedback.v1.feedback_pb2", "Feedback"): {"SendLabels"},
-    ("monitor._proto.driftgate.monitor.v1.monitor_pb2", "Monitor"): {
+    ("driftgate.core._proto.driftgate.feedback.v1.feedback_pb2", "Feedback"): {"SendLabels"},
+    ("driftgate.core._proto.driftgate.monitor.v1.monitor_pb2", "Monitor"): {
         "Report",
         "SendLabels",
         "GetDrift",
@@ -150,7 +150,7 @@ def dump(modules: list[Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ours() -> dict[str, Any]:
-    from gateway._proto.inference import grpc_service_pb2, model_config_pb2
+    from driftgate.core._proto.inference import grpc_service_pb2, model_config_pb2
 
     return dump([model_config_pb2, grpc_service_pb2])
 
@@ -184,8 +184,13 @@ def test_generated_module_imports_with_qualified_imports(module: str) -> None:
     mod = importlib.import_module(module)
     source = Path(mod.__file__ or "").read_text()
     # protoc writes imports relative to -I proto; they only resolve once package-qualified.
-    unqualified = ("from inference", "from driftgate", "import inference", "import driftgate")
-    assert not [line for line in source.splitlines() if line.startswith(unqualified)]
+    unqualified = ("from inference", "from driftgate.", "import inference", "import driftgate")
+    lines = source.splitlines()
+    assert not [
+        line
+        for line in lines
+        if line.startswith(unqualified) and not line.startswith("from driftgate.core._proto.")
+    ]
 
 
 @pytest.mark.parametrize(("where", "methods"), SERVICES.items(), ids=lambda x: str(x))
@@ -201,8 +206,8 @@ def test_service_has_expected_methods(where: tuple[str, str], methods: set[str])
 
 
 def test_monitor_reuses_feedback_messages() -> None:
-    from monitor._proto.driftgate.feedback.v1 import feedback_pb2
-    from monitor._proto.driftgate.monitor.v1 import monitor_pb2
+    from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2
 
     rpc = monitor_pb2.DESCRIPTOR.services_by_name["Monitor"].methods_by_name["SendLabels"]
     assert rpc.input_type is feedback_pb2.SendLabelsRequest.DESCRIPTOR
@@ -229,7 +234,7 @@ def test_everything_the_service_needs_is_present(
 
 
 def test_bytes_we_write_parse_as_tritonclient_messages() -> None:
-    from gateway._proto.inference import grpc_service_pb2, model_config_pb2
+    from driftgate.core._proto.inference import grpc_service_pb2, model_config_pb2
 
     config = model_config_pb2.ModelConfig(
         name="iris", platform="onnxruntime_onnx", max_batch_size=64

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from gateway.errors import InvalidInput, ModelNotFound
-from gateway.repository import CorruptVersion, Repository, validate_model_name
+from driftgate.core.errors import InvalidInput, ModelNotFound
+from driftgate.core.repository import CorruptVersion, Repository, validate_model_name
 
 
 def _populate(payload: bytes = b"onnx-bytes", meta: dict | None = None):

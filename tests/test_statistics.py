@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from driftgate.gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converter.profile import categorical_bins, count_categories, count_numeric, numeric_bins
-from gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
+from driftgate.core.profile import categorical_bins, count_categories, count_numeric, numeric_bins
 
 
 def _reference(train: np.ndarray, colours: list[str], classes: list[str]) -> dict:
@@ -157,7 +157,7 @@ def test_deltas_merge_by_addition(parts: list[int]) -> None:
 def test_records_per_second_are_capped_and_counts_are_not(
     reference: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gateway.statistics as statistics
+    import driftgate.gateway.statistics as statistics
 
     clock = [1_000.2]
     monkeypatch.setattr(statistics.time, "time", lambda: clock[0])

@@ -1,6 +1,6 @@
 """grpcio clients for the control tests: the generated control and inference stubs.
 
-Only modules outside ``tests/triton`` import ``gateway._proto`` (see ``tests/conftest.py``).
+Only modules outside ``tests/triton`` import ``driftgate.core._proto`` (see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from gateway._proto.driftgate.control.v1 import control_pb2 as control
-from gateway._proto.driftgate.control.v1 import control_pb2_grpc as control_grpc
-from gateway._proto.inference import grpc_service_pb2 as inference
-from gateway._proto.inference import grpc_service_pb2_grpc as inference_grpc
+from driftgate.core._proto.driftgate.control.v1 import control_pb2 as control
+from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as control_grpc
+from driftgate.core._proto.inference import grpc_service_pb2 as inference
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as inference_grpc
 
 InferRequest = inference.ModelInferRequest
 

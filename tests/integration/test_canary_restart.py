@@ -18,16 +18,16 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from driftgate.converter import convert
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from converter import convert
-from gateway._proto.driftgate.control.v1 import control_pb2 as control
-from gateway._proto.driftgate.control.v1 import control_pb2_grpc as control_grpc
-from gateway._proto.inference import grpc_service_pb2 as pb
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core._proto.driftgate.control.v1 import control_pb2 as control
+from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as control_grpc
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.processes import DriftgateProcess, start_gateway
 
 pytestmark = pytest.mark.integration

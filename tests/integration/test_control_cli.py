@@ -39,7 +39,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Driftgat
 def driftgate(gateway: DriftgateProcess, *args: str, token: str = TOKEN) -> tuple[int, str, str]:
     env = {**os.environ, "DRIFTGATE_GATEWAY": gateway.address, "DRIFTGATE_CONTROL_TOKEN": token}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "driftgate", *args],
         capture_output=True,
         text=True,
         env=env,

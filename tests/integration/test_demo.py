@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_closes_the_loop(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--workdir", str(tmp_path), "--fast"],
+        [sys.executable, "-m", "driftgate", "demo", "--workdir", str(tmp_path), "--fast"],
         capture_output=True,
         text=True,
         timeout=240,

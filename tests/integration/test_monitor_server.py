@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from converter.profile import (
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from driftgate.core.profile import (
     FeatureProfile,
     ReferenceProfile,
     categorical_bins,
     numeric_bins,
 )
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration

@@ -14,17 +14,17 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from driftgate.converter import convert
 from google.protobuf.duration_pb2 import Duration
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from converter import convert
-from gateway._proto.inference import grpc_service_pb2 as pb
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fb
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.processes import DriftgateProcess, start_gateway
 
 pytestmark = pytest.mark.integration
@@ -214,7 +214,7 @@ def test_labels_join_out_of_order_and_accuracy_matches_a_hand_count(
     # The same figures through the CLI an operator uses, as a table and as JSON.
     def cli(*args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args, MODEL, "--monitor", monitor.address,
+            [sys.executable, "-m", "driftgate", *args, MODEL, "--monitor", monitor.address,
              "--window", "total"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 import yaml
 
-from converter.profile import FeatureProfile, ReferenceProfile, categorical_bins, numeric_bins
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
+from driftgate.core.profile import FeatureProfile, ReferenceProfile, categorical_bins, numeric_bins
 from tests.integration.control_client import control, control_stub, infer_call, infer_request
 from tests.processes import DriftgateProcess, start_gateway
 from tests.triton.helpers import logistic_model, write_deployment, write_version
@@ -338,7 +338,7 @@ def test_health_command_sees_both_processes_serving(prometheus: Prometheus, name
     # The Dockerfile's HEALTHCHECK and the compose health checks run this command.
     address = prometheus.processes[name].address
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "health", "--address", address],
+        [sys.executable, "-m", "driftgate", "health", "--address", address],
         capture_output=True,
         text=True,
         timeout=30,

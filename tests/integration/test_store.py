@@ -18,10 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-from monitor._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from monitor.store import (
+from driftgate.monitor.store import (
     MIGRATIONS,
     Distribution,
     LabelIn,
@@ -31,6 +28,9 @@ from monitor.store import (
     VersionCounts,
     sqlite_url,
 )
+
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration

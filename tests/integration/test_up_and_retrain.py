@@ -19,14 +19,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from driftgate.converter import convert
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from converter import convert
-from gateway._proto.inference import grpc_service_pb2 as pb
-from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2 as fb
-from monitor._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ MODEL = "churn"
 
 def _driftgate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "driftgate", *args],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -55,7 +55,7 @@ def test_up_serves_and_retrain_deploys_a_canary(tmp_path: Path) -> None:
     ready = tmp_path / "up.json"
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "up", "--repository", str(repository),
+        [sys.executable, "-m", "driftgate", "up", "--repository", str(repository),
          "--data-dir", str(tmp_path / "data"), "--grpc-port", "0", "--metrics-port", "0",
          "--monitor-grpc-port", "0", "--monitor-metrics-port", "0",
          "--report-interval", "0.2", "--ready-file", str(ready)],

@@ -1,6 +1,6 @@
 """Models, repository writers and client helpers shared by the gateway integration tests.
 
-Never import ``gateway._proto`` here: tritonclient's compiled protos define the same symbols
+Never import ``driftgate.core._proto`` here: tritonclient's compiled protos define the same symbols
 and the protobuf runtime refuses both in one process. The gateway runs in another process.
 """
 

@@ -1,0 +1,342 @@
+"""The model repository on disk, shared by the gateway, the converter and the monitor.
+
+Layout::
+
+    <root>/<model>/deployment.json     written atomically by ``write_deployment``
+    <root>/<model>/<version>/model.onnx
+                            model.json      (optional: synthesised from the graph if absent)
+                            reference.json  (optional)
+    <root>/<model>/.tmp-*               a version being written; ignored by every reader
+
+A version is an integer directory holding ``model.onnx``; it is immutable once written.
+``write_version`` populates a hidden temporary directory inside the model directory, fsyncs
+it, and renames it to the next free number, so a reader sees a whole version or none, and two
+writers racing for the same number both succeed with distinct numbers. A Triton-style
+directory (``<model>/<version>/model.onnx``, with or without ``config.pbtxt``) loads too.
+
+This module imports neither scikit-learn nor onnxruntime; ``onnx`` is imported only to
+synthesise metadata for a version without ``model.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+
+__all__ = [
+    "CorruptVersion",
+    "Repository",
+    "TEMP_PREFIX",
+    "V2_DATATYPES",
+    "tensor_schema",
+    "validate_model_name",
+]
+
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_VERSION = re.compile(r"0|[1-9][0-9]*")
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600.0
+_MAX_RENAME_ATTEMPTS = 1000
+
+# ONNX TensorProto element types -> KServe v2 datatype names.
+V2_DATATYPES = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+    16: "BF16",
+}
+
+
+class CorruptVersion(FailedPrecondition):
+    """A version's ``model.onnx`` does not match the sha256 recorded in its ``model.json``."""
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise InvalidInput.
+
+    Checked before any file-system access, so traversal such as ``../x`` never reaches a path.
+    """
+    if not isinstance(name, str) or _MODEL_NAME.fullmatch(name) is None:
+        raise InvalidInput(f"invalid model name {name!r}: expected {MODEL_NAME_PATTERN}")
+    return name
+
+
+def _validate_version(version: int) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InvalidInput(f"invalid model version {version!r}: expected an integer >= 0")
+    return version
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for filename in filenames:
+            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _write_file_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+class Repository:
+    """A model repository rooted at ``root``; see the module docstring for the layout.
+
+    Usage: ``Repository(Path("models")).metadata("iris", 3)``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _model_dir(self, model: str) -> Path:
+        return self.root / validate_model_name(model)
+
+    def _existing_model_dir(self, model: str) -> Path:
+        path = self._model_dir(model)
+        if not path.is_dir():
+            raise ModelNotFound(f"model {model!r} is not in the repository {self.root}")
+        return path
+
+    def models(self) -> list[str]:
+        """Names of the model directories, sorted; hidden and invalid names are skipped."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and _MODEL_NAME.fullmatch(entry.name)
+        )
+
+    def versions(self, model: str) -> list[int]:
+        """Complete versions of ``model`` (integer directories holding model.onnx), ascending."""
+        path = self._existing_model_dir(model)
+        return sorted(
+            int(entry.name)
+            for entry in path.iterdir()
+            if _VERSION.fullmatch(entry.name) and (entry / "model.onnx").is_file()
+        )
+
+    def next_version(self, model: str) -> int:
+        """One more than the highest integer directory of ``model`` (1 for a new model)."""
+        path = self._model_dir(model)
+        if not path.is_dir():
+            return 1
+        numbers = [int(e.name) for e in path.iterdir() if _VERSION.fullmatch(e.name)]
+        return max(numbers, default=0) + 1
+
+    def version_dir(self, model: str, version: int) -> Path:
+        """The directory of a complete version; ModelNotFound if there is none."""
+        path = self._existing_model_dir(model) / str(_validate_version(version))
+        if not (path / "model.onnx").is_file():
+            raise ModelNotFound(f"model {model!r} has no version {version}")
+        return path
+
+    def metadata(self, model: str, version: int) -> dict[str, Any]:
+        """``model.json`` of a version, or metadata synthesised from its ONNX graph."""
+        path = self.version_dir(model, version)
+        meta_path = path / "model.json"
+        if meta_path.is_file():
+            meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+            return meta
+        return _synthesise_metadata(model, version, path / "model.onnx")
+
+    def reference(self, model: str, version: int) -> dict[str, Any] | None:
+        """``reference.json`` of a version, or None when the version has no profile."""
+        path = self.version_dir(model, version) / "reference.json"
+        if not path.is_file():
+            return None
+        reference: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return reference
+
+    def read_model_bytes(self, model: str, version: int) -> bytes:
+        """The bytes of ``model.onnx``, checked against the sha256 in ``model.json`` if any."""
+        path = self.version_dir(model, version)
+        data = (path / "model.onnx").read_bytes()
+        meta_path = path / "model.json"
+        if meta_path.is_file():
+            expected = json.loads(meta_path.read_text(encoding="utf-8")).get("sha256")
+            actual = hashlib.sha256(data).hexdigest()
+            if expected is not None and expected != actual:
+                raise CorruptVersion(
+                    f"CorruptVersion: model {model!r} version {version}: model.onnx has sha256 "
+                    f"{actual}, model.json records {expected}"
+                )
+        return data
+
+    def deployment(self, model: str) -> dict[str, Any] | None:
+        """``deployment.json`` of ``model``, or None if no deployment was recorded."""
+        path = self._existing_model_dir(model) / "deployment.json"
+        if not path.is_file():
+            return None
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return state
+
+    def write_deployment(self, model: str, state: dict[str, Any]) -> None:
+        """Replace ``deployment.json`` atomically: temp file, fsync, os.replace, fsync dir."""
+        directory = self._existing_model_dir(model)
+        fd, tmp_name = tempfile.mkstemp(prefix=".deployment.", suffix=".tmp", dir=directory)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes it 0600
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_json_bytes(state))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, directory / "deployment.json")
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+
+    def write_version(self, model: str, populate: Callable[[Path], None]) -> int:
+        """Write the next version of ``model`` atomically and return its number.
+
+        ``populate(tmp_dir)`` writes the files (at least ``model.onnx``) into a hidden
+        temporary directory; the repository stamps ``name`` and ``version`` into its
+        ``model.json``, fsyncs everything and renames the directory to the next free number.
+        If ``populate`` raises, the temporary directory is removed and nothing is visible.
+        """
+        directory = self._model_dir(model)
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(directory.parent)
+        self._remove_stale_temps(directory)
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it 0700; a version must be readable by the gateway
+            populate(tmp)
+            if not (tmp / "model.onnx").is_file():
+                raise InvalidInput(f"a version of model {model!r} must contain model.onnx")
+            version = self._rename_to_next(model, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(directory)
+        return version
+
+    def _rename_to_next(self, model: str, tmp: Path) -> int:
+        for _ in range(_MAX_RENAME_ATTEMPTS):
+            version = self.next_version(model)
+            _stamp_metadata(tmp, model, version)
+            _fsync_tree(tmp)
+            try:
+                os.rename(tmp, tmp.parent / str(version))
+            except OSError as exc:
+                # Another writer took this number first: try the next one.
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+            return version
+        raise FailedPrecondition(f"could not find a free version number for model {model!r}")
+
+    @staticmethod
+    def _remove_stale_temps(directory: Path) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for entry in directory.iterdir():
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_dir():
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        shutil.rmtree(entry, ignore_errors=True)
+                except FileNotFoundError:
+                    continue
+
+
+def _stamp_metadata(tmp: Path, model: str, version: int) -> None:
+    meta_path = tmp / "model.json"
+    if not meta_path.is_file():
+        return
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["name"] = model
+    meta["version"] = version
+    _write_file_synced(meta_path, _json_bytes(meta))
+
+
+def tensor_schema(value_info: Any, drop_batch: bool = True) -> dict[str, Any]:
+    """``{name, datatype, shape}`` of an ONNX ValueInfoProto, v2 datatype, -1 if unknown."""
+    tensor = value_info.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+    if drop_batch and dims:
+        dims = dims[1:]
+    return {
+        "name": value_info.name,
+        "datatype": V2_DATATYPES.get(tensor.elem_type, f"ONNX_TYPE_{tensor.elem_type}"),
+        "shape": dims,
+    }
+
+
+def _synthesise_metadata(model: str, version: int, onnx_path: Path) -> dict[str, Any]:
+    """Metadata for a Triton-style version: the schema read from the graph with ``onnx``.
+
+    The leading dimension of every input and output is taken as the batch dimension and
+    dropped from ``shape``; ``task`` and ``class_labels`` are unknown (None).
+    """
+    import onnx
+
+    data = onnx_path.read_bytes()
+    graph_model = onnx.load_model_from_string(data)
+    graph = graph_model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [tensor_schema(v, True) for v in graph.input if v.name not in initializers]
+    for schema in inputs:
+        width = schema["shape"][-1] if schema["shape"] else 1
+        count = width if width > 0 else 0
+        schema["features"] = [f"{schema['name']}[{i}]" for i in range(count)]
+    opset = next((o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx")), None)
+    mtime = dt.datetime.fromtimestamp(onnx_path.stat().st_mtime, tz=dt.UTC)
+    return {
+        "name": model,
+        "version": version,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "created_at": mtime.isoformat(),
+        "task": None,
+        "estimator": None,
+        "libraries": {"onnx": onnx.__version__},
+        "opset": opset,
+        "inputs": inputs,
+        "outputs": [tensor_schema(v, True) for v in graph.output],
+        "class_labels": None,
+        "parity": None,
+        "training_data": None,
+        "holdout_metrics": None,
+        "synthesised": True,
+    }
