@@ -21,10 +21,10 @@ import json
 import time
 
 import numpy as np
-from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict
 from scipy.special import ndtr
 
 from driftgate.core.profile import numeric_bins
+from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict
 
 FEATURES = 20
 SIZES = (500, 5_000, 50_000, 1_000_000)

@@ -23,7 +23,6 @@ from driftgate.converter.convert import (
 from driftgate.converter.data import Table, load_table, table_from_object
 from driftgate.converter.export import UnsupportedEstimator, supported_names
 from driftgate.converter.parity import ParityError, ParityReport, Tolerance
-
 from driftgate.core.profile import ReferenceProfile, bin_index
 
 __all__ = [

@@ -70,7 +70,6 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from driftgate.converter.convert import ConverterSettings, convert
     from driftgate.converter.parity import ParityError, Tolerance
-
     from driftgate.core.errors import DriftgateError
 
     settings = ConverterSettings(

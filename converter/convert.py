@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
 from driftgate.converter.export import (
     Layout,
@@ -37,7 +38,6 @@ from driftgate.converter.export import (
     make_layout,
 )
 from driftgate.converter.parity import ParityError, ParityReport, Tolerance, compare
-
 from driftgate.core.errors import InvalidInput
 from driftgate.core.profile import (
     FeatureProfile,

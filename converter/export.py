@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from driftgate.converter.data import Table
 
+from driftgate.converter.data import Table
 from driftgate.core.errors import InvalidInput
 
 __all__ = ["InputSpec", "Layout", "UnsupportedEstimator", "export_onnx", "make_layout"]

@@ -16,11 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from driftgate.gateway.dataplane.batching import BatchingConfig
-from driftgate.gateway.settings import GatewaySettings
-
 from driftgate.core.cli import add_control_token_flags, control_token, env
 from driftgate.core.rpc import write_ready_file
+from driftgate.gateway.dataplane.batching import BatchingConfig
+from driftgate.gateway.settings import GatewaySettings
 
 __all__ = ["register"]
 

@@ -16,9 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
-from driftgate.gateway.manager import ModelManager, ModelState
-from driftgate.gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
-from driftgate.gateway.shadow import ShadowMirror
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftgate.core._proto.driftgate.control.v1 import control_pb2 as pb
@@ -36,6 +33,9 @@ from driftgate.core.deployment import (
 )
 from driftgate.core.errors import InvalidInput, ModelNotFound, Unauthenticated
 from driftgate.core.repository import validate_model_name
+from driftgate.gateway.manager import ModelManager, ModelState
+from driftgate.gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
+from driftgate.gateway.shadow import ShadowMirror
 
 __all__ = ["ACTOR_METADATA", "ControlServicer"]
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from driftgate.core._proto.inference import grpc_service_pb2 as pb
+from driftgate.core._proto.inference import model_config_pb2 as mc
 from driftgate.gateway.dataplane.session import TensorSpec
 from driftgate.gateway.dataplane.version import ServingVersion
 from driftgate.gateway.manager import ModelManager, ModelState
-
-from driftgate.core._proto.inference import grpc_service_pb2 as pb
-from driftgate.core._proto.inference import model_config_pb2 as mc
 
 __all__ = ["model_config", "model_metadata", "model_statistics", "repository_index"]
 

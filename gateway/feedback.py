@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from driftgate.gateway.reporter import LabelBuffer
 
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
 from driftgate.core.errors import FailedPrecondition, InvalidInput
+from driftgate.gateway.reporter import LabelBuffer
 
 __all__ = ["FeedbackServicer"]
 

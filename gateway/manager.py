@@ -25,12 +25,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from driftgate.gateway.dataplane.version import ServingVersion, load_version
-from driftgate.gateway.metrics import GatewayMetrics
-from driftgate.gateway.reporter import StatisticsHub
-from driftgate.gateway.router import SCALE, Route, threshold
-from driftgate.gateway.settings import GatewaySettings
-
 from driftgate.core.deployment import Deployment
 from driftgate.core.errors import (
     DriftgateError,
@@ -40,6 +34,11 @@ from driftgate.core.errors import (
     ModelNotReady,
 )
 from driftgate.core.repository import Repository, validate_model_name
+from driftgate.gateway.dataplane.version import ServingVersion, load_version
+from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.reporter import StatisticsHub
+from driftgate.gateway.router import SCALE, Route, threshold
+from driftgate.gateway.settings import GatewaySettings
 
 __all__ = ["LoadFailure", "ModelManager", "ModelState", "lower_priority"]
 

@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from driftgate.gateway.statistics import (
-    LATENCY_BOUNDS,
-    PredictionRecord,
-    VersionCollector,
-    VersionCounts,
-)
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
 from driftgate.core.errors import ResourceExhausted
+from driftgate.gateway.statistics import (
+    LATENCY_BOUNDS,
+    PredictionRecord,
+    VersionCollector,
+    VersionCounts,
+)
 
 __all__ = ["LabelBuffer", "MonitorReporter", "StatisticsHub"]
 

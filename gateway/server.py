@@ -19,14 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from driftgate.gateway.control import ControlServicer
-from driftgate.gateway.feedback import FeedbackServicer
-from driftgate.gateway.manager import ModelManager, lower_priority
-from driftgate.gateway.metrics import GatewayMetrics
-from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
-from driftgate.gateway.servicer import InferenceServicer
-from driftgate.gateway.settings import GatewaySettings
-from driftgate.gateway.shadow import ShadowMirror
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -39,6 +31,14 @@ from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.deployment import DeploymentStore
 from driftgate.core.repository import Repository
 from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
+from driftgate.gateway.control import ControlServicer
+from driftgate.gateway.feedback import FeedbackServicer
+from driftgate.gateway.manager import ModelManager, lower_priority
+from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
+from driftgate.gateway.servicer import InferenceServicer
+from driftgate.gateway.settings import GatewaySettings
+from driftgate.gateway.shadow import ShadowMirror
 
 __all__ = ["GatewayServer"]
 

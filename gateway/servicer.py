@@ -19,16 +19,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from driftgate.gateway import describe
-from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs
-from driftgate.gateway.dataplane.version import ServingVersion
-from driftgate.gateway.manager import ModelManager
-from driftgate.gateway.shadow import ShadowMirror
 
 from driftgate import __version__
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.errors import DriftgateError, InvalidInput
+from driftgate.gateway import describe
+from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs
+from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.manager import ModelManager
+from driftgate.gateway.shadow import ShadowMirror
 
 __all__ = ["EXTENSIONS", "PIN_PARAMETER", "InferenceServicer"]
 

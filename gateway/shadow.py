@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from driftgate.gateway.dataplane.codec import decode_inputs
 from driftgate.gateway.dataplane.version import ServingVersion
 from driftgate.gateway.metrics import GatewayMetrics

@@ -10,9 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from driftgate.monitor.settings import MonitorSettings
-
 from driftgate.core.cli import add_control_token_flags, control_token, env
+from driftgate.monitor.settings import MonitorSettings
 
 __all__ = ["parse_duration", "register"]
 

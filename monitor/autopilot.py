@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from driftgate.converter.data import load_table
+from driftgate.core.errors import FailedPrecondition, ModelNotFound
+from driftgate.core.profile import CategoricalBins
 from driftgate.monitor import canary as analysis
 from driftgate.monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
 from driftgate.monitor.control_client import ControlError, DeploymentView
@@ -43,9 +46,6 @@ from driftgate.monitor.retrain import (
 )
 from driftgate.monitor.service import Monitor, Window
 from driftgate.monitor.store import StoredPrediction
-
-from driftgate.core.errors import FailedPrecondition, ModelNotFound
-from driftgate.core.profile import CategoricalBins
 
 __all__ = ["Autopilot", "ControlPort"]
 

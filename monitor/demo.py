@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from driftgate.monitor.up import LocalStack, StackSettings
 
 __all__ = ["register", "run"]
@@ -375,9 +376,8 @@ class Demo:
     def _summary(self, ports: dict[str, int]) -> None:
         if self.stack is None:
             return
-        from driftgate.monitor._cli import events_table
-
         from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+        from driftgate.monitor._cli import events_table
 
         try:
             self._poll_events()

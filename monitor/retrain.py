@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from driftgate.converter.data import Table
 from driftgate.monitor.store import StoredPrediction
 
@@ -158,8 +159,9 @@ def _fit(job: RetrainJob, stable_estimator: Any, table: Table) -> Any:
         module_name, _, function_name = job.trainer.partition(":")
         function = getattr(importlib.import_module(module_name), function_name)
         return function(table)
-    from driftgate.converter import holdout_split
     from sklearn.base import clone
+
+    from driftgate.converter import holdout_split
 
     layout = make_layout(stable_estimator, table)
     train_rows, _ = holdout_split(table.rows, 0.2, job.seed)
@@ -177,7 +179,6 @@ def execute(job: RetrainJob) -> RetrainResult:
     """Fit, compare on the holdout, and convert when accepted (runs in the worker)."""
     from driftgate.converter import convert
     from driftgate.converter.convert import load_estimator
-
     from driftgate.core.repository import Repository
 
     repository = Repository(Path(job.repository))

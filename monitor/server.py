@@ -20,14 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from driftgate.monitor.autopilot import Autopilot
-from driftgate.monitor.control_client import GatewayControl
-from driftgate.monitor.metrics import MonitorMetrics
-from driftgate.monitor.scheduler import PolicyScheduler
-from driftgate.monitor.service import Monitor
-from driftgate.monitor.servicer import MonitorServicer
-from driftgate.monitor.settings import MonitorSettings
-from driftgate.monitor.store import Store
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -38,6 +30,14 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
+from driftgate.monitor.autopilot import Autopilot
+from driftgate.monitor.control_client import GatewayControl
+from driftgate.monitor.metrics import MonitorMetrics
+from driftgate.monitor.scheduler import PolicyScheduler
+from driftgate.monitor.service import Monitor
+from driftgate.monitor.servicer import MonitorServicer
+from driftgate.monitor.settings import MonitorSettings
+from driftgate.monitor.store import Store
 
 __all__ = ["MonitorServer"]
 

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
+from driftgate.core.repository import Repository
 from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
 from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift
 from driftgate.monitor.metrics import PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import LabelIn, Report, Store
-
-from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
-from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
-from driftgate.core.repository import Repository
 
 __all__ = ["Monitor", "Window", "window_label"]
 

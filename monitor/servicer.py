@@ -13,9 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from driftgate.monitor.drift import FeatureDrift
-from driftgate.monitor.service import Monitor, Window
-from driftgate.monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -23,6 +20,9 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.monitor.drift import FeatureDrift
+from driftgate.monitor.service import Monitor, Window
+from driftgate.monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
 
 __all__ = ["MonitorServicer"]
 

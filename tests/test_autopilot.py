@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
+from sklearn.linear_model import LogisticRegression
+
 from driftgate.converter import convert
 from driftgate.monitor.autopilot import Autopilot
 from driftgate.monitor.canary import CanaryFigures, VersionFigures
@@ -17,8 +20,6 @@ from driftgate.monitor.scheduler import PolicyScheduler
 from driftgate.monitor.service import Monitor
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import Store, sqlite_url
-from prometheus_client import CollectorRegistry
-from sklearn.linear_model import LogisticRegression
 
 MODEL = "m"
 POLICY = "[canary]\ninterval = 10\nsteps = [10, 25, 50]\nfailure_threshold = 2\n"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from driftgate.gateway.router import Route, bucket, threshold
 from scipy.stats import chisquare
 
 from driftgate.core.deployment import (
@@ -25,6 +24,7 @@ from driftgate.core.deployment import (
 )
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
 from driftgate.core.repository import Repository
+from driftgate.gateway.router import Route, bucket, threshold
 
 
 @pytest.fixture

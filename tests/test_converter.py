@@ -18,7 +18,6 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from driftgate.converter import ParityError, UnsupportedEstimator, convert, load_table
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
@@ -40,6 +39,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
+from driftgate.converter import ParityError, UnsupportedEstimator, convert, load_table
 from driftgate.core.errors import InvalidInput
 from driftgate.core.repository import Repository
 

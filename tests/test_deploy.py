@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from driftgate.cli import build_parser
 from driftgate.gateway.metrics import GatewayMetrics
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
-from prometheus_client import CollectorRegistry
-
-from driftgate.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -262,7 +262,12 @@ def test_configmap_sets_only_variables_the_cli_reads_with_the_container_ports() 
     data = _yaml(DEPLOY / "kubernetes/configmap.yaml")["data"]
     sources = "".join(
         (ROOT / path).read_text()
-        for path in ("driftgate/cli.py", "driftgate/core/cli.py", "gateway/_cli.py", "monitor/_cli.py")
+        for path in (
+            "driftgate/cli.py",
+            "driftgate/core/cli.py",
+            "gateway/_cli.py",
+            "monitor/_cli.py",
+        )
     )
     for key in data:
         short = key.removeprefix("DRIFTGATE_")

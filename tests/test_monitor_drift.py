@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
+from scipy.special import ndtr
+from scipy.stats import chi2_contingency
+
+from driftgate.core.profile import numeric_bins
 from driftgate.monitor.drift import (
     EPSILON,
     DriftTester,
@@ -15,13 +22,6 @@ from driftgate.monitor.drift import (
     l_infinity,
     psi,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.spatial.distance import jensenshannon
-from scipy.special import ndtr
-from scipy.stats import chi2_contingency
-
-from driftgate.core.profile import numeric_bins
 
 REF = np.array([0, 100, 120, 90, 110, 100, 80, 0])
 WIN = np.array([3, 50, 70, 40, 60, 90, 20, 1])

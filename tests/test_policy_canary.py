@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from driftgate.monitor.canary import AnalysisState, CanaryFigures, VersionFigures, analyse, begin
 from driftgate.monitor.policy import CanaryPolicy, Policy, PolicyError, load_policy, parse_policy
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
 from driftgate.converter import convert
 from driftgate.converter.data import Table, save_table_npz, table_from_object
 from driftgate.monitor.retrain import RetrainJob, assemble, judge, production_table, run_worker
 from driftgate.monitor.store import StoredPrediction
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
 
 
 def _record(request_id: str, x: float, colour: str, label: object) -> StoredPrediction:

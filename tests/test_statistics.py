@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from driftgate.gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftgate.core.profile import categorical_bins, count_categories, count_numeric, numeric_bins
+from driftgate.gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
 
 
 def _reference(train: np.ndarray, colours: list[str], classes: list[str]) -> dict:

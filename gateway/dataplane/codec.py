@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from driftgate.gateway.dataplane.session import NUMPY_DTYPES, TensorSpec
 
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core.errors import InvalidInput
+from driftgate.gateway.dataplane.session import NUMPY_DTYPES, TensorSpec
 
 __all__ = ["decode_bytes", "decode_inputs", "encode_bytes", "encode_outputs"]
 

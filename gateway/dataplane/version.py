@@ -14,14 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from driftgate.core.repository import Repository
 from driftgate.gateway.dataplane.batching import Batcher, BatchingConfig, BatchResult
 from driftgate.gateway.dataplane.session import OnnxModel, TensorSpec
 from driftgate.gateway.dataplane.warmup import warmup_feeds
 from driftgate.gateway.metrics import VersionMetrics
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.gateway.statistics import VersionCollector
-
-from driftgate.core.repository import Repository
 
 __all__ = ["ServingVersion", "VersionStats", "load_version"]
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from driftgate.gateway.dataplane.session import TensorSpec
 
 __all__ = ["warmup_feeds"]

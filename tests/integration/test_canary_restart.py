@@ -18,10 +18,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from driftgate.converter import convert
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
+from driftgate.converter import convert
 from driftgate.core._proto.driftgate.control.v1 import control_pb2 as control
 from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as control_grpc
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb

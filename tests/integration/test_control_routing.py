@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from driftgate.gateway.router import Route, threshold
 from onnx import TensorProto, helper, numpy_helper
 from scipy.stats import chisquare
 
+from driftgate.gateway.router import Route, threshold
 from tests.integration.control_client import control, control_stub, infer_call, infer_request
 from tests.processes import start_gateway
 from tests.triton.helpers import (

@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from driftgate.converter import convert
 from google.protobuf.duration_pb2 import Duration
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
+from driftgate.converter import convert
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb

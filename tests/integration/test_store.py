@@ -18,6 +18,9 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
+
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
+from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.monitor.store import (
     MIGRATIONS,
     Distribution,
@@ -28,9 +31,6 @@ from driftgate.monitor.store import (
     VersionCounts,
     sqlite_url,
 )
-
-from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
-from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration

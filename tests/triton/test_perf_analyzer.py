@@ -36,7 +36,9 @@ TIMEOUT_S = 60
 @pytest.fixture(scope="module")
 def perf_analyzer() -> Path:
     if not os.access(PERF_ANALYZER, os.X_OK):
-        reason = f"perf_analyzer is missing at {PERF_ANALYZER}: run scripts/install_perf_analyzer.sh"
+        reason = (
+            f"perf_analyzer is missing at {PERF_ANALYZER}: run scripts/install_perf_analyzer.sh"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
