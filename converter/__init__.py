@@ -20,14 +20,15 @@ from driftgate.converter.convert import (
     holdout_split,
     load_estimator,
 )
-from driftgate.converter.data import Table, load_table, table_from_object
-from driftgate.converter.export import UnsupportedEstimator, supported_names
+from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
+from driftgate.converter.export import Layout, UnsupportedEstimator, make_layout, supported_names
 from driftgate.converter.parity import ParityError, ParityReport, Tolerance
 from driftgate.core.profile import ReferenceProfile, bin_index
 
 __all__ = [
     "ConversionResult",
     "ConverterSettings",
+    "Layout",
     "ParityError",
     "ParityReport",
     "ReferenceProfile",
@@ -39,6 +40,8 @@ __all__ = [
     "holdout_split",
     "load_estimator",
     "load_table",
+    "make_layout",
+    "save_table_npz",
     "supported_names",
     "table_from_object",
 ]

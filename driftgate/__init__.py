@@ -1,4 +1,4 @@
-"""driftgate gateway: the serving process (KServe v2 / Triton gRPC inference, hot swap)."""
+"""driftgate: serve scikit-learn models as ONNX over gRPC and watch them in production."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from driftgate.converter.data import load_table
+from driftgate.converter import load_table, save_table_npz
 from driftgate.core.errors import FailedPrecondition, ModelNotFound
 from driftgate.core.profile import CategoricalBins
 from driftgate.monitor import canary as analysis
@@ -400,8 +400,6 @@ class Autopilot:
                 figures={"production_rows": production.rows},
             )
         train, holdout = assemble(sample.select(production.names), production, p.holdout_fraction)
-        from driftgate.converter.data import save_table_npz
-
         save_table_npz(train, workdir / "train.npz")
         save_table_npz(holdout, workdir / "holdout.npz")
         job = RetrainJob(

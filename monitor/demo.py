@@ -162,15 +162,15 @@ class Demo:
         return row, label
 
     def _convert(self, estimator: Any, x: np.ndarray, y: np.ndarray) -> int:
-        from driftgate.converter import ConverterSettings, convert
+        from driftgate import converter
 
-        result = convert(
+        result = converter.convert(
             estimator.fit(x, y),
             x,
             MODEL,
             self.repository,
             labels=y,
-            settings=ConverterSettings(sample_rows=2000),
+            settings=converter.ConverterSettings(sample_rows=2000),
         )
         return result.version
 

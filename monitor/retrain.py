@@ -10,12 +10,12 @@ regressors), and the candidate is rejected when it is worse than the stable by m
 Trainer: a clone (``sklearn.base.clone``) of the stable version's ``estimator.joblib``,
 fitted on the training split of ``converter.holdout_split`` so that the holdout metrics
 ``convert`` writes stay honest; or a user entry point ``module:function`` called with a
-``converter.data.Table`` (names, columns, target) that returns a fitted estimator.
+``converter.Table`` (names, columns, target) that returns a fitted estimator.
 
 The fitting, scoring and conversion run in a subprocess (``python -m
-monitor.retrain_worker JOB.json RESULT.json``, see ``run_worker``) with a timeout, so a slow
-or crashing trainer cannot take the monitor down; only an accepted candidate is converted
-(``converter.convert``, parity-checked) and written as the next version.
+driftgate.monitor.retrain_worker JOB.json RESULT.json``, see ``run_worker``) with a timeout, so
+a slow or crashing trainer cannot take the monitor down; only an accepted candidate is
+converted (``converter.convert``, parity-checked) and written as the next version.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from driftgate.converter.data import Table
+from driftgate import converter
+from driftgate.converter import Table
 from driftgate.monitor.store import StoredPrediction
 
 __all__ = [
@@ -119,9 +120,7 @@ def assemble(
     of the recent labelled ``production`` rows, the training table the sample plus the rest
     (a random rather than a newest-first split, so that a change that began recently is in
     both the training data and the holdout)."""
-    from driftgate.converter import holdout_split
-
-    train_rows, holdout_rows = holdout_split(production.rows, holdout_fraction, seed)
+    train_rows, holdout_rows = converter.holdout_split(production.rows, holdout_fraction, seed)
     return _concat(sample, production.take(train_rows)), production.take(holdout_rows)
 
 
@@ -147,43 +146,33 @@ def judge(task: str, candidate: float, stable: float, tolerance: float) -> tuple
 
 
 def _load(path: str) -> Table:
-    from driftgate.converter.data import load_table
-
-    return load_table(path)
+    return converter.load_table(path)
 
 
 def _fit(job: RetrainJob, stable_estimator: Any, table: Table) -> Any:
-    from driftgate.converter.export import make_layout
-
     if job.trainer:
         module_name, _, function_name = job.trainer.partition(":")
         function = getattr(importlib.import_module(module_name), function_name)
         return function(table)
     from sklearn.base import clone
 
-    from driftgate.converter import holdout_split
-
-    layout = make_layout(stable_estimator, table)
-    train_rows, _ = holdout_split(table.rows, 0.2, job.seed)
+    layout = converter.make_layout(stable_estimator, table)
+    train_rows, _ = converter.holdout_split(table.rows, 0.2, job.seed)
     part = table.take(train_rows)
     return clone(stable_estimator).fit(layout.sklearn_input(part), part.target)
 
 
 def _predict(estimator: Any, table: Table) -> Any:
-    from driftgate.converter.export import make_layout
-
-    return estimator.predict(make_layout(estimator, table).sklearn_input(table))
+    return estimator.predict(converter.make_layout(estimator, table).sklearn_input(table))
 
 
 def execute(job: RetrainJob) -> RetrainResult:
     """Fit, compare on the holdout, and convert when accepted (runs in the worker)."""
-    from driftgate.converter import convert
-    from driftgate.converter.convert import load_estimator
     from driftgate.core.repository import Repository
 
     repository = Repository(Path(job.repository))
     stable_dir = repository.version_dir(job.model, job.stable)
-    stable_estimator = load_estimator(stable_dir / "estimator.joblib")
+    stable_estimator = converter.load_estimator(stable_dir / "estimator.joblib")
     train, holdout = _load(job.train), _load(job.holdout)
     candidate = _fit(job, stable_estimator, train)
     candidate_score = score(job.task, holdout.target, _predict(candidate, holdout))
@@ -200,7 +189,7 @@ def execute(job: RetrainJob) -> RetrainResult:
     }
     if not ok:
         return RetrainResult("rejected", reason, 0, figures)
-    result = convert(candidate, train, job.model, repository)
+    result = converter.convert(candidate, train, job.model, repository)
     figures["parity"] = result.parity.format()
     return RetrainResult("succeeded", reason, result.version, figures)
 
