@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -82,7 +83,39 @@ def register(subparsers: Any) -> None:
         "--max-batch-size",
         type=int,
         default=env("MAX_BATCH_SIZE", batching.max_batch_size),
-        help="most rows per onnxruntime call and per request (DRIFTGATE_MAX_BATCH_SIZE)",
+        help="most rows per onnxruntime call; larger requests run in chunks "
+        "(DRIFTGATE_MAX_BATCH_SIZE)",
+    )
+    add(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=env("MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs),
+        help="RPCs in progress at once, more get RESOURCE_EXHAUSTED "
+        "(DRIFTGATE_MAX_CONCURRENT_RPCS)",
+    )
+    add(
+        "--max-in-flight-requests",
+        type=int,
+        default=env("MAX_IN_FLIGHT_REQUESTS", defaults.max_in_flight_requests),
+        help="inference requests in progress at once (DRIFTGATE_MAX_IN_FLIGHT_REQUESTS)",
+    )
+    add(
+        "--max-in-flight-bytes",
+        type=int,
+        default=env("MAX_IN_FLIGHT_BYTES", defaults.max_in_flight_bytes),
+        help="bytes of inference requests in progress at once (DRIFTGATE_MAX_IN_FLIGHT_BYTES)",
+    )
+    add(
+        "--stream-concurrency",
+        type=int,
+        default=env("STREAM_CONCURRENCY", defaults.stream_concurrency),
+        help="requests of one stream answered concurrently (DRIFTGATE_STREAM_CONCURRENCY)",
+    )
+    add(
+        "--max-request-rows",
+        type=int,
+        default=env("MAX_REQUEST_ROWS", defaults.max_request_rows),
+        help="most rows one request may carry (DRIFTGATE_MAX_REQUEST_ROWS; default 65536)",
     )
     add(
         "--max-queue-delay-us",
@@ -189,6 +222,11 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         max_message_bytes=args.max_message_bytes,
+        max_request_rows=args.max_request_rows,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_in_flight_requests=args.max_in_flight_requests,
+        max_in_flight_bytes=args.max_in_flight_bytes,
+        stream_concurrency=args.stream_concurrency,
         batching=BatchingConfig(
             enabled=args.batching == "on",
             max_batch_size=args.max_batch_size,
@@ -238,10 +276,10 @@ def _run_workers(settings: GatewaySettings, workers: int) -> int:
     every worker has written its own, so a supervisor sees one ready signal for the group.
     """
     port = settings.grpc_port or _free_port(settings.host)
-    metrics_dir = tempfile.mkdtemp(prefix="driftgate-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by workers at import
-    base = replace(settings, grpc_port=port, metrics_port=-1)
-    ready_files = [Path(metrics_dir) / f"worker-{i}.ready.json" for i in range(workers)]
+    workdir = tempfile.mkdtemp(prefix="driftgate-workers-")
+    # Each worker serves its own metrics on a loopback port; this parent merges them.
+    base = replace(settings, grpc_port=port, metrics_port=0, metrics_host="127.0.0.1")
+    ready_files = [Path(workdir) / f"worker-{i}.ready.json" for i in range(workers)]
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().level
     processes = [
@@ -260,8 +298,9 @@ def _run_workers(settings: GatewaySettings, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    metrics_port = _serve_merged_metrics(settings, metrics_dir)
+    metrics_port = 0
     if _workers_ready(processes, ready_files):
+        metrics_port = _serve_merged_metrics(settings, ready_files)
         log.info("%d workers serving on port %d", workers, port)
         write_ready_file(
             settings.ready_file, grpc_port=port, metrics_port=metrics_port, pid=os.getpid()
@@ -271,7 +310,7 @@ def _run_workers(settings: GatewaySettings, workers: int) -> int:
         forward(signal.SIGTERM, None)
     for process in processes:
         process.join()
-    shutil.rmtree(metrics_dir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0 if all(p.exitcode == 0 for p in processes) else 1
 
 
@@ -283,14 +322,20 @@ def _workers_ready(processes: list[Any], ready_files: list[Path]) -> bool:
     return True
 
 
-def _serve_merged_metrics(settings: GatewaySettings, metrics_dir: str) -> int:
+def _serve_merged_metrics(settings: GatewaySettings, ready_files: list[Path]) -> int:
     """Serve the workers' merged metrics; returns the bound port (0 when disabled)."""
     if settings.metrics_port < 0:
         return 0
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import CollectorRegistry, start_http_server
 
+    from driftgate.gateway.metrics import WorkerMetrics
+
+    urls = []
+    for path in ready_files:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        urls.append(f"http://127.0.0.1:{info['metrics_port']}/metrics")
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    registry.register(WorkerMetrics(lambda: urls))
     server, _thread = start_http_server(
         settings.metrics_port, addr=settings.host, registry=registry
     )

@@ -184,14 +184,14 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
             loaded = state.loaded.get(number)
             if loaded is None:
                 continue
-            stats = loaded.stats
-            p50, p99 = latency_quantiles(self._metrics, state.name, number)
+            record = loaded.record
+            p50, p99 = latency_quantiles(record)
             status = pb.VersionStatus(
                 version=number,
                 role=_ROLES.get(role, pb.ROLE_UNSPECIFIED),
                 ready=True,
-                requests=stats.success_count + stats.fail_count,
-                errors=stats.fail_count,
+                requests=record.requests,
+                errors=record.fail.count,
                 latency_p50_ms=p50 * 1000,
                 latency_p99_ms=p99 * 1000,
                 loaded_at=_timestamp(loaded.loaded_at),

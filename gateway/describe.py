@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import model_config_pb2 as mc
+from driftgate.gateway.dataplane.record import Timing
 from driftgate.gateway.dataplane.session import TensorSpec
-from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.dataplane.version import VersionRuntime
 from driftgate.gateway.manager import ModelManager, ModelState
 
 __all__ = ["model_config", "model_metadata", "model_statistics", "repository_index"]
@@ -21,8 +22,8 @@ def _tensor_metadata(spec: TensorSpec, batched: bool) -> pb.ModelMetadataRespons
     )
 
 
-def model_metadata(state: ModelState, version: ServingVersion) -> pb.ModelMetadataResponse:
-    batched = version.onnx.batched
+def model_metadata(state: ModelState, version: VersionRuntime) -> pb.ModelMetadataResponse:
+    batched = version.batched
     return pb.ModelMetadataResponse(
         name=state.name,
         versions=[str(v) for v in sorted(state.loaded)],
@@ -63,7 +64,7 @@ def _type(spec: TensorSpec) -> str:
     return "STRING" if spec.datatype == "BYTES" else spec.datatype
 
 
-def model_config(version: ServingVersion) -> mc.ModelConfig:
+def model_config(version: VersionRuntime) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=version.model,
         platform=PLATFORM,
@@ -80,7 +81,7 @@ def model_config(version: ServingVersion) -> mc.ModelConfig:
         default_model_filename="model.onnx",
     )
     batching = version.batching
-    if batching.enabled and version.onnx.batched:
+    if batching.enabled and version.batched:
         config.dynamic_batching.CopyFrom(
             mc.ModelDynamicBatching(
                 preferred_batch_size=list(batching.preferred_batch_sizes),
@@ -94,27 +95,35 @@ def model_config(version: ServingVersion) -> mc.ModelConfig:
     return config
 
 
-def _duration(count: int, ns: int) -> pb.StatisticDuration:
-    return pb.StatisticDuration(count=count, ns=ns)
+def _duration(timing: Timing) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=timing.count, ns=timing.ns)
 
 
-def model_statistics(version: ServingVersion) -> pb.ModelStatistics:
-    s = version.stats
+def model_statistics(version: VersionRuntime) -> pb.ModelStatistics:
+    """Triton's ModelStatistics of one loaded version, read from its record."""
+    r = version.record
     return pb.ModelStatistics(
         name=version.model,
         version=str(version.version),
-        last_inference=s.last_inference_ms,
-        inference_count=s.inference_count,
-        execution_count=s.execution_count,
+        last_inference=r.last_inference_ms,
+        inference_count=r.inference_count,
+        execution_count=r.execution_count,
         inference_stats=pb.InferStatistics(
-            success=_duration(s.success_count, s.success_ns),
-            fail=_duration(s.fail_count, s.fail_ns),
-            queue=_duration(s.execution_count, s.queue_ns),
-            compute_infer=_duration(s.execution_count, s.compute_ns),
+            success=_duration(r.success),
+            fail=_duration(r.fail),
+            queue=_duration(r.queue),
+            compute_input=_duration(r.compute_input),
+            compute_infer=_duration(r.compute_infer),
+            compute_output=_duration(r.compute_output),
         ),
         batch_stats=[
-            pb.InferBatchStatistics(batch_size=rows, compute_infer=_duration(count, ns))
-            for rows, (count, ns) in sorted(s.batches.items())
+            pb.InferBatchStatistics(
+                batch_size=rows,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for rows, b in sorted(r.batches.items())
         ],
     )
 

@@ -32,10 +32,22 @@ from driftgate.core.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    Unavailable,
 )
 from driftgate.core.repository import Repository, validate_model_name
-from driftgate.gateway.dataplane.version import ServingVersion, load_version
-from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.dataplane.version import VersionRuntime, load_version
+from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot, ServingView
+from driftgate.gateway.reconciler import (
+    ModelScan,
+    Reconciler,
+    RepositoryScan,
+    ScanMetrics,
+    Serving,
+    scan,
+    scan_model,
+    signature,
+    stale_after,
+)
 from driftgate.gateway.reporter import StatisticsHub
 from driftgate.gateway.router import SCALE, Route, threshold
 from driftgate.gateway.settings import GatewaySettings
@@ -58,11 +70,13 @@ class ModelState:
     """What is loaded for one model and which loaded version plays which role."""
 
     name: str
-    loaded: dict[int, ServingVersion] = field(default_factory=dict)
+    loaded: dict[int, VersionRuntime] = field(default_factory=dict)
+    #: retired versions still finishing their in-flight work, reclaimable until closed
+    draining: dict[int, VersionRuntime] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)
     traffic: dict[tuple[str, str], float] = field(default_factory=dict)  # published weights
-    stable: ServingVersion | None = None
-    route: Route[ServingVersion] | None = None
+    stable: VersionRuntime | None = None
+    route: Route[VersionRuntime] | None = None
     deployment: Deployment | None = None
     failures: dict[int, LoadFailure] = field(default_factory=dict)
     unloaded: bool = False  # by RepositoryModelUnload; the watcher leaves it alone
@@ -90,11 +104,12 @@ class ModelManager:
         self._models: dict[str, ModelState] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
+        self._reconciler = Reconciler(ScanMetrics(metrics.registry), settings.standby_versions)
         self.listeners: list[Callable[[str, bool], None]] = []  # (model, ready)
 
     # -- the request path -------------------------------------------------------------
 
-    def resolve(self, name: str, version: str = "") -> ServingVersion:
+    def resolve(self, name: str, version: str = "") -> VersionRuntime:
         """The version that answers a request for ``name`` (and ``version``, if given)."""
         state = self._models.get(name)
         if state is None or state.unloaded:
@@ -118,7 +133,7 @@ class ModelManager:
             )
         return found
 
-    def route(self, name: str) -> Route[ServingVersion]:
+    def route(self, name: str) -> Route[VersionRuntime]:
         """Where unpinned requests for ``name`` go (stable, canary and share, shadow)."""
         state = self._models.get(name)
         if state is None or state.route is None or state.unloaded:
@@ -144,54 +159,98 @@ class ModelManager:
     # -- reconciling with the repository ----------------------------------------------
 
     async def refresh(self) -> None:
-        """Reconcile every model in the repository (and forget those that vanished)."""
-        names = set(self.repository.models()) | set(self._models)
-        for name in sorted(names):
-            try:
-                await self.refresh_model(name)
-            except Exception:
-                log.exception("refreshing model %s failed", name)
+        """Reconcile every model with one scan of the repository.
 
-    async def refresh_model(self, name: str, force: bool = False) -> ModelState:
+        The scan runs on the scan thread; each model's plan is applied here, on the event loop.
+        A scan that cannot list the repository changes nothing (logged, counted, retried).
+        """
+        result = await self._scan_repository()
+        if not self._reconciler.observe(result, watcher=True):
+            return
+        with self._reconciler.applying():
+            for name, scanned in result.models.items():
+                try:
+                    await self.refresh_model(name, scanned=scanned)
+                except Exception:
+                    log.exception("refreshing model %s failed", name)
+
+    async def refresh_model(
+        self, name: str, force: bool = False, scanned: ModelScan | None = None
+    ) -> ModelState:
+        """Reconcile one model; ``scanned`` is the watcher's scan of it, else it is scanned now."""
         state = self._models.setdefault(name, ModelState(name))
         async with state.lock:
             if state.unloaded and not force:
                 return state
             state.unloaded = False
-            plan, deployment = self._plan(name)
+            planned = await self._plan(state, scanned)
+            if planned is None:
+                return state  # the scan failed or must be confirmed: nothing changes
+            plan, deployment = planned
             for version in plan:
                 if version not in state.loaded:
                     await self._load(state, version, force)
             self._route(state, plan, deployment)
         return state
 
-    def _plan(self, name: str) -> tuple[dict[int, str], Deployment]:
-        """version -> role wanted by the repository, and the deployment state it read."""
-        versions = self.on_disk(name)
-        if not versions:
-            return {}, Deployment(name)
-        deployment = Deployment.from_json(name, self.repository.deployment(name))
-        plan: dict[int, str] = {}
-        stable = deployment.stable
-        plan[stable if stable in versions else max(versions)] = "stable"
-        if stable and stable not in versions:
-            log.warning("%s: deployment.json names stable version %s, not on disk", name, stable)
-        canary = deployment.canary.version if deployment.canary else 0
-        if canary in versions and canary not in plan:
-            plan[canary] = "canary"
-        if deployment.shadow in versions and deployment.shadow not in plan:
-            plan[deployment.shadow] = "shadow"
-        standbys = [v for v in deployment.previous if v in versions and v not in plan]
-        for version in standbys[: self._settings.standby_versions]:
-            plan[version] = "standby"
-        return plan, deployment
+    async def _plan(
+        self, state: ModelState, scanned: ModelScan | None
+    ) -> tuple[dict[int, str], Deployment | None] | None:
+        """version -> role wanted, and the deployment state read; None to change nothing.
+
+        The rules are ``reconciler.plan``'s. Only the watcher's scans count toward retiring a
+        model seen empty; a scan made here, after a command, never does.
+        """
+        confirms = scanned is not None
+        if scanned is None:
+            scanned = await self._scan_model(state.name)
+            self._reconciler.observe(
+                RepositoryScan(scanned.started, {state.name: scanned}), watcher=False
+            )
+        serving = Serving(
+            state.stable.version if state.stable is not None else 0,
+            frozenset(state.loaded),
+            state.deployment,
+        )
+        planned = self._reconciler.plan(scanned, serving, confirms=confirms)
+        if planned is None:
+            return None
+        return dict(planned.roles), planned.deployment
+
+    async def _scan_repository(self) -> RepositoryScan:
+        started = time.monotonic()
+        limit = stale_after(self._settings.poll_interval)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(
+            self._reconciler.executor, scan, self.repository, sorted(self._models)
+        )
+        try:
+            return await asyncio.wait_for(job, limit)
+        except TimeoutError:
+            return RepositoryScan(started, error=f"the scan took longer than {limit:g} s")
+
+    async def _scan_model(self, name: str) -> ModelScan:
+        started = time.monotonic()
+        limit = stale_after(self._settings.poll_interval)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._reconciler.executor, scan_model, self.repository, name)
+        try:
+            return await asyncio.wait_for(job, limit)
+        except TimeoutError:
+            return ModelScan(name, started, error=f"the scan took longer than {limit:g} s")
 
     async def _load(self, state: ModelState, version: int, force: bool) -> None:
+        draining = state.draining.get(version)
+        if draining is not None and draining.reclaim():
+            # Still in memory and still owned by its generation: serve it again.
+            del state.draining[version]
+            state.loaded[version] = draining
+            log.info("%s version %d reclaimed while draining", state.name, version)
+            return
         signature = self._signature(state.name, version)
         failure = state.failures.get(version)
         if failure is not None and failure.signature == signature and not force:
             return
-        metrics = self._metrics.for_version(state.name, version)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
@@ -203,7 +262,6 @@ class ModelManager:
                 version,
                 self._settings,
                 self._infer_executor,
-                metrics,
             )
         except Exception as exc:
             reason = exc.message if isinstance(exc, DriftgateError) else repr(exc)
@@ -215,9 +273,10 @@ class ModelManager:
         self._metrics.load_seconds.labels(state.name, str(version)).observe(
             time.perf_counter() - started
         )
+        loaded.start_serving()
         state.loaded[version] = loaded
         if self._hub is not None and loaded.collector is not None:
-            self._hub.add(state.name, version, loaded.collector)
+            self._hub.add(loaded.model, loaded.version, loaded.generation, loaded.collector)
 
     def on_disk(self, name: str) -> list[int]:
         """Complete versions of ``name`` in the repository (none if the model is not there)."""
@@ -225,17 +284,20 @@ class ModelManager:
             return self.repository.versions(name)
         except ModelNotFound:
             return []
+        except OSError as exc:
+            raise Unavailable(
+                f"the repository cannot be read for model '{name}': {exc}; retry"
+            ) from exc
 
     def _signature(self, name: str, version: int) -> Signature:
-        folder = self.repository.root / name / str(version)
-        stats = []
-        for filename in ("model.onnx", "model.json"):
-            try:
-                st = (folder / filename).stat()
-                stats.append((st.st_mtime_ns, st.st_size))
-            except OSError:
-                stats.append((0, 0))
-        return tuple(stats)
+        """A version's file signature as the last scan saw it, or read now if none did."""
+        known = self._reconciler.signature(name, version)
+        if known is not None:
+            return known
+        try:
+            return signature(self.repository.root / name / str(version))
+        except OSError:
+            return ((0, 0), (0, 0))
 
     def _route(
         self, state: ModelState, plan: dict[int, str], deployment: Deployment | None = None
@@ -250,7 +312,7 @@ class ModelManager:
         if state.stable is not None:
             roles[state.stable.version] = "stable"
         for version in [v for v in state.loaded if v not in roles]:
-            self._retire(state.loaded.pop(version))
+            self._retire(state, state.loaded.pop(version))
         state.route = self._build_route(state, roles, deployment)
         state.deployment = deployment
         self._publish_roles(state, roles)
@@ -262,7 +324,7 @@ class ModelManager:
     @staticmethod
     def _build_route(
         state: ModelState, roles: dict[int, str], deployment: Deployment | None
-    ) -> Route[ServingVersion] | None:
+    ) -> Route[VersionRuntime] | None:
         if state.stable is None:
             return None
         by_role = {role: state.loaded[v] for v, role in roles.items() if role != "standby"}
@@ -272,8 +334,9 @@ class ModelManager:
             state.stable, canary, threshold(weight) if canary else 0, by_role.get("shadow")
         )
 
-    def _publish_traffic(self, state: ModelState) -> None:
-        """driftgate_traffic_weight and driftgate_deployment_revision for this model."""
+    @staticmethod
+    def _publish_traffic(state: ModelState) -> None:
+        """The traffic weights that status and the metrics collector report for this model."""
         weights: dict[tuple[str, str], float] = {}
         route = state.route
         if route is not None:
@@ -283,47 +346,63 @@ class ModelManager:
                 weights[(str(route.canary.version), "canary")] = share
             if route.shadow is not None:
                 weights[(str(route.shadow.version), "shadow")] = 0.0
-        for key in set(state.traffic) - set(weights):
-            _remove(self._metrics.traffic_weight, (state.name, *key))
-        for (version, role), weight in weights.items():
-            self._metrics.traffic_weight.labels(state.name, version, role).set(weight)
         state.traffic = weights
-        revision = state.deployment.revision if state.deployment else 0
-        self._metrics.revision.labels(state.name).set(revision)
 
-    def _publish_roles(self, state: ModelState, roles: dict[int, str]) -> None:
-        for version, role in state.roles.items():
-            if roles.get(version) != role:
-                self._metrics.loaded.remove(state.name, str(version), role)
-        for version, role in roles.items():
-            self._metrics.loaded.labels(state.name, str(version), role).set(1)
+    @staticmethod
+    def _publish_roles(state: ModelState, roles: dict[int, str]) -> None:
         state.roles = roles
 
-    def _retire(self, version: ServingVersion) -> None:
-        task = asyncio.create_task(self._drain(version))
+    def snapshot(self) -> ServingSnapshot:
+        """Every loaded version with its role and weight, for the metrics collector.
+
+        Called from the metrics thread: it copies the containers it reads, each in one step.
+        """
+        snap = ServingSnapshot()
+        for state in list(self._models.values()):
+            if state.deployment is not None:
+                snap.revisions[state.name] = state.deployment.revision
+            roles = dict(state.roles)
+            traffic = dict(state.traffic)
+            for number, runtime in list(state.loaded.items()):
+                role = roles.get(number)
+                if role is None or state.unloaded:
+                    continue
+                snap.versions.append(
+                    ServingView(
+                        state.name,
+                        number,
+                        role,
+                        traffic.get((str(number), role), 0.0),
+                        runtime.record,
+                        runtime.batcher.queue_depth,
+                        runtime.in_flight,
+                    )
+                )
+        return snap
+
+    def _retire(self, state: ModelState, runtime: VersionRuntime) -> None:
+        """Take a version out of service; it drains, then releases what its generation owns."""
+        runtime.begin_drain()
+        state.draining[runtime.version] = runtime
+        task = asyncio.create_task(self._drain(state, runtime))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
-    async def _drain(self, version: ServingVersion) -> None:
-        deadline = time.monotonic() + self._settings.drain_seconds
-        while version.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await version.batcher.close()
-        # Free the onnxruntime session on the loader thread, not on the event loop.
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._load_executor, version.onnx.release)
+    async def _drain(self, state: ModelState, runtime: VersionRuntime) -> None:
+        closed = await runtime.drain(self._settings.drain_seconds, self._load_executor)
+        if state.draining.get(runtime.version) is runtime:
+            del state.draining[runtime.version]
+        if not closed:
+            return  # reclaimed: it serves again, nothing to release
         if self._hub is not None:
-            self._hub.retire(version.model, version.version)  # one last report, then gone
-        labels = (version.model, str(version.version))
-        for family in (
-            self._metrics.request_seconds,
-            self._metrics.queue_seconds,
-            self._metrics.compute_seconds,
-            self._metrics.batch_size,
-            self._metrics.queue_depth,
-        ):
-            _remove(family, labels)
-        log.info("%s version %d retired", version.model, version.version)
+            # One last report with this generation's counts, then gone.
+            self._hub.retire(runtime.model, runtime.version, runtime.generation)
+        log.info(
+            "%s version %d (generation %d) retired",
+            runtime.model,
+            runtime.version,
+            runtime.generation,
+        )
 
     # -- explicit control (RepositoryModelLoad / Unload) --------------------------------
 
@@ -374,12 +453,33 @@ class ModelManager:
     # -- the watcher ------------------------------------------------------------------
 
     def start_watching(self) -> None:
-        self._watch_task = asyncio.create_task(self._watch())
+        self._watch_task = asyncio.create_task(self._watch(), name="driftgate-watcher")
+        self._watch_task.add_done_callback(_watch_ended)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.poll_interval)
-            await self.refresh()
+        """Scan and apply every poll interval. No error ends the loop: each is logged and
+        counted, and the next round retries; only cancelling (``close``) stops it."""
+        try:
+            while True:
+                await asyncio.sleep(self._settings.poll_interval)
+                try:
+                    await self.refresh()
+                except Exception:
+                    self._reconciler.metrics.failures.inc()
+                    log.exception("repository watcher: this round failed; retrying")
+        except asyncio.CancelledError:
+            self._reconciler.close()
+            raise
+
+    def watcher_healthy(self, now: float | None = None) -> bool:
+        """Whether hot swaps still happen: the watcher runs, and its last good scan is at most
+        max(10 s, 10 poll intervals) before ``now`` (``time.monotonic()``). Part of readiness.
+        """
+        task = self._watch_task
+        if task is None or task.done():
+            return False
+        now = time.monotonic() if now is None else now
+        return self._reconciler.fresh(now, stale_after(self._settings.poll_interval))
 
     async def close(self) -> None:
         """Stop watching and wait for retired versions to drain."""
@@ -390,12 +490,12 @@ class ModelManager:
             await asyncio.gather(*self._draining, return_exceptions=True)
 
 
+def _watch_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the repository watcher stopped", exc_info=task.exception())
+
+
 def lower_priority() -> None:
     """Run the calling thread at a lower CPU priority (Linux: nice applies per thread)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-def _remove(family: object, labels: tuple[str, ...]) -> None:
-    with contextlib.suppress(KeyError):
-        family.remove(*labels)  # type: ignore[attr-defined]

@@ -1,88 +1,167 @@
 """The gateway's Prometheus metrics, registered on a registry the caller owns.
 
-Every series is labelled ``{model, version}``; the README lists each metric and its use.
-Request-path code holds the labelled children (``VersionMetrics``) so that a request pays for
-no label lookup.
+Per-version serving figures are not kept in metric objects: ``ServingCollector`` reads the
+live ``VersionRecord`` of every loaded version at scrape time (the documented way to export
+state that comes and goes), so a retired version's series disappear with it and the figures
+are the same ones ModelStatistics and ``driftgate status`` report. Events that outlive a
+version (loads, load failures, promotions, rollbacks, shadow outcomes) are ordinary counters.
+
+With ``--workers N`` each worker serves its own registry on a private loopback port and the
+parent's ``/metrics`` merges them (``WorkerMetrics``): counters and histograms are summed,
+gauges are summed where they count things (queue depth, in flight) and take the largest
+value where they describe state (roles, weights, revisions).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-__all__ = ["GatewayMetrics", "VersionMetrics", "reason_label"]
-
-# Latency buckets from 100 µs to 10 s: the fast path sits well under a millisecond.
-_LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0025,
-    0.005,
-    0.0075,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    10.0,
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
+from driftgate.gateway.dataplane.record import Histogram as Buckets
+
+__all__ = [
+    "GatewayMetrics",
+    "ServingCollector",
+    "ServingView",
+    "WorkerMetrics",
+    "latency_quantiles",
+    "reason_label",
+]
+
+log = logging.getLogger(__name__)
+
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LABELS = ("model", "version")
+#: gauges that count things: merged across workers by addition, the rest by maximum
+SUMMED_GAUGES = frozenset({"driftgate_queue_depth", "driftgate_inference_in_flight"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServingView:
+    """One loaded version as the collector sees it at scrape time."""
+
+    model: str
+    version: int
+    role: str
+    weight: float
+    record: VersionRecord
+    queue_depth: int
+    in_flight: int
+
+
+@dataclass
+class ServingSnapshot:
+    """What the manager serves right now: versions, and each model's deployment revision."""
+
+    versions: list[ServingView] = field(default_factory=list)
+    revisions: dict[str, int] = field(default_factory=dict)
+
+
+class ServingCollector(Collector):
+    """Exports the live record of every loaded version, read when Prometheus scrapes."""
+
+    def __init__(self, snapshot: Callable[[], ServingSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        requests = CounterMetricFamily(
+            "driftgate_inference_requests",
+            "Inference requests answered, by gRPC status code",
+            labels=(*_LABELS, "status"),
+        )
+        request_seconds = _histogram(
+            "driftgate_inference_request_duration_seconds",
+            "Time from receiving a request to its encoded response",
+        )
+        queue_seconds = _histogram(
+            "driftgate_inference_queue_duration_seconds",
+            "Time a request waited for the model (admission queue and batching)",
+        )
+        compute_seconds = _histogram(
+            "driftgate_inference_compute_duration_seconds",
+            "Time of the onnxruntime calls that answered a request",
+        )
+        batch_size = _histogram(
+            "driftgate_batch_size", "Rows in each onnxruntime call (one sample per call)"
+        )
+        executions = CounterMetricFamily(
+            "driftgate_executions", "onnxruntime calls (merged requests count once)", labels=_LABELS
+        )
+        depth = GaugeMetricFamily(
+            "driftgate_queue_depth", "Requests waiting for the model", labels=_LABELS
+        )
+        in_flight = GaugeMetricFamily(
+            "driftgate_inference_in_flight", "Requests being answered", labels=_LABELS
+        )
+        loaded = GaugeMetricFamily(
+            "driftgate_model_loaded",
+            "1 for each version loaded in memory, with its role (stable, canary, shadow, standby)",
+            labels=(*_LABELS, "role"),
+        )
+        weight = GaugeMetricFamily(
+            "driftgate_traffic_weight",
+            "Percentage of a model's traffic each version receives, by role",
+            labels=(*_LABELS, "role"),
+        )
+        for view in snap.versions:
+            labels = [view.model, str(view.version)]
+            record = view.record
+            requests.add_metric([*labels, "OK"], record.success.count)
+            for status, count in sorted(record.failures.items()):
+                requests.add_metric([*labels, status], count)
+            _add(request_seconds, labels, record.request_seconds)
+            _add(queue_seconds, labels, record.queue_seconds)
+            _add(compute_seconds, labels, record.compute_seconds)
+            _add(batch_size, labels, record.batch_rows)
+            executions.add_metric(labels, record.execution_count)
+            depth.add_metric(labels, view.queue_depth)
+            in_flight.add_metric(labels, view.in_flight)
+            loaded.add_metric([*labels, view.role], 1)
+            if view.role != "standby":
+                weight.add_metric([*labels, view.role], view.weight)
+        revision = GaugeMetricFamily(
+            "driftgate_deployment_revision",
+            "Revision of the deployment state this gateway serves",
+            labels=("model",),
+        )
+        for model, number in sorted(snap.revisions.items()):
+            revision.add_metric([model], number)
+        yield from (requests, request_seconds, queue_seconds, compute_seconds, batch_size)
+        yield from (executions, depth, in_flight, loaded, weight, revision)
+
+
+def _histogram(name: str, documentation: str) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, documentation, labels=_LABELS)
+
+
+def _add(family: HistogramMetricFamily, labels: Sequence[str], buckets: Buckets) -> None:
+    cumulative = [(_le(bound), float(count)) for bound, count in buckets.cumulative()]
+    family.add_metric(list(labels), cumulative, buckets.total)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 class GatewayMetrics:
-    """All gateway metric families; ``for_version`` hands out the labelled children."""
+    """Metric families of events; ``watch`` adds the live serving figures."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "driftgate_inference_requests",
-            "Inference requests answered, by gRPC status code",
-            (*_LABELS, "status"),
-            registry=registry,
-        )
-        self.request_seconds = Histogram(
-            "driftgate_inference_request_duration_seconds",
-            "Time from decoding a request to encoding its response",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.queue_seconds = Histogram(
-            "driftgate_inference_queue_duration_seconds",
-            "Time a request waited in the batching queue",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.compute_seconds = Histogram(
-            "driftgate_inference_compute_duration_seconds",
-            "Time of the onnxruntime call that answered a request",
-            _LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "driftgate_batch_size",
-            "Rows in each onnxruntime call",
-            _LABELS,
-            buckets=_BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "driftgate_queue_depth",
-            "Requests waiting in the batching queue",
-            _LABELS,
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
+        self.registry = registry
         self.load_seconds = Histogram(
             "driftgate_model_load_duration_seconds",
             "Time to load and warm up a version",
@@ -95,28 +174,6 @@ class GatewayMetrics:
             "Versions that failed to load (corrupt ONNX, checksum mismatch, failed warm-up)",
             _LABELS,
             registry=registry,
-        )
-        self.loaded = Gauge(
-            "driftgate_model_loaded",
-            "1 for each version loaded in memory, with its role (stable, canary, shadow, standby)",
-            (*_LABELS, "role"),
-            registry=registry,
-            multiprocess_mode="max",
-        )
-
-        self.traffic_weight = Gauge(
-            "driftgate_traffic_weight",
-            "Percentage of a model's traffic each version receives, by role",
-            (*_LABELS, "role"),
-            registry=registry,
-            multiprocess_mode="max",
-        )
-        self.revision = Gauge(
-            "driftgate_deployment_revision",
-            "Revision of the deployment state this gateway serves",
-            ("model",),
-            registry=registry,
-            multiprocess_mode="max",
         )
         self.rollbacks = Counter(
             "driftgate_rollbacks",
@@ -141,45 +198,23 @@ class GatewayMetrics:
             "Share of shadow answers whose first output agrees with the primary's",
             _LABELS,
             registry=registry,
-            multiprocess_mode="max",
         )
         self.shadow_seconds = Histogram(
             "driftgate_shadow_duration_seconds",
             "Time a shadow version took to answer a request copy",
             _LABELS,
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bookkeeping_errors = Counter(
+            "driftgate_bookkeeping_errors",
+            "Failures of statistics bookkeeping, logged and never raised into a request",
             registry=registry,
         )
 
-    def for_version(self, model: str, version: int) -> VersionMetrics:
-        labels = (model, str(version))
-        return VersionMetrics(
-            ok=self.requests.labels(*labels, "OK"),
-            request_seconds=self.request_seconds.labels(*labels),
-            queue_seconds=self.queue_seconds.labels(*labels),
-            compute_seconds=self.compute_seconds.labels(*labels),
-            batch_size=self.batch_size.labels(*labels),
-            queue_depth=self.queue_depth.labels(*labels),
-            family=self,
-            labels=labels,
-        )
-
-
-@dataclass(slots=True)
-class VersionMetrics:
-    """Pre-labelled metric children for one loaded version."""
-
-    ok: Counter
-    request_seconds: Histogram
-    queue_seconds: Histogram
-    compute_seconds: Histogram
-    batch_size: Histogram
-    queue_depth: Gauge
-    family: GatewayMetrics
-    labels: tuple[str, str]
-
-    def failed(self, status: str) -> None:
-        self.family.requests.labels(*self.labels, status).inc()
+    def watch(self, snapshot: Callable[[], ServingSnapshot]) -> None:
+        """Export the serving figures that ``snapshot`` returns at every scrape."""
+        self.registry.register(ServingCollector(snapshot))
 
 
 def reason_label(reason: str) -> str:
@@ -188,22 +223,13 @@ def reason_label(reason: str) -> str:
     return line or "unspecified"
 
 
-def latency_quantiles(metrics: GatewayMetrics, model: str, version: int) -> tuple[float, float]:
+def latency_quantiles(record: VersionRecord) -> tuple[float, float]:
     """p50 and p99 of a version's request latency in seconds, from its histogram buckets.
 
     Interpolated linearly within a bucket, as Prometheus' ``histogram_quantile`` does; 0.0
     when the version has answered nothing yet.
     """
-    wanted = {"model": model, "version": str(version)}
-    buckets: list[tuple[float, float]] = []
-    for family in metrics.request_seconds.collect():
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name.endswith("_bucket") and all(
-                labels.get(k) == v for k, v in wanted.items()
-            ):
-                buckets.append((float(labels["le"]), sample.value))
-    buckets.sort()
+    buckets = [(bound, float(count)) for bound, count in record.request_seconds.cumulative()]
     return _quantile(buckets, 0.5), _quantile(buckets, 0.99)
 
 
@@ -220,3 +246,36 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
             return lower_bound + (bound - lower_bound) * share
         lower_bound, lower_count = bound, count
     return lower_bound
+
+
+class WorkerMetrics(Collector):
+    """The merged ``/metrics`` of several worker processes, fetched at scrape time."""
+
+    def __init__(self, urls: Callable[[], Iterable[str]], timeout: float = 2.0) -> None:
+        self._urls = urls
+        self._timeout = timeout
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        for url in self._urls():
+            try:
+                with urllib.request.urlopen(url, timeout=self._timeout) as response:
+                    text = response.read().decode("utf-8")
+            except OSError as exc:
+                log.warning("worker metrics at %s unavailable: %s", url, exc)
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name not in merged:
+                    merged[family.name] = Metric(family.name, family.documentation, family.type)
+                keep_max = family.type == "gauge" and family.name not in SUMMED_GAUGES
+                for sample in family.samples:
+                    key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                    if key in values:
+                        old = values[key]
+                        values[key] = max(old, sample.value) if keep_max else old + sample.value
+                    else:
+                        values[key] = sample.value
+        for (family_name, sample_name, labels), value in values.items():
+            merged[family_name].add_sample(sample_name, dict(labels), value)
+        yield from merged.values()

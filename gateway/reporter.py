@@ -49,24 +49,35 @@ class _Source:
 
 
 class StatisticsHub:
-    """The collectors of every loaded version; retired ones stay until their last take."""
+    """The collectors of every loaded version; retired ones stay until their last take.
+
+    Sources are keyed by generation, so retiring one load of a version never touches a later
+    load of the same version; their counts merge under (model, version) in the report.
+    """
 
     def __init__(self) -> None:
-        self._sources: dict[Key, _Source] = {}
+        self._sources: dict[tuple[str, int, int], _Source] = {}
+        #: takes that failed (logged; the source is kept and tried again next time)
+        self.errors = 0
 
-    def add(self, model: str, version: int, collector: VersionCollector) -> None:
-        self._sources[(model, version)] = _Source(collector)
+    def add(self, model: str, version: int, generation: int, collector: VersionCollector) -> None:
+        self._sources[(model, version, generation)] = _Source(collector)
 
-    def retire(self, model: str, version: int) -> None:
-        source = self._sources.get((model, version))
+    def retire(self, model: str, version: int, generation: int) -> None:
+        source = self._sources.get((model, version, generation))
         if source is not None:
             source.retired = True
 
     def take(self) -> list[tuple[Key, VersionCollector, VersionCounts, list[PredictionRecord]]]:
         taken = []
         for key, source in list(self._sources.items()):
-            counts, records = source.collector.take()
-            taken.append((key, source.collector, counts, records))
+            try:
+                counts, records = source.collector.take()
+            except Exception:
+                self.errors += 1
+                log.exception("counting statistics of %s version %d failed", key[0], key[1])
+                continue
+            taken.append(((key[0], key[1]), source.collector, counts, records))
             if source.retired:
                 del self._sources[key]
         return taken

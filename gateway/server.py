@@ -36,7 +36,7 @@ from driftgate.gateway.feedback import FeedbackServicer
 from driftgate.gateway.manager import ModelManager, lower_priority
 from driftgate.gateway.metrics import GatewayMetrics
 from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
-from driftgate.gateway.servicer import InferenceServicer
+from driftgate.gateway.servicer import Admission, InferenceServicer
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.gateway.shadow import ShadowMirror
 
@@ -80,7 +80,11 @@ class GatewayServer:
         )
         self.health = HealthServicer()
         self.mirror = ShadowMirror(self.metrics, settings.shadow_in_flight)
-        self.inference = InferenceServicer(self.manager, self.mirror)
+        self.metrics.watch(self.manager.snapshot)
+        self.admission = Admission(settings.max_in_flight_requests, settings.max_in_flight_bytes)
+        self.inference = InferenceServicer(
+            self.manager, self.mirror, self.admission, settings.stream_concurrency
+        )
         self.control = ControlServicer(
             self.manager,
             DeploymentStore(repository),
@@ -101,7 +105,8 @@ class GatewayServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 1),
-            ]
+            ],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), self._server)
@@ -141,8 +146,9 @@ class GatewayServer:
     def _start_metrics(self) -> None:
         if self.settings.metrics_port < 0:
             return
+        host = self.settings.metrics_host or self.settings.host
         server, _thread = start_http_server(
-            self.settings.metrics_port, addr=self.settings.host, registry=self.registry
+            self.settings.metrics_port, addr=host, registry=self.registry
         )
         self._metrics_http = server
         self.metrics_port = server.server_port

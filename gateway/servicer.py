@@ -12,10 +12,11 @@ base class.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -23,10 +24,9 @@ import grpc
 from driftgate import __version__
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from driftgate.core.errors import DriftgateError, InvalidInput
+from driftgate.core.errors import DriftgateError, InvalidInput, ResourceExhausted
 from driftgate.gateway import describe
-from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs
-from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.dataplane.version import VersionRuntime
 from driftgate.gateway.manager import ModelManager
 from driftgate.gateway.shadow import ShadowMirror
 
@@ -52,18 +52,58 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):x}"
 
 
+class Admission:
+    """The server-wide bound on inference requests in progress and their bytes."""
+
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.requests = 0
+        self.bytes = 0
+        #: requests refused because a bound was reached
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def admit(self, size: int) -> Iterator[None]:
+        if self.requests >= self.max_requests or (
+            self.bytes and self.bytes + size > self.max_bytes
+        ):
+            self.refused += 1
+            raise ResourceExhausted(
+                f"the gateway is at its limit ({self.requests} requests, {self.bytes} bytes "
+                f"in progress; --max-in-flight-requests {self.max_requests}, "
+                f"--max-in-flight-bytes {self.max_bytes}); retry later"
+            )
+        self.requests += 1
+        self.bytes += size
+        try:
+            yield
+        finally:
+            self.requests -= 1
+            self.bytes -= size
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, manager: ModelManager, mirror: ShadowMirror | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        mirror: ShadowMirror | None = None,
+        admission: Admission | None = None,
+        stream_concurrency: int = 64,
+    ) -> None:
         self._manager = manager
         self._mirror = mirror
         self._ids = RequestIds()
+        self._admission = admission or Admission(1 << 30, 1 << 62)
+        self._stream_concurrency = stream_concurrency
         self.ready = False
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> Any:
-        return pb.ServerReadyResponse(ready=self.ready)
+        # A gateway whose repository watcher stopped would serve on but never swap again.
+        return pb.ServerReadyResponse(ready=self.ready and self._manager.watcher_healthy())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> Any:
         return pb.ModelReadyResponse(ready=self._manager.is_ready(request.name, request.version))
@@ -124,22 +164,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return await self._answer(request)
 
     async def _answer(self, request: pb.ModelInferRequest) -> Any:
-        request_id = request.id or self._ids.next()
-        pinned = request.model_version
-        if not pinned and request.parameters:
-            pinned = _pinned_version(request.parameters)
-        if pinned:
-            version = self._manager.resolve(request.model_name, pinned)
-            return await self.infer(version, request, request_id)
-        route = self._manager.route(request.model_name)
-        return await self.infer(route.pick(request_id), request, request_id, route.shadow)
+        with self._admission.admit(request.ByteSize()):
+            request_id = request.id or self._ids.next()
+            pinned = request.model_version
+            if not pinned and request.parameters:
+                pinned = _pinned_version(request.parameters)
+            if pinned:
+                version = self._manager.resolve(request.model_name, pinned)
+                return await self.infer(version, request, request_id)
+            route = self._manager.route(request.model_name)
+            return await self.infer(route.pick(request_id), request, request_id, route.shadow)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for request in request_iterator:
+        """Answer a stream's requests concurrently; each response carries its request's id.
+
+        As in Triton, responses may come back in another order than the requests. At most
+        ``stream_concurrency`` requests of one stream are in progress at once, so a client
+        that writes faster than it reads is slowed down rather than buffered without bound.
+        """
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self._stream_concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 response = await self._answer(request)
+                await responses.put(pb.ModelStreamInferResponse(infer_response=response))
             except DriftgateError as exc:
                 # The id tells a streaming client which of its requests failed.
                 failed = pb.ModelInferResponse(
@@ -147,48 +199,51 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     model_version=request.model_version,
                     id=request.id,
                 )
-                yield pb.ModelStreamInferResponse(error_message=exc.message, infer_response=failed)
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+                await responses.put(
+                    pb.ModelStreamInferResponse(error_message=exc.message, infer_response=failed)
+                )
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                await responses.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await responses.get()) is not None:
+                yield item
+            await reader  # a broken request stream raises here
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
 
     async def infer(
         self,
-        version: ServingVersion,
+        version: VersionRuntime,
         request: pb.ModelInferRequest,
         request_id: str = "",
-        shadow: ServingVersion | None = None,
+        shadow: VersionRuntime | None = None,
     ) -> Any:
-        start = time.perf_counter()
-        version.in_flight += 1
-        try:
-            feed, rows = decode_inputs(
-                request, version.inputs, version.onnx.batched, version.max_batch_size
-            )
-            result = await version.infer(feed, rows)
-            tensors, raw = encode_outputs(
-                version.outputs,
-                result.outputs,
-                [o.name for o in request.outputs],
-                version.model,
-            )
-        except DriftgateError as exc:
-            version.failed(time.perf_counter() - start, exc.code.name)
-            raise
-        except Exception:
-            version.failed(time.perf_counter() - start, "INTERNAL")
-            raise
-        finally:
-            version.in_flight -= 1
-        request_id = request_id or request.id or self._ids.next()
-        version.succeeded(feed, result.outputs, request_id, time.perf_counter() - start)
+        wanted = [o.name for o in request.outputs] if request.outputs else ()
+        answer = await version.infer(request, request_id, wanted)
         if shadow is not None and self._mirror is not None:
-            self._mirror.submit(shadow, request, result.outputs[0])
+            self._mirror.submit(shadow, request, answer.outputs[0])
         return pb.ModelInferResponse(
             model_name=version.model,
             model_version=str(version.version),
             id=request_id,
-            outputs=tensors,
-            raw_output_contents=raw,
+            outputs=answer.tensors,
+            raw_output_contents=answer.raw,
         )
 
 

@@ -22,8 +22,23 @@ class GatewaySettings:
     grpc_port: int = 8001
     #: Prometheus /metrics port; 0 picks a free one, -1 turns it off (DRIFTGATE_METRICS_PORT)
     metrics_port: int = 8002
+    #: address /metrics binds; None: the gRPC host (workers bind loopback for their parent)
+    metrics_host: str | None = None
     #: largest gRPC message accepted or sent, in bytes (DRIFTGATE_MAX_MESSAGE_BYTES)
     max_message_bytes: int = 64 * 1024 * 1024
+    #: RPCs in progress at once, all services; more are refused with RESOURCE_EXHAUSTED
+    #: by gRPC itself (DRIFTGATE_MAX_CONCURRENT_RPCS)
+    max_concurrent_rpcs: int = 4096
+    #: inference requests in progress at once (streamed ones included)
+    #: (DRIFTGATE_MAX_IN_FLIGHT_REQUESTS)
+    max_in_flight_requests: int = 4096
+    #: bytes of inference requests in progress at once (DRIFTGATE_MAX_IN_FLIGHT_BYTES)
+    max_in_flight_bytes: int = 512 * 1024 * 1024
+    #: requests of one ModelStreamInfer stream answered concurrently
+    stream_concurrency: int = 64
+    #: most rows one request may carry; more than max_batch_size are run in chunks
+    #: (DRIFTGATE_MAX_REQUEST_ROWS)
+    max_request_rows: int = 65536
     #: batching defaults; a model's model.json "batching" entry overrides them
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     #: a model call estimated below this runs inline on the event loop, not on a thread

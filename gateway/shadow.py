@@ -2,7 +2,8 @@
 
 ``ShadowMirror.submit`` is called after the primary answer is ready and only schedules a
 task (fire and forget); with ``limit`` copies already in flight the copy is dropped and
-counted. The task decodes the request for the shadow, runs it, and compares the shadow's
+counted. The task runs the request through the shadow version (recorded in its statistics
+like any request, but kept out of the monitor's), and compares the shadow's
 first output (the label of a classifier, the value of a regressor) with the primary's:
 exactly for integers and strings, within a float32 tolerance for floats. Its answer is
 never returned, and its errors are counted, never raised.
@@ -18,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from driftgate.gateway.dataplane.codec import decode_inputs
-from driftgate.gateway.dataplane.version import ServingVersion
+from driftgate.gateway.dataplane.version import VersionRuntime
 from driftgate.gateway.metrics import GatewayMetrics
 
 __all__ = ["ShadowFigures", "ShadowMirror", "outputs_agree"]
@@ -58,14 +58,14 @@ class ShadowMirror:
         self._tasks: set[asyncio.Task[None]] = set()
         self.figures: dict[tuple[str, int], ShadowFigures] = {}
 
-    def _figures(self, version: ServingVersion) -> ShadowFigures:
+    def _figures(self, version: VersionRuntime) -> ShadowFigures:
         key = (version.model, version.version)
         found = self.figures.get(key)
         if found is None:
             found = self.figures[key] = ShadowFigures()
         return found
 
-    def submit(self, shadow: ServingVersion, request: Any, primary: np.ndarray) -> None:
+    def submit(self, shadow: VersionRuntime, request: Any, primary: np.ndarray) -> None:
         if len(self._tasks) >= self._limit:
             self._figures(shadow).dropped += 1
             self._outcome(shadow, "dropped")
@@ -74,31 +74,25 @@ class ShadowMirror:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, shadow: ServingVersion, request: Any, primary: np.ndarray) -> None:
+    async def _run(self, shadow: VersionRuntime, request: Any, primary: np.ndarray) -> None:
         figures = self._figures(shadow)
         started = time.perf_counter()
-        shadow.in_flight += 1
         try:
-            feed, rows = decode_inputs(
-                request, shadow.inputs, shadow.onnx.batched, shadow.max_batch_size
-            )
-            result = await shadow.infer(feed, rows)
+            answer = await shadow.infer(request, "", observe=False)
         except Exception as exc:
             figures.errors += 1
             self._outcome(shadow, "error")
             log.debug("shadow %s version %d failed: %s", shadow.model, shadow.version, exc)
             return
-        finally:
-            shadow.in_flight -= 1
         labels = (shadow.model, str(shadow.version))
         self._metrics.shadow_seconds.labels(*labels).observe(time.perf_counter() - started)
-        agree = outputs_agree(primary, result.outputs[0])
+        agree = outputs_agree(primary, answer.outputs[0])
         figures.compared += 1
         figures.agreed += agree
         self._outcome(shadow, "agree" if agree else "disagree")
         self._metrics.shadow_agreement.labels(*labels).set(figures.agreement)
 
-    def _outcome(self, shadow: ServingVersion, outcome: str) -> None:
+    def _outcome(self, shadow: VersionRuntime, outcome: str) -> None:
         self._metrics.shadow_requests.labels(shadow.model, str(shadow.version), outcome).inc()
 
     async def close(self) -> None:

@@ -13,6 +13,8 @@ bounded while a quiet one keeps every prediction.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,8 @@ __all__ = [
     "VersionCollector",
     "VersionCounts",
 ]
+
+log = logging.getLogger(__name__)
 
 # Upper bounds (seconds, inclusive) of the latency histogram sent to the monitor.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -191,6 +195,9 @@ class VersionCollector:
         self.records: list[PredictionRecord] = []
         self.dropped_records = 0
         self.counts = self._empty()
+        self._count_scheduled = False
+        #: bulk counts that failed (logged; never raised into a request)
+        self.errors = 0
 
     def _empty(self) -> VersionCounts:
         return VersionCounts.empty([f.bins for f in self.features], self.prediction_bins)
@@ -215,8 +222,35 @@ class VersionCollector:
             self._ids.append(request_id)
             self._times.append(now)
             self._sampled.append(self._keep_record(now))
-        if len(self._labels) >= self._max_pending:
+        if len(self._labels) >= self._max_pending and not self._count_scheduled:
+            self._schedule_count()
+
+    def _schedule_count(self) -> None:
+        """Count the pending requests soon, on the loop, outside any request's handler."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (offline use): count now
+            self._count_safely()
+            return
+        self._count_scheduled = True
+        loop.call_soon(self._count_safely)
+
+    def _count_safely(self) -> None:
+        self._count_scheduled = False
+        try:
             self.count_pending()
+        except Exception:
+            self.errors += 1
+            log.exception("counting pending statistics failed; the pending requests are dropped")
+            self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        for arrays in self._inputs.values():
+            arrays.clear()
+        for pending in (self._labels, self._probabilities, self._ids, self._times):
+            pending.clear()
+        self._sampled.clear()
+        self._latencies.clear()
 
     def _keep_record(self, now: float) -> bool:
         """Sampled at ``record_rate``, and at most ``record_max_per_second`` a second."""

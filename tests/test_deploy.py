@@ -19,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from driftgate.cli import build_parser
-from driftgate.gateway.metrics import GatewayMetrics
+from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
@@ -44,7 +44,7 @@ def _yaml(path: Path) -> Any:
 def _exported_metrics() -> set[str]:
     """Every series name the gateway and the monitor can expose (``*_created`` is disabled)."""
     registry = CollectorRegistry()
-    GatewayMetrics(registry)
+    GatewayMetrics(registry).watch(ServingSnapshot)  # the live families, with no version
     MonitorMetrics(registry)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     names = set()

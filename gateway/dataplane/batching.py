@@ -1,12 +1,20 @@
-"""Adaptive batching for one loaded version, with Triton's knobs.
+"""Admission, chunking and adaptive batching for one loaded version, with Triton's knobs.
 
-A request whose model call is cheaper than a hop to a worker thread (about 100 µs here) runs
-inline on the event loop when nothing is queued: batching then costs nothing. Otherwise the
-request joins a queue; one drain task merges whatever is waiting (up to ``max_batch_size``
-rows, optionally waiting ``max_queue_delay_us`` for a preferred size) into a single
-onnxruntime call on a worker thread, so requests that arrive while the model is busy share the
-next call. A full queue answers RESOURCE_EXHAUSTED. If a merged call fails, each request is
-retried alone, so one bad request never fails the good ones batched with it.
+Every call passes one admission step, whatever path it then takes: at most
+``max_queue_size`` requests (or chunks) wait at once, and one more is refused with
+RESOURCE_EXHAUSTED. A call cheaper than a hop to a worker thread (about 100 µs here) runs
+inline on the event loop when nothing waits and nothing runs: batching then costs nothing.
+Otherwise the request joins the queue; a dispatcher takes whatever is waiting (up to
+``max_batch_size`` rows when the model batches and batching is on, optionally waiting
+``max_queue_delay_us`` for a preferred size) into one onnxruntime call, and keeps up to
+``concurrency`` calls in flight on worker threads, so requests that arrive while the model is
+busy share the next call and a second call need not wait for the first.
+
+A request with more rows than ``max_batch_size`` is split into chunks of at most that many
+rows, queued like requests, and answered as one. If a merged call fails, each request in it
+is retried alone, so one bad request never fails the good ones batched with it.
+
+Each onnxruntime call is recorded once in the version's ``VersionRecord``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftgate.core.errors import ResourceExhausted
+from driftgate.gateway.dataplane.record import VersionRecord
 
 __all__ = ["BatchResult", "Batcher", "BatchingConfig"]
 
@@ -33,22 +42,24 @@ class BatchingConfig:
     """Dynamic batching settings of one model (Triton's ``dynamic_batching`` knobs)."""
 
     enabled: bool = True
-    #: most rows merged into one onnxruntime call, and the largest batch a request may carry
+    #: most rows merged into one onnxruntime call; larger requests are split into chunks
     max_batch_size: int = 256
     #: how long the first queued request may wait for more to arrive, in microseconds
     max_queue_delay_us: int = 0
     #: batch sizes worth waiting for (only with a queue delay)
     preferred_batch_sizes: tuple[int, ...] = ()
-    #: most requests waiting; more are refused with RESOURCE_EXHAUSTED
+    #: most requests (or chunks) waiting; more are refused with RESOURCE_EXHAUSTED
     max_queue_size: int = 1024
 
 
 @dataclass(slots=True)
 class BatchResult:
+    """A request's outputs and where its time went, in nanoseconds."""
+
     outputs: list[np.ndarray]
-    queue_seconds: float
-    compute_seconds: float
-    batch_rows: int
+    queue_ns: int
+    infer_ns: int
+    executions: int = 1
 
 
 @dataclass(slots=True)
@@ -56,7 +67,7 @@ class _Pending:
     feed: Feed
     rows: int
     future: asyncio.Future[BatchResult]
-    enqueued: float = field(default_factory=time.perf_counter)
+    enqueued: int = field(default_factory=time.perf_counter_ns)
 
 
 class Batcher:
@@ -69,77 +80,120 @@ class Batcher:
         config: BatchingConfig,
         executor: Executor,
         inline_below_seconds: float,
+        record: VersionRecord,
         batched_model: bool = True,
-        report_depth: Callable[[int], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self._run = runner
         self._estimate = estimate_seconds
         self.config = config
         self._executor = executor
         self._inline_below = inline_below_seconds
+        self._record = record
+        self._batched = batched_model
         self._merge = config.enabled and batched_model
+        self._slots = max(concurrency, 1)
         self._queue: deque[_Pending] = deque()
-        self._drain_task: asyncio.Task[None] | None = None
-        self._arrived = asyncio.Event()
-        self._report_depth = report_depth  # e.g. the driftgate_queue_depth gauge's ``set``
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: requests refused because the queue was full
+        self.refused = 0
+        #: total nanoseconds requests waited in the queue (for the queue-wait metric)
+        self.waited_ns = 0
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def running(self) -> int:
+        return self._running
+
     def _inline(self, rows: int) -> bool:
         return self._estimate(rows) < self._inline_below
 
     async def infer(self, feed: Feed, rows: int) -> BatchResult:
-        if self._drain_task is None and self._inline(rows):
-            start = time.perf_counter()
+        limit = self.config.max_batch_size
+        if self._batched and rows > limit:
+            return await self._chunked(feed, rows, limit)
+        if not self._queue and not self._running and self._inline(rows):
+            start = time.perf_counter_ns()
             outputs = self._run(feed)
-            return BatchResult(outputs, 0.0, time.perf_counter() - start, rows)
-        if not self._merge:
-            start = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._run, feed)
-            return BatchResult(outputs, 0.0, time.perf_counter() - start, rows)
+            elapsed = time.perf_counter_ns() - start
+            self._record.executed(rows, 0, elapsed, 0)
+            return BatchResult(outputs, 0, elapsed)
+        self._admit(1)
         return await self._enqueue(feed, rows)
 
-    async def _enqueue(self, feed: Feed, rows: int) -> BatchResult:
-        if len(self._queue) >= self.config.max_queue_size:
+    def _admit(self, entries: int) -> None:
+        if len(self._queue) + entries > self.config.max_queue_size:
+            self.refused += 1
             raise ResourceExhausted(
-                f"the batching queue is full ({self.config.max_queue_size} requests waiting); "
-                "retry later"
+                f"the queue of this model is full ({len(self._queue)} waiting, "
+                f"max_queue_size {self.config.max_queue_size}); retry later"
             )
+
+    async def _chunked(self, feed: Feed, rows: int, limit: int) -> BatchResult:
+        starts = range(0, rows, limit)
+        self._admit(len(starts))
+        futures = [
+            self._enqueue({k: v[s : s + limit] for k, v in feed.items()}, min(limit, rows - s))
+            for s in starts
+        ]
+        results = await asyncio.gather(*futures)
+        outputs = [
+            np.concatenate([r.outputs[i] for r in results]) for i in range(len(results[0].outputs))
+        ]
+        return BatchResult(
+            outputs,
+            max(r.queue_ns for r in results),
+            sum(r.infer_ns for r in results),
+            len(results),
+        )
+
+    def _enqueue(self, feed: Feed, rows: int) -> asyncio.Future[BatchResult]:
         pending = _Pending(feed, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
-        self._depth_changed()
-        self._arrived.set()
-        if self._drain_task is None:
-            self._drain_task = asyncio.create_task(self._drain())
-        return await pending.future
+        self._idle.clear()
+        self._dispatch()
+        return pending.future
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                await self._wait_for_preferred()
-                batch = self._take()
-                try:
-                    await self._execute(batch)
-                except Exception as exc:  # never leave a caller waiting
-                    for pending in batch:
-                        _settle(pending.future, exc)
-        finally:
-            self._drain_task = None
+    def _dispatch(self) -> None:
+        """Start calls while requests wait and slots are free (never awaits)."""
+        while self._queue and self._running < self._slots:
+            if self._merge and not self._ready_to_take():
+                return
+            batch = self._take()
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
 
-    async def _wait_for_preferred(self) -> None:
-        delay = self.config.max_queue_delay_us / 1e6
-        if delay <= 0:
-            return
-        deadline = self._queue[0].enqueued + delay
-        while (remaining := deadline - time.perf_counter()) > 0 and not self._enough():
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                break
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running -= 1
+        self._dispatch()
+        if not self._queue and not self._running:
+            self._idle.set()
+
+    def _ready_to_take(self) -> bool:
+        """With a queue delay, wait for a preferred size until the first request's deadline."""
+        delay_ns = self.config.max_queue_delay_us * 1000
+        if delay_ns <= 0 or self._enough():
+            return True
+        remaining = self._queue[0].enqueued + delay_ns - time.perf_counter_ns()
+        if remaining <= 0:
+            return True
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(remaining / 1e9, self._timer_fired)
+        return False
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _enough(self) -> bool:
         rows = sum(p.rows for p in self._queue)
@@ -150,28 +204,29 @@ class Batcher:
 
     def _take(self) -> list[_Pending]:
         batch = [self._queue.popleft()]
+        if not self._merge:
+            return batch
         rows = batch[0].rows
         while self._queue and rows + self._queue[0].rows <= self.config.max_batch_size:
             pending = self._queue.popleft()
             rows += pending.rows
             batch.append(pending)
-        self._depth_changed()
         return batch
-
-    def _depth_changed(self) -> None:
-        if self._report_depth is not None:
-            self._report_depth(len(self._queue))
 
     async def _execute(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if not p.future.done()]  # callers that gave up
         if not batch:
             return
-        start = time.perf_counter()
+        started = time.perf_counter_ns()
+        for pending in batch:
+            self.waited_ns += started - pending.enqueued
         rows = sum(p.rows for p in batch)
         try:
             # Merging can fail too (inputs whose free dimensions differ between requests).
             feed = batch[0].feed if len(batch) == 1 else _merge([p.feed for p in batch])
+            merged = time.perf_counter_ns()
             outputs = await self._call(feed, rows)
+            called = time.perf_counter_ns()
             if len(batch) > 1 and any(len(o) != rows for o in outputs):
                 raise ValueError("outputs are not aligned with the batch dimension")
         except Exception as exc:
@@ -181,14 +236,19 @@ class Batcher:
             for pending in batch:  # isolate the request that broke the merged call
                 await self._execute([pending])
             return
-        elapsed = time.perf_counter() - start
         offset = 0
         for pending in batch:
-            part = [o[offset : offset + pending.rows] for o in outputs]
+            part = (
+                outputs if len(batch) == 1 else [o[offset : offset + pending.rows] for o in outputs]
+            )
             offset += pending.rows
-            result = BatchResult(part, start - pending.enqueued, elapsed, rows)
             if not pending.future.done():
-                pending.future.set_result(result)
+                pending.future.set_result(
+                    BatchResult(part, started - pending.enqueued, called - merged)
+                )
+        self._record.executed(
+            rows, merged - started, called - merged, time.perf_counter_ns() - called
+        )
 
     async def _call(self, feed: Feed, rows: int) -> list[np.ndarray]:
         if self._inline(rows):
@@ -198,8 +258,10 @@ class Batcher:
 
     async def close(self) -> None:
         """Wait until every queued request has been answered."""
-        while self._drain_task is not None:
-            await asyncio.shield(self._drain_task)
+        await self._idle.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _merge(feeds: list[Feed]) -> dict[str, np.ndarray]:

@@ -43,9 +43,13 @@ def decode_inputs(
     request: pb.ModelInferRequest,
     specs: Sequence[TensorSpec],
     batched: bool,
-    max_batch_size: int,
+    max_rows: int,
 ) -> tuple[dict[str, np.ndarray], int]:
-    """The request's input arrays by name, and the number of rows they carry."""
+    """The request's input arrays by name, and the number of rows they carry.
+
+    ``max_rows`` bounds the rows one request may carry; a batcher splits what exceeds a
+    model's ``max_batch_size`` into chunks.
+    """
     tensors = request.inputs
     _check_names(tensors, specs, request.model_name)
     raw = request.raw_input_contents
@@ -59,7 +63,7 @@ def decode_inputs(
     rows = -1
     for index, tensor in enumerate(tensors):
         spec = by_name[tensor.name]
-        shape = _check_shape(tensor, spec, batched, max_batch_size)
+        shape = _check_shape(tensor, spec, batched, max_rows)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
@@ -98,9 +102,7 @@ def _check_names(tensors: Sequence[Any], specs: Sequence[TensorSpec], model: str
     raise InvalidInput(f"model '{model}' expects inputs {expected}; {problem}")
 
 
-def _check_shape(
-    tensor: Any, spec: TensorSpec, batched: bool, max_batch_size: int
-) -> tuple[int, ...]:
+def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) -> tuple[int, ...]:
     shape = tuple(tensor.shape)
     if tensor.datatype != spec.datatype:
         raise InvalidInput(
@@ -116,10 +118,10 @@ def _check_shape(
         raise InvalidInput(
             f"input '{spec.name}': expected shape [{', '.join(expected)}], got {list(shape)}"
         )
-    if batched and (shape[0] < 1 or shape[0] > max_batch_size):
+    if batched and (shape[0] < 1 or shape[0] > max_rows):
         raise InvalidInput(
-            f"input '{spec.name}': batch size {shape[0]} is outside 1..{max_batch_size} "
-            "(max_batch_size)"
+            f"input '{spec.name}': batch size {shape[0]} is outside 1..{max_rows} "
+            "(the gateway's --max-request-rows)"
         )
     return shape
 

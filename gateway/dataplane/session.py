@@ -8,6 +8,7 @@ latency that a 6-9 µs model cannot use), full graph optimisation, sequential ex
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -16,15 +17,25 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _ORT_INVALID_ARGUMENT
 
-from driftgate.core.errors import DriftgateError, InvalidInput
+from driftgate.core.errors import (
+    DriftgateError,
+    Internal,
+    InvalidInput,
+    ResourceExhausted,
+    Unavailable,
+)
 
 __all__ = [
     "NUMPY_DTYPES",
     "OnnxModel",
     "TensorSpec",
     "VersionLoadError",
+    "run_error",
 ]
+
+log = logging.getLogger(__name__)
 
 # ONNX tensor element types as onnxruntime names them, to KServe v2 datatypes.
 _V2_FROM_ORT = {
@@ -59,6 +70,23 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
+
+
+def run_error(exc: Exception) -> DriftgateError:
+    """What an onnxruntime failure means for the caller.
+
+    Only onnxruntime's InvalidArgument blames the input (a shape or type the graph refuses);
+    an allocation failure is RESOURCE_EXHAUSTED; anything else is the server's fault, logged
+    with its cause and answered INTERNAL without leaking it.
+    """
+    if isinstance(exc, _ORT_INVALID_ARGUMENT):
+        return InvalidInput(f"the model could not run on this input: {exc}")
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or "bad_alloc" in text or "failed to allocate" in text:
+        log.error("onnxruntime ran out of memory: %s", exc)
+        return ResourceExhausted("the server ran out of memory for this request; retry later")
+    log.error("onnxruntime failed: %r", exc)
+    return Internal("the model failed on this request; see the server log")
 
 
 class VersionLoadError(DriftgateError):
@@ -129,10 +157,13 @@ class OnnxModel:
         self.row_seconds = 0.0
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        session = self._session
+        if session is None:
+            raise Unavailable("this version has been released; retry")
         try:
-            outputs: list[np.ndarray] = self._session.run(self._output_names, feed)
+            outputs: list[np.ndarray] = session.run(self._output_names, feed)
         except Exception as exc:
-            raise InvalidInput(f"the model could not run on this input: {exc}") from exc
+            raise run_error(exc) from exc
         return outputs
 
     def release(self) -> None:

@@ -196,6 +196,8 @@ def limited_gateway(
         "100000",
         "--max-batch-size",
         "8",
+        "--max-request-rows",
+        "200",
     )
 
 
@@ -223,10 +225,30 @@ def test_oversize_message_is_resource_exhausted(
     assert limited.infer("lr", lr_inputs(X[:8])).as_numpy("label").shape == (8,)
 
 
-def test_batch_larger_than_max_batch_size(limited: grpcclient.InferenceServerClient) -> None:
+def test_more_rows_than_max_batch_size_run_in_chunks_and_answer_once(
+    limited: grpcclient.InferenceServerClient,
+) -> None:
     assert limited.get_model_config("lr", as_json=True)["config"]["max_batch_size"] == 8
+    before = limited.get_inference_statistics("lr", as_json=True)["model_stats"][0]
+    X = np.random.default_rng(3).normal(size=(100, 4)).astype(np.float32)
+    labels = limited.infer("lr", lr_inputs(X)).as_numpy("label")
+    assert labels.shape == (100,)
+    one_by_one = [
+        limited.infer("lr", lr_inputs(X[i : i + 1])).as_numpy("label")[0] for i in (0, 57, 99)
+    ]
+    assert [labels[0], labels[57], labels[99]] == one_by_one
+    after = limited.get_inference_statistics("lr", as_json=True)["model_stats"][0]
+    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert executions == 13 + 3  # ceil(100 / 8) calls of at most 8 rows, then three single rows
+    sizes = {int(b["batch_size"]) for b in after["batch_stats"]}
+    assert max(sizes) <= 8
+
+
+def test_more_rows_than_max_request_rows_is_invalid(
+    limited: grpcclient.InferenceServerClient,
+) -> None:
     with pytest.raises(InferenceServerException) as info:
-        limited.infer("lr", lr_inputs(np.ones((9, 4), dtype=np.float32)))
+        limited.infer("lr", lr_inputs(np.ones((201, 4), dtype=np.float32)))
     assert status_of(info.value) == "INVALID_ARGUMENT"
-    assert "input 'X': batch size 9 is outside 1..8 (max_batch_size)" in message_of(info.value)
+    assert "input 'X': batch size 201 is outside 1..200" in message_of(info.value)
     assert limited.infer("lr", lr_inputs(np.ones((8, 4), np.float32))).as_numpy("label").size == 8

@@ -84,7 +84,9 @@ def test_perf_analyzer_measures_the_gateway(
             command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"perf_analyzer ran over {TIMEOUT_S} s: {' '.join(command)}\n{exc.stdout}")
+        # The output of a run cut short is bytes even with text=True.
+        partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        pytest.fail(f"perf_analyzer ran over {TIMEOUT_S} s: {' '.join(command)}\n{partial}")
     report = f"$ {' '.join(command)}\nexit {run.returncode}\n{run.stdout}\n{run.stderr}"
     assert run.returncode == 0, report
 
