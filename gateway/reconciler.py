@@ -214,7 +214,8 @@ def plan(
         return _keep(serving, empty_streak + 1, f"{what}; kept until the next scan agrees")
     streak = empty_streak + 1 if vanished else 0
     if scanned.empty:
-        return ModelPlan({}, Deployment(scanned.name), True, streak)
+        retired = f"no versions on disk in {streak} scans: retired" if serving.loaded else ""
+        return ModelPlan({}, Deployment(scanned.name), True, streak, retired)
     if scanned.deployment_error is not None:
         return _keep(serving, 0, f"deployment.json unreadable: {scanned.deployment_error}")
     deployment = scanned.deployment or Deployment(scanned.name)
@@ -337,7 +338,7 @@ class Reconciler:
         result = plan(scanned, serving, self.standby_versions, streak)
         if confirms or (result.empty_streak == 0 and scanned.error is None):
             self._streaks[name] = result.empty_streak
-        self._note(f"plan:{name}", f"{name}: {result.reason}" if result.reason else "")
+        self._note(f"plan:{name}", f"{name}: {result.reason}" if result.reason else "", quiet=True)
         if not result.change:
             return None
         self._applied[name] = scanned.started
@@ -365,14 +366,16 @@ class Reconciler:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def _note(self, key: str, message: str) -> None:
-        """Log ``message`` as a warning once, when it changes; "" marks recovery."""
+    def _note(self, key: str, message: str, quiet: bool = False) -> None:
+        """Log ``message`` as a warning once, when it changes; "" marks recovery, logged
+        unless ``quiet``."""
         before = self._reasons.get(key, "")
         if message == before:
             return
         if message:
             self._reasons[key] = message
             log.warning("%s", message)
-        else:
-            del self._reasons[key]
-            log.info("resolved: %s", before)
+            return
+        del self._reasons[key]
+        if not quiet:
+            log.info("recovered: %s", before)
