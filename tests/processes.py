@@ -15,16 +15,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class DriftgateProcess:
-    """``python -m driftgate.cli <command> ... --ready-file F``, waited on until it is serving."""
+    """``python -m driftgate <command> ... --ready-file F``, waited on until it is serving.
 
-    def __init__(self, command: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
+    ``python`` and ``cwd`` default to this interpreter and the repository root; the packaging
+    test runs an installed wheel from a directory of its own."""
+
+    def __init__(
+        self,
+        command: str,
+        args: list[str],
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        python: str = sys.executable,
+        cwd: Path = ROOT,
+    ) -> None:
         self.ready_file = workdir / f"{command}-{time.monotonic_ns()}.ready.json"
         self.log_path = workdir / f"{command}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "driftgate",
                 command,
@@ -32,7 +44,7 @@ class DriftgateProcess:
                 "--ready-file",
                 str(self.ready_file),
             ],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -97,3 +109,30 @@ def start_gateway(
         *extra,
     ]
     return DriftgateProcess("serve", args, workdir, env or {}).wait_ready()
+
+
+SHADOWING_MODULES = ("gateway.py", "monitor/__init__.py", "converter.py")
+_SHADOWING_SOURCE = """from pathlib import Path
+
+Path(__file__ + ".imported").touch()
+raise RuntimeError("the user's {name} was imported where driftgate's own module was meant")
+"""
+
+
+def shadowing_directory(path: Path) -> Path:
+    """A user's working directory with its own ``gateway.py``, ``monitor/`` package and
+    ``converter.py``, each of which fails on import and leaves ``<file>.imported`` behind (so
+    that an import caught by a broad ``except`` is still seen: see ``shadowed_imports``).
+
+    Run from there, ``python -m driftgate`` has the directory first on ``sys.path``: driftgate
+    must import none of them."""
+    for name in SHADOWING_MODULES:
+        module = path / name
+        module.parent.mkdir(parents=True, exist_ok=True)
+        module.write_text(_SHADOWING_SOURCE.format(name=name), encoding="utf-8")
+    return path
+
+
+def shadowed_imports(path: Path) -> list[str]:
+    """The modules of ``shadowing_directory(path)`` that something imported."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*.imported"))
