@@ -11,7 +11,7 @@ echo "== mypy (on the namespace as the build maps it)"
 stage=$(bash scripts/namespace.sh)
 (cd "$stage" && mypy --config-file ../../pyproject.toml --cache-dir ../../.mypy_cache)
 echo "== import-linter: the layers of DESIGN.md (pyproject.toml [tool.importlinter])"
-(cd "$stage" && lint-imports ../../pyproject.toml)
+(cd "$stage" && lint-imports --no-logo --no-cache ../../pyproject.toml)
 echo "== generated stubs are fresh"
 python scripts/gen_proto.py --check
 echo "== deploy: Dockerfile lint, Prometheus config and rules, Kubernetes manifests"
