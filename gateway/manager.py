@@ -5,11 +5,14 @@ The manager reconciles each model with the repository: the versions named in
 stable versions as warm standbys, so that a rollback loads nothing), or the highest version
 when there is none, as Triton and TF Serving do. Each model's ``Route`` (stable, canary and
 its share, shadow) is rebuilt on every reconcile, so a change of ``deployment.json`` by any
-writer (another replica, a GitOps tool) takes effect within one poll interval. New versions
-load and warm on a loader thread; the swap is one assignment on the event loop, so a request
-sees either the old or the new version, never neither. A retired version leaves the routing
-table at once, finishes its in-flight requests, and is then dropped, which releases its
-onnxruntime session. A version that fails to load leaves whatever is serving untouched, is
+writer (another replica, a GitOps tool) takes effect within one poll interval. Repository
+scans run on a thread of their own and ``driftgate.gateway.reconciler`` turns each scan into a
+plan; the event loop only applies plans, and a failed scan changes nothing. New versions load
+and warm on a loader thread; the swap is one assignment on the event loop, so a request sees
+either the old or the new version, never neither. A retired version's runtime leaves the
+routing table at once and drains: it finishes its in-flight requests, then releases its
+onnxruntime session; loaded again while draining, the same runtime is reclaimed. A version
+that fails to load leaves whatever is serving untouched, is
 logged, counted and shown by RepositoryIndex, and is retried only when its files change.
 """
 
@@ -488,6 +491,7 @@ class ModelManager:
             await asyncio.gather(self._watch_task, return_exceptions=True)
         if self._draining:
             await asyncio.gather(*self._draining, return_exceptions=True)
+        self._reconciler.close()
 
 
 def _watch_ended(task: asyncio.Task[None]) -> None:

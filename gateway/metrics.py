@@ -47,6 +47,8 @@ _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LABELS = ("model", "version")
 #: gauges that count things: merged across workers by addition, the rest by maximum
 SUMMED_GAUGES = frozenset({"driftgate_queue_depth", "driftgate_inference_in_flight"})
+#: gauges where the oldest worker matters (a stuck worker's last scan must show)
+MIN_GAUGES = frozenset({"driftgate_repository_last_scan_timestamp_seconds"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,12 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return lower_bound
 
 
+def _merge_rule(kind: str, name: str) -> Callable[[float, float], float]:
+    if kind != "gauge" or name in SUMMED_GAUGES:
+        return lambda a, b: a + b
+    return min if name in MIN_GAUGES else max
+
+
 class WorkerMetrics(Collector):
     """The merged ``/metrics`` of several worker processes, fetched at scrape time."""
 
@@ -268,14 +276,11 @@ class WorkerMetrics(Collector):
             for family in text_string_to_metric_families(text):
                 if family.name not in merged:
                     merged[family.name] = Metric(family.name, family.documentation, family.type)
-                keep_max = family.type == "gauge" and family.name not in SUMMED_GAUGES
+                merge = _merge_rule(family.type, family.name)
                 for sample in family.samples:
                     key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
-                    if key in values:
-                        old = values[key]
-                        values[key] = max(old, sample.value) if keep_max else old + sample.value
-                    else:
-                        values[key] = sample.value
+                    old = values.get(key)
+                    values[key] = sample.value if old is None else merge(old, sample.value)
         for (family_name, sample_name, labels), value in values.items():
             merged[family_name].add_sample(sample_name, dict(labels), value)
         yield from merged.values()

@@ -94,6 +94,7 @@ class GatewayServer:
         )
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
+        self._health_task: asyncio.Task[None] | None = None
         self.port = 0
         self.metrics_port = 0
 
@@ -135,6 +136,7 @@ class GatewayServer:
             self.reporter.start()
         self.inference.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._health_task = asyncio.create_task(self._follow_health(), name="driftgate-health")
         write_ready_file(
             self.settings.ready_file,
             grpc_port=self.port,
@@ -153,6 +155,19 @@ class GatewayServer:
         self._metrics_http = server
         self.metrics_port = server.server_port
 
+    async def _follow_health(self) -> None:
+        """Server health follows the repository watcher: a gateway that can no longer see its
+        repository would serve on but never swap again, so it stops reporting SERVING."""
+        serving = True
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            healthy = self.manager.watcher_healthy()
+            if healthy != serving:
+                serving = healthy
+                status = health_pb2.HealthCheckResponse
+                await self.health.set("", status.SERVING if healthy else status.NOT_SERVING)
+                log.warning("repository watcher %s", "recovered" if healthy else "is stale")
+
     def _model_health(self, model: str, ready: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -165,6 +180,8 @@ class GatewayServer:
         """Stop accepting, let in-flight requests finish within ``grace`` seconds, release."""
         grace = self.settings.grace_seconds if grace is None else grace
         self.inference.ready = False
+        if self._health_task is not None:
+            self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
