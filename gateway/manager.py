@@ -379,6 +379,8 @@ class ModelManager:
                         runtime.record,
                         runtime.batcher.queue_depth,
                         runtime.in_flight,
+                        runtime.bookkeeping_errors
+                        + (runtime.collector.errors if runtime.collector else 0),
                     )
                 )
         return snap

@@ -62,6 +62,7 @@ class ServingView:
     record: VersionRecord
     queue_depth: int
     in_flight: int
+    bookkeeping_errors: int = 0
 
 
 @dataclass
@@ -103,6 +104,11 @@ class ServingCollector(Collector):
         executions = CounterMetricFamily(
             "driftgate_executions", "onnxruntime calls (merged requests count once)", labels=_LABELS
         )
+        bookkeeping = CounterMetricFamily(
+            "driftgate_bookkeeping_errors",
+            "Failures of statistics bookkeeping, logged and never raised into a request",
+            labels=_LABELS,
+        )
         depth = GaugeMetricFamily(
             "driftgate_queue_depth", "Requests waiting for the model", labels=_LABELS
         )
@@ -130,6 +136,7 @@ class ServingCollector(Collector):
             _add(compute_seconds, labels, record.compute_seconds)
             _add(batch_size, labels, record.batch_rows)
             executions.add_metric(labels, record.execution_count)
+            bookkeeping.add_metric(labels, view.bookkeeping_errors)
             depth.add_metric(labels, view.queue_depth)
             in_flight.add_metric(labels, view.in_flight)
             loaded.add_metric([*labels, view.role], 1)
@@ -143,7 +150,7 @@ class ServingCollector(Collector):
         for model, number in sorted(snap.revisions.items()):
             revision.add_metric([model], number)
         yield from (requests, request_seconds, queue_seconds, compute_seconds, batch_size)
-        yield from (executions, depth, in_flight, loaded, weight, revision)
+        yield from (executions, bookkeeping, depth, in_flight, loaded, weight, revision)
 
 
 def _histogram(name: str, documentation: str) -> HistogramMetricFamily:
@@ -206,11 +213,6 @@ class GatewayMetrics:
             "Time a shadow version took to answer a request copy",
             _LABELS,
             buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.bookkeeping_errors = Counter(
-            "driftgate_bookkeeping_errors",
-            "Failures of statistics bookkeeping, logged and never raised into a request",
             registry=registry,
         )
 
