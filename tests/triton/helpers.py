@@ -6,6 +6,7 @@ and the protobuf runtime refuses both in one process. The gateway runs in anothe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,8 +87,12 @@ def row_sum_model() -> bytes:
 SLOW_WIDTH = 256
 
 
-def slow_identity_model(layers: int = 40) -> bytes:
-    """x FP32 [-1, 256] -> x, after ``layers`` 256x256 MatMul+Tanh whose result is x0."""
+def slow_identity_model(layers: int = 40, rows: int | None = None) -> bytes:
+    """x FP32 [-1, 256] -> x, after ``layers`` 256x256 MatMul+Tanh whose result is x0.
+
+    With ``rows`` the first dimension is fixed at that size: a model that does not batch.
+    """
+    batch: int | str = "batch" if rows is None else rows
     rng = np.random.default_rng(0)
     weight = rng.normal(0, 0.05, (SLOW_WIDTH, SLOW_WIDTH)).astype(np.float32)
     inits = [
@@ -105,8 +112,8 @@ def slow_identity_model(layers: int = 40) -> bytes:
     ]
     return _model_bytes(
         nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", SLOW_WIDTH])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", SLOW_WIDTH])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, SLOW_WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, SLOW_WIDTH])],
         inits,
     )
 
@@ -228,6 +235,24 @@ def status_of(exc: Exception) -> str:
 
 def message_of(exc: Exception) -> str:
     return exc.message() if hasattr(exc, "message") else exc.details()  # type: ignore[attr-defined]
+
+
+def tensor(name: str, data: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    t = grpcclient.InferInput(name, list(data.shape), datatype)
+    t.set_data_from_numpy(data)
+    return t
+
+
+async def send_all(address: str, requests: list[tuple[str, list]]) -> list:
+    """Send every (model, inputs) at once; each result or the exception it raised."""
+    triton = aioclient.InferenceServerClient(address)
+    try:
+        return await asyncio.gather(
+            *(triton.infer(model, inputs) for model, inputs in requests),
+            return_exceptions=True,
+        )
+    finally:
+        await triton.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from tests.processes import DriftgateProcess
-from tests.triton.helpers import Zoo, message_of, run_gateway, status_of
+from tests.triton.helpers import Zoo, message_of, run_gateway, send_all, status_of, tensor
 
 pytestmark = pytest.mark.integration
 
@@ -35,24 +34,6 @@ def queued_gateway(
         "--max-queue-delay-us",
         "20000",
     )
-
-
-def tensor(name: str, data: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    t = grpcclient.InferInput(name, list(data.shape), datatype)
-    t.set_data_from_numpy(data)
-    return t
-
-
-async def send_all(address: str, requests: list[tuple[str, list]]) -> list:
-    """Send every (model, inputs) at once; each result or the exception it raised."""
-    triton = aioclient.InferenceServerClient(address)
-    try:
-        return await asyncio.gather(
-            *(triton.infer(model, inputs) for model, inputs in requests),
-            return_exceptions=True,
-        )
-    finally:
-        await triton.close()
 
 
 def batch_sizes(address: str, model: str) -> dict[int, int]:
