@@ -413,7 +413,7 @@ class ModelManager:
 
     async def load(self, name: str) -> ModelState:
         validate_model_name(name)
-        if not self.on_disk(name):
+        if not await asyncio.to_thread(self.on_disk, name):
             raise ModelNotFound(f"model '{name}' is not in the repository")
         state = await self.refresh_model(name, force=True)
         if state.stable is None:
@@ -428,7 +428,7 @@ class ModelManager:
         loaded, so an operator learns at once instead of from a status that never moves.
         """
         validate_model_name(name)
-        on_disk = self.on_disk(name)
+        on_disk = await asyncio.to_thread(self.on_disk, name)
         if not on_disk:
             raise ModelNotFound(f"model '{name}' is not in the repository")
         if version not in on_disk:
