@@ -16,16 +16,17 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aioclient
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.processes import DriftgateProcess, start_gateway
+
+if TYPE_CHECKING:
+    import tritonclient.grpc
 
 # v2 datatype -> (ONNX element type, numpy dtype of the values sent).
 DATATYPES: dict[str, tuple[int, Any]] = {
@@ -237,7 +238,13 @@ def message_of(exc: Exception) -> str:
     return exc.message() if hasattr(exc, "message") else exc.details()  # type: ignore[attr-defined]
 
 
-def tensor(name: str, data: np.ndarray, datatype: str) -> grpcclient.InferInput:
+# tritonclient is imported inside these two: tests outside tests/triton import this module in a
+# process that holds driftgate's own protos, which tritonclient's would clash with.
+
+
+def tensor(name: str, data: np.ndarray, datatype: str) -> tritonclient.grpc.InferInput:
+    import tritonclient.grpc as grpcclient
+
     t = grpcclient.InferInput(name, list(data.shape), datatype)
     t.set_data_from_numpy(data)
     return t
@@ -245,6 +252,8 @@ def tensor(name: str, data: np.ndarray, datatype: str) -> grpcclient.InferInput:
 
 async def send_all(address: str, requests: list[tuple[str, list]]) -> list:
     """Send every (model, inputs) at once; each result or the exception it raised."""
+    import tritonclient.grpc.aio as aioclient
+
     triton = aioclient.InferenceServerClient(address)
     try:
         return await asyncio.gather(
