@@ -11,8 +11,9 @@ Otherwise the request joins the queue; a dispatcher takes whatever is waiting (u
 busy share the next call and a second call need not wait for the first.
 
 A request with more rows than ``max_batch_size`` is split into chunks of at most that many
-rows, queued like requests, and answered as one. If a merged call fails, each request in it
-is retried alone, so one bad request never fails the good ones batched with it.
+rows, queued like requests, and answered as one; an empty queue admits it even with more
+chunks than ``max_queue_size``. If a merged call fails, each request in it is retried alone,
+so one bad request never fails the good ones batched with it.
 
 Each onnxruntime call is recorded once in the version's ``VersionRecord``.
 """
@@ -129,7 +130,8 @@ class Batcher:
         return await self._enqueue(feed, rows)
 
     def _admit(self, entries: int) -> None:
-        if len(self._queue) + entries > self.config.max_queue_size:
+        # Not when empty: a request of more chunks than max_queue_size would never pass.
+        if self._queue and len(self._queue) + entries > self.config.max_queue_size:
             self.refused += 1
             raise ResourceExhausted(
                 f"the queue of this model is full ({len(self._queue)} waiting, "
@@ -259,7 +261,8 @@ class Batcher:
     async def close(self) -> None:
         """Wait until every queued request has been answered."""
         await self._idle.wait()
-        if self._timer is not None:
+        # Only when nothing waits: a reclaimed version may have queued a request meanwhile.
+        if self._timer is not None and not self._queue:
             self._timer.cancel()
             self._timer = None
 

@@ -238,6 +238,19 @@ def test_a_flood_on_a_model_that_does_not_batch_is_refused_past_max_queue_size(
     assert sample(samples, "driftgate_queue_depth", **labels) == 0
 
 
+def test_a_request_of_more_chunks_than_max_queue_size_is_served_when_nothing_waits(
+    zoo: Zoo, bounded: DriftgateProcess
+) -> None:
+    # 1200 rows: five chunks of at most 256 rows, one more than --max-queue-size 4
+    X = np.random.default_rng(5).normal(size=(1200, 4)).astype(np.float32)
+    before = statistics(bounded.address, "lr")
+    with grpcclient.InferenceServerClient(bounded.address) as triton:
+        labels = triton.infer("lr", [tensor("X", X, "FP32")]).as_numpy("label")
+    after = statistics(bounded.address, "lr")
+    np.testing.assert_array_equal(labels, zoo.logistic.estimator.predict(X))
+    assert count(after, "execution_count") - count(before, "execution_count") == 5
+
+
 def test_requests_past_max_in_flight_bytes_are_refused(bounded: DriftgateProcess) -> None:
     # 16 rows of 256 FP32: 16 kB each, so a second one in progress would pass 20 000 bytes
     rows = [slow_rows(16, seed=i) for i in range(12)]
