@@ -1,11 +1,14 @@
 """Input and prediction statistics of one served version, counted into its reference bins.
 
 The request path only appends references to the arrays it already has (``observe``); the
-counting happens in bulk, vectorised over many requests at once (``drain``): per numeric
-feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, per
+counting happens in bulk, vectorised over many requests at once (``count_pending``): per
+numeric feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, per
 categorical feature one sorted lookup. Counts are plain integer arrays that merge by
-addition, so a delta can be held, re-sent or combined without loss. Memory is bounded: at
-``max_pending`` requests the pending arrays are counted on the spot, and at most
+addition, so a delta can be held, re-sent or combined without loss. Request, error and
+latency counts are not kept here: each ``take`` reads their difference from the version's
+``VersionRecord``, where every request is counted once. Memory is bounded: at
+``max_pending`` requests the pending arrays are counted soon after, on the event loop but
+outside any request's handler (an error there is logged and counted), and at most
 ``max_records`` sampled prediction records wait for the next report. Records are sampled at
 ``record_rate`` and capped at ``record_max_per_second``, so what they cost a busy service is
 bounded while a quiet one keeps every prediction.
@@ -23,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
+
 __all__ = [
     "LATENCY_BOUNDS",
     "PredictionRecord",
@@ -32,8 +37,33 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Upper bounds (seconds, inclusive) of the latency histogram sent to the monitor.
-LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Upper bounds (seconds, inclusive) of the latency histogram sent to the monitor: the
+# buckets of the version's record, which Prometheus exports too.
+LATENCY_BOUNDS = LATENCY_BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordMark:
+    """The record's figures at the last take, so that each take sends the difference."""
+
+    requests: int = 0
+    errors: int = 0
+    latency: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
+    latency_sum: float = 0.0
+
+    def advance(self, record: VersionRecord, counts: VersionCounts) -> _RecordMark:
+        """Put the difference since this mark into ``counts``; the new mark."""
+        now = _RecordMark(
+            record.success.count + record.fail.count,
+            record.fail.count,
+            tuple(record.request_seconds.counts),
+            record.request_seconds.total,
+        )
+        counts.requests += now.requests - self.requests
+        counts.errors += now.errors - self.errors
+        counts.latency += np.subtract(now.latency, self.latency)
+        counts.latency_sum += now.latency_sum - self.latency_sum
+        return now
 
 
 @dataclass
@@ -161,6 +191,7 @@ class VersionCollector:
         record_max_per_second: float = 0.0,
         max_pending: int = 512,
         max_records: int = 20000,
+        record: VersionRecord | None = None,
     ) -> None:
         reference = reference or {}
         self.features = _features(reference, input_columns)
@@ -191,10 +222,13 @@ class VersionCollector:
         self._ids: list[str] = []
         self._times: list[float] = []
         self._sampled: list[bool] = []
-        self._latencies: list[float] = []
         self.records: list[PredictionRecord] = []
         self.dropped_records = 0
         self.counts = self._empty()
+        # Requests, errors and latency are not counted here: each take reads their deltas
+        # from the version's record, the one place a request is counted.
+        self.record = record if record is not None else VersionRecord()
+        self._reported = _RecordMark()
         self._count_scheduled = False
         #: bulk counts that failed (logged; never raised into a request)
         self.errors = 0
@@ -209,12 +243,10 @@ class VersionCollector:
         feed: Mapping[str, np.ndarray],
         outputs: list[np.ndarray],
         request_id: str,
-        seconds: float,
     ) -> None:
         for name, parts in self._inputs.items():
             parts.append(feed[name])
         self._labels.append(outputs[self._label_output])
-        self._latencies.append(seconds)
         if self._record_rate > 0:
             if self._probability_output is not None:
                 self._probabilities.append(outputs[self._probability_output])
@@ -250,7 +282,6 @@ class VersionCollector:
         for pending in (self._labels, self._probabilities, self._ids, self._times):
             pending.clear()
         self._sampled.clear()
-        self._latencies.clear()
 
     def _keep_record(self, now: float) -> bool:
         """Sampled at ``record_rate``, and at most ``record_max_per_second`` a second."""
@@ -266,28 +297,14 @@ class VersionCollector:
         self._recorded_this_second += 1
         return True
 
-    def failed(self, seconds: float) -> None:
-        self.counts.errors += 1
-        self.counts.requests += 1
-        self._latencies.append(seconds)
-
     # -- bulk counting ----------------------------------------------------------------
 
     def count_pending(self) -> None:
-        latencies, self._latencies = self._latencies, []
         counts = self.counts
-        if latencies:
-            lat = np.asarray(latencies)
-            counts.latency += np.bincount(
-                np.searchsorted(LATENCY_BOUNDS, lat, side="left"),
-                minlength=len(LATENCY_BOUNDS) + 1,
-            )
-            counts.latency_sum += float(lat.sum())
         parts, self._labels = self._labels, []
         if not parts:
             return
         sizes = [len(p) for p in parts]
-        counts.requests += len(parts)
         columns = {name: np.concatenate(arrays) for name, arrays in self._inputs.items()}
         for arrays in self._inputs.values():
             arrays.clear()
@@ -396,5 +413,6 @@ class VersionCollector:
         """Count what is pending and hand over the delta and records since the last take."""
         self.count_pending()
         counts, self.counts = self.counts, self._empty()
+        self._reported = self._reported.advance(self.record, counts)
         records, self.records = self.records, []
         return counts, records

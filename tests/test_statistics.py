@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftgate.core.profile import categorical_bins, count_categories, count_numeric, numeric_bins
-from driftgate.gateway.statistics import LATENCY_BOUNDS, VersionCollector, VersionCounts
+from driftgate.gateway.statistics import VersionCollector, VersionCounts
 
 
 def _reference(train: np.ndarray, colours: list[str], classes: list[str]) -> dict:
@@ -42,6 +42,16 @@ def _collector(reference: dict, **kwargs: object) -> VersionCollector:
     )
 
 
+def serve(
+    collector: VersionCollector, feed: dict, outputs: list[np.ndarray], rid: str, seconds: float
+) -> None:
+    """What the version runtime does for an answered request: record it, then observe it."""
+    ns = int(seconds * 1e9)
+    rows = len(next(iter(feed.values())))
+    collector.record.request_succeeded(rows, ns, 0, 0, ns, 0)
+    collector.observe(feed, outputs, rid)
+
+
 def _request(rng: np.random.Generator, rows: int) -> tuple[dict, list[np.ndarray]]:
     numeric = rng.normal(scale=2.0, size=(rows, 3)).astype(np.float32)
     numeric[rng.random((rows, 3)) < 0.05] = np.nan
@@ -58,7 +68,7 @@ def test_counts_match_the_converter_binning_rule(reference: dict) -> None:
     feeds, outputs = [], []
     for i in range(40):
         feed, out = _request(rng, rows=int(rng.integers(1, 5)))
-        collector.observe(feed, out, f"r{i}", 0.001 * i)
+        serve(collector, feed, out, f"r{i}", 0.001 * i)
         feeds.append(feed)
         outputs.append(out)
     counts, records = collector.take()
@@ -89,7 +99,7 @@ def test_records_carry_the_row_and_the_prediction(reference: dict) -> None:
     rng = np.random.default_rng(2)
     collector = _collector(reference)
     feed, out = _request(rng, rows=2)
-    collector.observe(feed, out, "order-7", 0.002)
+    serve(collector, feed, out, "order-7", 0.002)
     _, records = collector.take()
     assert [r.request_id for r in records] == ["order-7:0", "order-7:1"]
     first = records[0]
@@ -105,25 +115,26 @@ def test_sampling_and_the_record_cap_bound_memory(reference: dict) -> None:
     capped = _collector(reference, max_records=10)
     for i in range(30):
         feed, out = _request(rng, rows=1)
-        none.observe(feed, out, f"a{i}", 0.001)
-        capped.observe(feed, out, f"b{i}", 0.001)
+        serve(none, feed, out, f"a{i}", 0.001)
+        serve(capped, feed, out, f"b{i}", 0.001)
     assert none.take()[1] == []
     counts, records = capped.take()
     assert len(records) == 10 and capped.dropped_records == 20
     assert counts.requests == 30  # counting is never sampled
 
 
-def test_failures_count_as_requests_and_errors(reference: dict) -> None:
+def test_failures_count_as_requests_and_errors_from_the_record(reference: dict) -> None:
     collector = _collector(reference)
-    collector.failed(0.004)
+    collector.record.request_failed(4_000_000, "INVALID_ARGUMENT")
     counts, _ = collector.take()
     assert (counts.requests, counts.errors, counts.rows) == (1, 1, 0)
-    assert counts.latency[np.searchsorted(LATENCY_BOUNDS, 0.004)] == 1
+    assert counts.latency.sum() == 0  # the latency histogram holds answered requests
+    assert collector.take()[0].is_empty  # each take sends the difference since the last
 
 
 def test_a_version_without_a_profile_still_counts_traffic() -> None:
     collector = VersionCollector(None, {"INPUT0": 3}, ["OUTPUT0"])
-    collector.observe({"INPUT0": np.zeros((4, 3), np.float32)}, [np.zeros((4, 3))], "x", 0.001)
+    serve(collector, {"INPUT0": np.zeros((4, 3), np.float32)}, [np.zeros((4, 3))], "x", 0.001)
     counts, _ = collector.take()
     assert (counts.requests, counts.rows, counts.features) == (1, 4, [])
 
@@ -140,8 +151,8 @@ def test_deltas_merge_by_addition(parts: list[int]) -> None:
         piece = _collector(reference)
         for _ in range(size):
             feed, out = _request(rng, rows=1)
-            whole.observe(feed, out, "r", 0.001)
-            piece.observe(feed, out, "r", 0.001)
+            serve(whole, feed, out, "r", 0.001)
+            serve(piece, feed, out, "r", 0.001)
         counts, _ = piece.take()
         if merged is None:
             merged = counts
@@ -167,7 +178,7 @@ def test_records_per_second_are_capped_and_counts_are_not(
         clock[0] = 1_000.2 + second
         for i in range(25):
             feed, out = _request(rng, rows=1)
-            collector.observe(feed, out, f"s{second}-{i}", 0.001)
+            serve(collector, feed, out, f"s{second}-{i}", 0.001)
     counts, records = collector.take()
     assert counts.requests == 75  # every request is counted
     assert len(records) == 30  # 10 records in each of the 3 seconds

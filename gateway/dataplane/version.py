@@ -202,15 +202,13 @@ class VersionRuntime:
             end - ran,
         )
         if observe and self.collector is not None:
-            self._observe(feed, result.outputs, request_id, (end - start) / 1e9)
+            self._observe(feed, result.outputs, request_id)
         return Answer(tensors, raw, feed, result.outputs)
 
-    def _observe(
-        self, feed: Mapping[str, np.ndarray], outputs: list[np.ndarray], rid: str, seconds: float
-    ) -> None:
+    def _observe(self, feed: Mapping[str, np.ndarray], outputs: list[np.ndarray], rid: str) -> None:
         assert self.collector is not None
         try:
-            self.collector.observe(feed, outputs, rid, seconds)
+            self.collector.observe(feed, outputs, rid)
         except Exception:
             self.bookkeeping_errors += 1
             log.exception("%s version %d: statistics bookkeeping failed", self.model, self.version)
@@ -273,6 +271,7 @@ def load_version(
             [o.name for o in session.outputs],
             record_rate=settings.record_sample_rate,
             record_max_per_second=settings.record_max_per_second,
+            record=record,
         )
     return VersionRuntime(
         model,
