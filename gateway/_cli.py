@@ -215,6 +215,12 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    for flag in ("max_queue_size", "max_batch_size", "max_request_rows", "stream_concurrency"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(
+                f"driftgate serve: --{flag.replace('_', '-')} must be at least 1, "
+                f"got {getattr(args, flag)}"
+            )
     preferred = tuple(int(s) for s in str(args.preferred_batch_sizes).split(",") if s.strip())
     return GatewaySettings(
         repository=args.repository,

@@ -208,6 +208,13 @@ class GatewayMetrics:
             _LABELS,
             registry=registry,
         )
+        self.admission_refusals = Counter(
+            "driftgate_admission_refusals",
+            "Inference requests refused before reaching a model by a server-wide limit "
+            "(requests or bytes in progress), answered RESOURCE_EXHAUSTED",
+            ("limit",),
+            registry=registry,
+        )
         self.shadow_seconds = Histogram(
             "driftgate_shadow_duration_seconds",
             "Time a shadow version took to answer a request copy",

@@ -81,7 +81,11 @@ class GatewayServer:
         self.health = HealthServicer()
         self.mirror = ShadowMirror(self.metrics, settings.shadow_in_flight)
         self.metrics.watch(self.manager.snapshot)
-        self.admission = Admission(settings.max_in_flight_requests, settings.max_in_flight_bytes)
+        self.admission = Admission(
+            settings.max_in_flight_requests,
+            settings.max_in_flight_bytes,
+            lambda limit: self.metrics.admission_refusals.labels(limit).inc(),
+        )
         self.inference = InferenceServicer(
             self.manager, self.mirror, self.admission, settings.stream_concurrency
         )

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -55,9 +55,12 @@ class RequestIds:
 class Admission:
     """The server-wide bound on inference requests in progress and their bytes."""
 
-    def __init__(self, max_requests: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_requests: int, max_bytes: int, refused: Callable[[str], None] | None = None
+    ) -> None:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
+        self._on_refusal = refused  # told which limit refused a request
         self.requests = 0
         self.bytes = 0
         #: requests refused because a bound was reached
@@ -65,10 +68,11 @@ class Admission:
 
     @contextlib.contextmanager
     def admit(self, size: int) -> Iterator[None]:
-        if self.requests >= self.max_requests or (
-            self.bytes and self.bytes + size > self.max_bytes
-        ):
+        over_requests = self.requests >= self.max_requests
+        if over_requests or (self.bytes and self.bytes + size > self.max_bytes):
             self.refused += 1
+            if self._on_refusal is not None:
+                self._on_refusal("requests" if over_requests else "bytes")
             raise ResourceExhausted(
                 f"the gateway is at its limit ({self.requests} requests, {self.bytes} bytes "
                 f"in progress; --max-in-flight-requests {self.max_requests}, "

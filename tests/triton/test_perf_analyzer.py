@@ -76,7 +76,9 @@ def test_perf_analyzer_measures_the_gateway(
         "--measurement-mode", "count_windows",
         "--measurement-request-count", "200",
         "--max-trials", "10",
-        "--stability-percentage", "50",
+        # Any three windows count as stable: this checks the protocol, not the machine's
+        # steadiness, and a loaded CI machine would otherwise fail with "unstable".
+        "--stability-percentage", "1000",
         "-f", str(csv_path),
     ]  # fmt: skip
     try:
