@@ -227,8 +227,7 @@ class Batcher:
             # Merging can fail too (inputs whose free dimensions differ between requests).
             feed = batch[0].feed if len(batch) == 1 else _merge([p.feed for p in batch])
             merged = time.perf_counter_ns()
-            outputs = await self._call(feed, rows)
-            called = time.perf_counter_ns()
+            outputs, ran, called = await self._call(feed, rows)
             if len(batch) > 1 and any(len(o) != rows for o in outputs):
                 raise ValueError("outputs are not aligned with the batch dimension")
         except Exception as exc:
@@ -245,18 +244,21 @@ class Batcher:
             )
             offset += pending.rows
             if not pending.future.done():
-                pending.future.set_result(
-                    BatchResult(part, started - pending.enqueued, called - merged)
-                )
-        self._record.executed(
-            rows, merged - started, called - merged, time.perf_counter_ns() - called
-        )
+                pending.future.set_result(BatchResult(part, ran - pending.enqueued, called - ran))
+        self._record.executed(rows, merged - started, called - ran, time.perf_counter_ns() - called)
 
-    async def _call(self, feed: Feed, rows: int) -> list[np.ndarray]:
+    async def _call(self, feed: Feed, rows: int) -> tuple[list[np.ndarray], int, int]:
+        """The outputs, and when the model started and finished (waiting for a thread is
+        queue time, not compute time)."""
         if self._inline(rows):
-            return self._run(feed)
+            return self._timed(feed)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, feed)
+        return await loop.run_in_executor(self._executor, self._timed, feed)
+
+    def _timed(self, feed: Feed) -> tuple[list[np.ndarray], int, int]:
+        start = time.perf_counter_ns()
+        outputs = self._run(feed)
+        return outputs, start, time.perf_counter_ns()
 
     async def close(self) -> None:
         """Wait until every queued request has been answered."""
