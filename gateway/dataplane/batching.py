@@ -8,7 +8,9 @@ Otherwise the request joins the queue; a dispatcher takes whatever is waiting (u
 ``max_batch_size`` rows when the model batches and batching is on, optionally waiting
 ``max_queue_delay_us`` for a preferred size) into one onnxruntime call, and keeps up to
 ``concurrency`` calls in flight on worker threads, so requests that arrive while the model is
-busy share the next call and a second call need not wait for the first.
+busy share the next call. When the model merges requests, a second call starts beside a
+running one only once a full ``max_batch_size`` of rows waits (a heavy model gains more
+from one large batch than from two small ones); calls that are not merged run side by side.
 
 A request with more rows than ``max_batch_size`` is split into chunks of at most that many
 rows, queued like requests, and answered as one; an empty queue admits it even with more
@@ -95,6 +97,7 @@ class Batcher:
         self._merge = config.enabled and batched_model
         self._slots = max(concurrency, 1)
         self._queue: deque[_Pending] = deque()
+        self._rows_waiting = 0
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -159,6 +162,7 @@ class Batcher:
     def _enqueue(self, feed: Feed, rows: int) -> asyncio.Future[BatchResult]:
         pending = _Pending(feed, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
+        self._rows_waiting += rows
         self._idle.clear()
         self._dispatch()
         return pending.future
@@ -167,6 +171,10 @@ class Batcher:
         """Start calls while requests wait and slots are free (never awaits)."""
         while self._queue and self._running < self._slots:
             if self._merge and not self._ready_to_take():
+                return
+            if self._merge and self._running and self._rows_waiting < self.config.max_batch_size:
+                # A call is running: let the queue grow into the next batch rather than
+                # start a small one beside it; a full batch's worth starts at once.
                 return
             batch = self._take()
             self._running += 1
@@ -206,13 +214,14 @@ class Batcher:
 
     def _take(self) -> list[_Pending]:
         batch = [self._queue.popleft()]
-        if not self._merge:
-            return batch
         rows = batch[0].rows
-        while self._queue and rows + self._queue[0].rows <= self.config.max_batch_size:
+        while (
+            self._merge and self._queue and rows + self._queue[0].rows <= self.config.max_batch_size
+        ):
             pending = self._queue.popleft()
             rows += pending.rows
             batch.append(pending)
+        self._rows_waiting -= rows
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
