@@ -77,7 +77,8 @@ def quantile_edges(values: npt.ArrayLike, bins: int = 10) -> npt.NDArray[np.floa
     if finite.size == 0:
         return np.empty(0, dtype=np.float64)
     low, high = finite.min(), finite.max()
-    top = np.nextafter(high, np.float32(np.inf))
+    with np.errstate(over="ignore"):  # the largest float32 is closed by +inf
+        top = np.nextafter(high, np.float32(np.inf))
     interior = np.quantile(finite.astype(np.float64), np.linspace(0.0, 1.0, bins + 1)[1:-1])
     candidates = np.concatenate([[low], interior.astype(np.float32), [top]]).astype(np.float32)
     # Quantiles of tied data coincide: np.unique sorts and keeps one of each.
