@@ -17,8 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from driftgate.core.cli import add_control_token_flags, control_token, env
+from driftgate.core.auth import Role
+from driftgate.core.cli import env
 from driftgate.core.rpc import write_ready_file
+from driftgate.core.security import (
+    add_client_tls_flags,
+    add_server_security_flags,
+    client_tls,
+    server_security,
+)
 from driftgate.gateway.dataplane.batching import BatchingConfig
 from driftgate.gateway.settings import GatewaySettings
 
@@ -47,7 +54,8 @@ def register(subparsers: Any) -> None:
     add(
         "--host",
         default=env("HOST", defaults.host),
-        help="address to bind (DRIFTGATE_HOST; default 0.0.0.0)",
+        help="address gRPC binds (DRIFTGATE_HOST; default 127.0.0.1: loopback; beyond it, set "
+        "credentials or --insecure)",
     )
     add(
         "--grpc-port",
@@ -178,7 +186,17 @@ def register(subparsers: Any) -> None:
         help="shadow request copies in flight before copies are dropped "
         "(DRIFTGATE_SHADOW_IN_FLIGHT; default 16)",
     )
-    add_control_token_flags(add, "required by mutating control calls (default: none required)")
+    add_server_security_flags(
+        add,
+        operator="required by Control's changes and RepositoryModelLoad/Unload",
+        ingest="required by Feedback.SendLabels and sent with reports to the monitor",
+    )
+    add_client_tls_flags(add, "monitor-", "the monitor")
+    add(
+        "--metrics-host",
+        default=env("METRICS_HOST", defaults.metrics_host),
+        help="address /metrics binds (DRIFTGATE_METRICS_HOST; default 127.0.0.1)",
+    )
     add(
         "--monitor",
         default=os.environ.get("DRIFTGATE_MONITOR"),
@@ -246,7 +264,9 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         poll_interval=args.poll_interval,
         standby_versions=args.standby_versions,
         shadow_in_flight=args.shadow_in_flight,
-        control_token=control_token(args),
+        security=server_security(args),
+        monitor_tls=client_tls(args, "monitor-"),
+        metrics_host=args.metrics_host,
         grace_seconds=args.grace,
         ready_file=args.ready_file,
         monitor=args.monitor,
@@ -258,6 +278,8 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    roles = (Role.OPERATOR, Role.INGEST) if settings.monitor else (Role.OPERATOR,)
+    settings.security.check_bind("serve", settings.host, roles)
     if args.workers <= 1:
         asyncio.run(_serve(settings))
         return 0
@@ -343,7 +365,7 @@ def _serve_merged_metrics(settings: GatewaySettings, ready_files: list[Path]) ->
     registry = CollectorRegistry()
     registry.register(WorkerMetrics(lambda: urls))
     server, _thread = start_http_server(
-        settings.metrics_port, addr=settings.host, registry=registry
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
     )
     port: int = server.server_port
     return port

@@ -9,7 +9,6 @@ returns; other replicas pick it up from ``deployment.json`` on their next poll.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftgate.core._proto.driftgate.control.v1 import control_pb2 as pb
 from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as pb_grpc
+from driftgate.core.auth import Credentials, Role
 from driftgate.core.deployment import (
     Deployment,
     DeploymentStore,
@@ -31,8 +31,9 @@ from driftgate.core.deployment import (
     start_shadow,
     stop_shadow,
 )
-from driftgate.core.errors import InvalidInput, ModelNotFound, Unauthenticated
+from driftgate.core.errors import InvalidInput, ModelNotFound
 from driftgate.core.repository import validate_model_name
+from driftgate.core.rpc import authorize
 from driftgate.gateway.manager import ModelManager, ModelState
 from driftgate.gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
 from driftgate.gateway.shadow import ShadowMirror
@@ -59,13 +60,13 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         store: DeploymentStore,
         metrics: GatewayMetrics,
         mirror: ShadowMirror,
-        token: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._manager = manager
         self._store = store
         self._metrics = metrics
         self._mirror = mirror
-        self._expected_authorization = f"Bearer {token}".encode() if token else None
+        self._credentials = credentials or Credentials()
 
     # -- mutating calls ------------------------------------------------------------------
 
@@ -143,18 +144,7 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         return _state(state)
 
     def _authorize(self, context: Context) -> None:
-        expected = self._expected_authorization
-        if expected is None:
-            return
-        given = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                given = value if isinstance(value, str) else value.decode("latin-1")
-        if not hmac.compare_digest(given.encode(), expected):
-            raise Unauthenticated(
-                "this gateway requires a control token for changes: send metadata "
-                "'authorization: Bearer <token>' (driftgate --token or DRIFTGATE_CONTROL_TOKEN)"
-            )
+        authorize(self._credentials, Role.OPERATOR, context)
 
     # -- reading calls -------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ import grpc
 
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
+from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import FailedPrecondition, InvalidInput
+from driftgate.core.rpc import authorize
 from driftgate.gateway.reporter import LabelBuffer
 
 __all__ = ["FeedbackServicer"]
@@ -22,10 +24,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class FeedbackServicer(fb_grpc.FeedbackServicer):  # type: ignore[misc]
-    def __init__(self, labels: LabelBuffer | None) -> None:
+    def __init__(self, labels: LabelBuffer | None, credentials: Credentials | None = None) -> None:
         self._labels = labels
+        self._credentials = credentials or Credentials()
 
     async def SendLabels(self, request: Any, context: Context) -> Any:
+        authorize(self._credentials, Role.INGEST, context)
         if self._labels is None:
             raise FailedPrecondition(
                 "this gateway forwards labels only when a monitor is configured (--monitor); "

@@ -36,6 +36,7 @@ from driftgate.core.errors import (
     ModelNotFound,
     ModelNotReady,
     Unavailable,
+    quote,
 )
 from driftgate.core.repository import Repository, validate_model_name
 from driftgate.gateway.dataplane.version import VersionRuntime, load_version
@@ -112,6 +113,11 @@ class ModelManager:
 
     # -- the request path -------------------------------------------------------------
 
+    @property
+    def settings(self) -> GatewaySettings:
+        """The settings this gateway serves with (request limits are read from here)."""
+        return self._settings
+
     def resolve(self, name: str, version: str = "") -> VersionRuntime:
         """The version that answers a request for ``name`` (and ``version``, if given)."""
         state = self._models.get(name)
@@ -123,11 +129,12 @@ class ModelManager:
                 raise ModelNotReady(f"model '{name}' has no version ready to serve")
             return state.stable
         try:
-            number = int(version)
+            # Twenty digits hold any int64; a longer string is refused before int() reads it.
+            number = int(version) if len(version) <= 20 else -1
         except ValueError:
-            raise InvalidInput(
-                f"model_version must be an integer version, got '{version}'"
-            ) from None
+            number = -1
+        if number < 0:
+            raise InvalidInput(f"model_version must be an integer version, got {quote(version)}")
         found = state.loaded.get(number)
         if found is None:
             loaded = ", ".join(map(str, sorted(state.loaded))) or "none"

@@ -7,6 +7,14 @@ until the monitor acknowledges it, unchanged (the monitor ignores a sequence it 
 committed, so counts arrive exactly once); meanwhile new counts keep merging into the held
 delta, whose size is fixed by the reference profiles, so memory stays bounded while the
 monitor is away. Nothing here runs on the request path.
+
+Reports are bounded by bytes as well as records (``max_report_bytes``), and held records by
+an estimate of their bytes. A report the monitor refuses for good (INVALID_ARGUMENT or
+RESOURCE_EXHAUSTED) is never resent as it was: its counts are sent once more without its
+records, and if that is refused too, the report is set aside; each step is logged and
+counted (``refused_reports``, ``refused_records``). Labels are sent on every flush whatever
+became of the reports, and a batch of labels the monitor refuses for good is set aside
+(``refused_labels``) rather than returned to the buffer.
 """
 
 from __future__ import annotations
@@ -14,32 +22,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
-from driftgate.core.errors import ResourceExhausted
+from driftgate.core.auth import TokenSource
+from driftgate.core.errors import InvalidInput, ResourceExhausted, quote
+from driftgate.core.repository import validate_model_name
+from driftgate.core.rpc import aio_channel
+from driftgate.core.tls import ClientTLS
 from driftgate.gateway.statistics import (
     LATENCY_BOUNDS,
+    MAX_RECORD_ID_BYTES,
     PredictionRecord,
     VersionCollector,
     VersionCounts,
+    record_size,
 )
 
-__all__ = ["LabelBuffer", "MonitorReporter", "StatisticsHub"]
+__all__ = [
+    "MAX_LABEL_VALUE_BYTES",
+    "MAX_LABELS_PER_CALL",
+    "LabelBuffer",
+    "MonitorReporter",
+    "StatisticsHub",
+    "check_labels",
+]
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
+
+#: most labels one SendLabels call may carry
+MAX_LABELS_PER_CALL = 10_000
+#: longest string label, in bytes
+MAX_LABEL_VALUE_BYTES = 1024
+# The monitor's refusals that resending cannot change.
+_FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# Range of a protobuf Timestamp (0001-01-01 to 9999-12-31), as the monitor reads it.
+_TIME_RANGE = (-62_135_596_800, 253_402_300_799)
 
 
 @dataclass
@@ -83,14 +117,71 @@ class StatisticsHub:
         return taken
 
 
+def check_labels(labels: Sequence[Any]) -> None:
+    """Refuse a SendLabels batch, as a whole, unless every label is one the monitor can store.
+
+    The count is checked before any label is read; each label's strings by their length
+    before their content; messages quote client strings only in part.
+    """
+    if len(labels) > MAX_LABELS_PER_CALL:
+        raise InvalidInput(
+            f"SendLabels carries {len(labels)} labels; send at most {MAX_LABELS_PER_CALL} per call"
+        )
+    for index, label in enumerate(labels):
+        _check_label(index, label)
+
+
+def _check_label(index: int, label: Any) -> None:
+    where = f"labels[{index}]"
+    request_id = label.request_id
+    if not request_id:
+        raise InvalidInput(f"{where}.request_id is empty; it must name a request")
+    if _longer_than(request_id, MAX_RECORD_ID_BYTES):
+        raise InvalidInput(
+            f"{where}.request_id {quote(request_id)} is longer than {MAX_RECORD_ID_BYTES} "
+            "bytes; no prediction has such an id"
+        )
+    if label.model:
+        validate_model_name(label.model)
+    kind = label.WhichOneof("value")
+    if kind is None:
+        raise InvalidInput(
+            f"{where} ({quote(request_id)}) has no value; set string_value, int64_value or "
+            "double_value"
+        )
+    if kind == "string_value" and _longer_than(label.string_value, MAX_LABEL_VALUE_BYTES):
+        raise InvalidInput(
+            f"{where}.string_value {quote(label.string_value)} is longer than "
+            f"{MAX_LABEL_VALUE_BYTES} bytes"
+        )
+    if kind == "double_value" and not math.isfinite(label.double_value):
+        raise InvalidInput(f"{where}.double_value is {label.double_value}; it must be finite")
+    if label.HasField("time") and not (
+        _TIME_RANGE[0] <= label.time.seconds <= _TIME_RANGE[1]
+        and 0 <= label.time.nanos < 1_000_000_000
+    ):
+        raise InvalidInput(f"{where}.time is not a valid timestamp")
+
+
+def _longer_than(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8 (a long one is not encoded)."""
+    if len(text) > limit:
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 class LabelBuffer:
-    """Labels received by the gateway, held until forwarded; refuses more than ``capacity``."""
+    """Labels received by the gateway, held until forwarded; refuses more than ``capacity``.
+
+    ``add`` checks the batch with ``check_labels`` first, so nothing oversized is held.
+    """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._labels: deque[Any] = deque()
 
-    def add(self, labels: Iterable[Any]) -> int:
+    def add(self, labels: Sequence[Any]) -> int:
+        check_labels(labels)
         incoming = list(labels)
         if len(self._labels) + len(incoming) > self.capacity:
             raise ResourceExhausted(
@@ -100,8 +191,16 @@ class LabelBuffer:
         self._labels.extend(incoming)
         return len(incoming)
 
-    def take(self, limit: int) -> list[Any]:
-        return [self._labels.popleft() for _ in range(min(limit, len(self._labels)))]
+    def take(self, limit: int, max_bytes: int = 4 << 20) -> list[Any]:
+        """The oldest labels, at most ``limit`` of them and about ``max_bytes`` (at least one)."""
+        taken: list[Any] = []
+        size = 0
+        while self._labels and len(taken) < limit:
+            size += self._labels[0].ByteSize()
+            if taken and size > max_bytes:
+                break
+            taken.append(self._labels.popleft())
+        return taken
 
     def give_back(self, labels: list[Any]) -> None:
         self._labels.extendleft(reversed(labels))
@@ -117,6 +216,7 @@ class _Held:
     counts: dict[Key, VersionCounts] = field(default_factory=dict)
     names: dict[Key, list[str]] = field(default_factory=dict)
     records: deque[tuple[Key, PredictionRecord]] = field(default_factory=deque)
+    record_bytes: int = 0
     since: float = field(default_factory=time.time)
 
 
@@ -131,24 +231,47 @@ class MonitorReporter:
         interval: float = 5.0,
         max_records: int = 50_000,
         records_per_report: int = 250,
+        max_report_bytes: int = 4 << 20,
+        max_record_bytes: int = 64 << 20,
+        registry: CollectorRegistry | None = None,
+        tls: ClientTLS | None = None,
+        token: TokenSource | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
+        self._token = token
         self.instance_id = uuid.uuid4().hex
         self._hub = hub
         self._labels = labels
         self._interval = interval
         self._max_records = max_records
         self.records_per_report = records_per_report
+        #: bytes of one report's records at most (the monitor's message limit is far above)
+        self.max_report_bytes = max_report_bytes
+        self._max_record_bytes = max_record_bytes  # of all held records
         self._held = _Held()
         self._unacked: Any = None
         self._sequence = 0
         self.dropped_records = 0
         self.acknowledged = 0
+        #: reports the monitor refused for good, set aside (their counts are lost)
+        self.refused_reports = 0
+        #: records of refused reports, set aside (the counts were sent again without them)
+        self.refused_records = 0
+        #: labels the monitor refused for good, set aside
+        self.refused_labels = 0
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
+        if registry is not None:
+            registry.register(_ReportingCollector(self))
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The ingest token, read now (a rotated token file takes effect at the next call)."""
+        token = self._token.current() if self._token is not None else None
+        return (("authorization", f"Bearer {token}"),) if token else ()
 
     def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = aio_channel(self.address, self._tls)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self, final_flush_seconds: float = 2.0) -> None:
@@ -174,24 +297,57 @@ class MonitorReporter:
         """Send everything held, in reports of at most ``records_per_report`` records.
 
         Small reports keep each protobuf build and serialisation (on the event loop) short,
-        so reporting never stalls requests for long.
+        so reporting never stalls requests for long. Labels are sent whatever became of the
+        reports: they never wait behind a report the monitor cannot take.
         """
         self._gather()
         assert self._channel is not None
         stub = mpb_grpc.MonitorStub(self._channel)
+        try:
+            await self._send_reports(stub)
+        finally:
+            await self._send_labels(stub)
+
+    async def _send_reports(self, stub: Any) -> None:
         while True:
             if self._unacked is None:
                 if not self._held.counts and not self._held.records:
-                    break
+                    return
                 self._unacked = await self._report()
             try:
-                await stub.Report(self._unacked, timeout=10.0)
+                await stub.Report(self._unacked, timeout=10.0, metadata=self._metadata())
             except grpc.aio.AioRpcError as exc:
-                log.debug("monitor unreachable (%s); holding report", exc.code().name)
-                return
+                if exc.code() not in _FINAL:
+                    log.debug("monitor unreachable (%s); holding report", exc.code().name)
+                    return
+                self._set_aside(exc)
+                continue
             self.acknowledged = self._unacked.sequence
             self._unacked = None
-        await self._send_labels(stub)
+
+    def _set_aside(self, exc: grpc.aio.AioRpcError) -> None:
+        """The monitor refused the unacknowledged report for good: never send it again as is.
+
+        With records, its counts go once more alone (same sequence: nothing of it was
+        committed); without, the report is set aside.
+        """
+        report = self._unacked
+        reason = quote(exc.details() or "", 200)
+        if len(report.records):
+            log.warning(
+                "the monitor refused report %d (%s: %s); its %d records are set aside, its "
+                "counts sent again alone",
+                report.sequence, exc.code().name, reason, len(report.records),
+            )  # fmt: skip
+            self.refused_records += len(report.records)
+            del report.records[:]
+            return
+        log.error(
+            "the monitor refused report %d (%s: %s); it is set aside and its counts are lost",
+            report.sequence, exc.code().name, reason,
+        )  # fmt: skip
+        self.refused_reports += 1
+        self._unacked = None
 
     def _gather(self) -> None:
         held = self._held
@@ -202,20 +358,37 @@ class MonitorReporter:
                 else:
                     held.counts[key] = counts
                 held.names[key] = [f.name for f in collector.features]
-            room = max(self._max_records - len(held.records), 0)
-            held.records.extend((key, record) for record in records[:room])
-            self.dropped_records += max(len(records) - room, 0) + collector.dropped_records
+            self.dropped_records += collector.dropped_records
             collector.dropped_records = 0
+            for record in records:
+                size = record_size(record)
+                full = held.record_bytes + size > self._max_record_bytes
+                if full or len(held.records) >= self._max_records:
+                    self.dropped_records += 1
+                    continue
+                held.records.append((key, record))
+                held.record_bytes += size
 
     async def _report(self) -> Any:
         held = self._held
         counts, held.counts = held.counts, {}
         since, held.since = held.since, time.time()
-        records = []
-        for index in range(min(self.records_per_report, len(held.records))):
-            key, record = held.records.popleft()
-            records.append(_record(key, record))
-            if index % 50 == 49:
+        records: list[Any] = []
+        size = 0
+        while held.records and len(records) < self.records_per_report:
+            key, record = held.records[0]
+            message = _record(key, record)
+            grown = size + message.ByteSize()
+            if records and grown > self.max_report_bytes:
+                break  # the next report takes it
+            held.records.popleft()
+            held.record_bytes -= record_size(record)
+            if grown > self.max_report_bytes:  # alone over the bound: never sendable
+                self.dropped_records += 1
+                continue
+            records.append(message)
+            size = grown
+            if len(records) % 50 == 0:
                 await asyncio.sleep(0)  # let requests through between chunks
         self._sequence += 1
         now = time.time()
@@ -231,12 +404,44 @@ class MonitorReporter:
 
     async def _send_labels(self, stub: Any) -> None:
         while len(self._labels):
-            batch = self._labels.take(5000)
+            batch = self._labels.take(5000, self.max_report_bytes)
             try:
-                await stub.SendLabels(fb.SendLabelsRequest(labels=batch), timeout=10.0)
-            except grpc.aio.AioRpcError:
-                self._labels.give_back(batch)
-                return
+                await stub.SendLabels(
+                    fb.SendLabelsRequest(labels=batch), timeout=10.0, metadata=self._metadata()
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _FINAL:
+                    self._labels.give_back(batch)
+                    return
+                log.error(
+                    "the monitor refused %d labels (%s: %s); they are set aside",
+                    len(batch), exc.code().name, quote(exc.details() or "", 200),
+                )  # fmt: skip
+                self.refused_labels += len(batch)
+
+
+class _ReportingCollector(Collector):
+    """What reporting lost, read from the reporter at scrape time."""
+
+    def __init__(self, reporter: MonitorReporter) -> None:
+        self._reporter = reporter
+
+    def collect(self) -> Iterator[Metric]:
+        reporter = self._reporter
+        set_aside = CounterMetricFamily(
+            "driftgate_reporting_set_aside",
+            "Reports, records and labels the monitor refused for good, set aside (not resent)",
+            labels=("kind",),
+        )
+        set_aside.add_metric(["reports"], reporter.refused_reports)
+        set_aside.add_metric(["records"], reporter.refused_records)
+        set_aside.add_metric(["labels"], reporter.refused_labels)
+        dropped = CounterMetricFamily(
+            "driftgate_reporting_dropped_records",
+            "Prediction records not kept: sampling caps, size bounds, over-long ids or values",
+        )
+        dropped.add_metric([], reporter.dropped_records)
+        yield from (set_aside, dropped)
 
 
 def _timestamp(seconds: float) -> Timestamp:

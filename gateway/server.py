@@ -28,9 +28,10 @@ from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from driftgate.core.auth import TokenSource
 from driftgate.core.deployment import DeploymentStore
 from driftgate.core.repository import Repository
-from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
+from driftgate.core.rpc import Guarded, serve_until_signalled, server_credentials, write_ready_file
 from driftgate.gateway.control import ControlServicer
 from driftgate.gateway.feedback import FeedbackServicer
 from driftgate.gateway.manager import ModelManager, lower_priority
@@ -67,8 +68,14 @@ class GatewayServer:
         if settings.monitor is not None:
             self.hub = StatisticsHub()
             self.labels = LabelBuffer(settings.label_buffer)
+            s = settings.security
             self.reporter = MonitorReporter(
-                settings.monitor, self.hub, self.labels, settings.report_interval
+                settings.monitor,
+                self.hub,
+                self.labels,
+                settings.report_interval,
+                tls=settings.monitor_tls,
+                token=TokenSource(s.ingest_token, s.ingest_token_file),
             )
         self.manager = ModelManager(
             repository,
@@ -86,15 +93,20 @@ class GatewayServer:
             settings.max_in_flight_bytes,
             lambda limit: self.metrics.admission_refusals.labels(limit).inc(),
         )
+        self.credentials = settings.security.credentials()
         self.inference = InferenceServicer(
-            self.manager, self.mirror, self.admission, settings.stream_concurrency
+            self.manager,
+            self.mirror,
+            self.admission,
+            settings.stream_concurrency,
+            self.credentials,
         )
         self.control = ControlServicer(
             self.manager,
             DeploymentStore(repository),
             self.metrics,
             self.mirror,
-            settings.control_token,
+            self.credentials,
         )
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
@@ -116,7 +128,7 @@ class GatewayServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), self._server)
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            Guarded(FeedbackServicer(self.labels)), self._server
+            Guarded(FeedbackServicer(self.labels, self.credentials)), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -130,7 +142,11 @@ class GatewayServer:
             self._server,
         )
         address = f"{self.settings.host}:{self.settings.grpc_port}"
-        self.port = self._server.add_insecure_port(address)
+        tls = self.settings.security.tls
+        if tls is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, server_credentials(tls))
         self.manager.listeners.append(self._model_health)
         await self.manager.refresh()
         await self._server.start()
@@ -152,7 +168,7 @@ class GatewayServer:
     def _start_metrics(self) -> None:
         if self.settings.metrics_port < 0:
             return
-        host = self.settings.metrics_host or self.settings.host
+        host = self.settings.metrics_host
         server, _thread = start_http_server(
             self.settings.metrics_port, addr=host, registry=self.registry
         )

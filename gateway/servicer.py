@@ -24,8 +24,11 @@ import grpc
 from driftgate import __version__
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import DriftgateError, InvalidInput, ResourceExhausted
+from driftgate.core.rpc import authorize
 from driftgate.gateway import describe
+from driftgate.gateway.dataplane.codec import check_request
 from driftgate.gateway.dataplane.version import VersionRuntime
 from driftgate.gateway.manager import ModelManager
 from driftgate.gateway.shadow import ShadowMirror
@@ -94,7 +97,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         mirror: ShadowMirror | None = None,
         admission: Admission | None = None,
         stream_concurrency: int = 64,
+        credentials: Credentials | None = None,
     ) -> None:
+        #: who may load and unload models (RepositoryModelLoad/Unload are operator calls)
+        self._credentials = credentials or Credentials()
         self._manager = manager
         self._mirror = mirror
         self._ids = RequestIds()
@@ -150,6 +156,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> Any:
+        authorize(self._credentials, Role.OPERATOR, context)
         if request.parameters:
             raise InvalidInput(
                 "RepositoryModelLoad: parameters (config or file overrides) are not supported; "
@@ -161,6 +168,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> Any:
+        authorize(self._credentials, Role.OPERATOR, context)
         await self._manager.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
@@ -168,6 +176,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return await self._answer(request)
 
     async def _answer(self, request: pb.ModelInferRequest) -> Any:
+        check_request(request, self._manager.settings.max_request_id_bytes)
         with self._admission.admit(request.ByteSize()):
             request_id = request.id or self._ids.next()
             pinned = request.model_version
@@ -197,11 +206,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 response = await self._answer(request)
                 await responses.put(pb.ModelStreamInferResponse(infer_response=response))
             except DriftgateError as exc:
-                # The id tells a streaming client which of its requests failed.
+                # The id tells a streaming client which of its requests failed; what a
+                # refused request carried beyond the limits is not echoed back.
+                limit = self._manager.settings.max_request_id_bytes
                 failed = pb.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
+                    model_name=request.model_name if len(request.model_name) <= 64 else "",
+                    model_version=request.model_version[:20],
+                    id=request.id if len(request.id) <= limit else "",
                 )
                 await responses.put(
                     pb.ModelStreamInferResponse(error_message=exc.message, infer_response=failed)

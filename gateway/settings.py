@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driftgate.core.security import ServerSecurity
+from driftgate.core.tls import ClientTLS
 from driftgate.gateway.dataplane.batching import BatchingConfig
 
 __all__ = ["GatewaySettings"]
@@ -16,14 +18,14 @@ class GatewaySettings:
 
     #: the model repository directory (DRIFTGATE_REPOSITORY)
     repository: Path = Path("models")
-    #: address the gRPC server binds (DRIFTGATE_HOST)
-    host: str = "0.0.0.0"
+    #: address the gRPC server binds (DRIFTGATE_HOST); beyond loopback, credentials are needed
+    host: str = "127.0.0.1"
     #: gRPC port; 0 picks a free one (DRIFTGATE_GRPC_PORT)
     grpc_port: int = 8001
     #: Prometheus /metrics port; 0 picks a free one, -1 turns it off (DRIFTGATE_METRICS_PORT)
     metrics_port: int = 8002
-    #: address /metrics binds; None: the gRPC host (workers bind loopback for their parent)
-    metrics_host: str | None = None
+    #: address /metrics binds: loopback unless told otherwise (DRIFTGATE_METRICS_HOST)
+    metrics_host: str = "127.0.0.1"
     #: largest gRPC message accepted or sent, in bytes (DRIFTGATE_MAX_MESSAGE_BYTES)
     max_message_bytes: int = 64 * 1024 * 1024
     #: RPCs in progress at once, all services; more are refused with RESOURCE_EXHAUSTED
@@ -51,8 +53,10 @@ class GatewaySettings:
     poll_interval: float = 1.0
     #: previous stable versions kept loaded for an instant rollback (DRIFTGATE_STANDBY_VERSIONS)
     standby_versions: int = 1
-    #: bearer token that mutating control calls must carry; None: no token needed
-    control_token: str | None = field(default=None, repr=False)
+    #: TLS and credentials of the listener (operator and ingest tokens, client subjects)
+    security: ServerSecurity = field(default_factory=ServerSecurity)
+    #: TLS for reaching the monitor; None: plaintext
+    monitor_tls: ClientTLS | None = None
     #: shadow copies in flight at once per gateway; more are dropped (DRIFTGATE_SHADOW_IN_FLIGHT)
     shadow_in_flight: int = 16
     #: seconds a retired version may take to finish its in-flight requests
@@ -74,3 +78,7 @@ class GatewaySettings:
     label_buffer: int = 100_000
     #: once serving, write {"grpc_port", "metrics_port", "pid"} here as JSON (for supervisors)
     ready_file: Path | None = None
+    #: longest request id accepted, in bytes; a longer one is refused with INVALID_ARGUMENT
+    #: (ids are echoed, hashed for routing and kept with prediction records)
+    #: (DRIFTGATE_MAX_REQUEST_ID_BYTES)
+    max_request_id_bytes: int = 256

@@ -3,13 +3,15 @@
 The request path only appends references to the arrays it already has (``observe``); the
 counting happens in bulk, vectorised over many requests at once (``count_pending``): per
 numeric feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, per
-categorical feature one sorted lookup. Counts are plain integer arrays that merge by
+categorical feature one dictionary lookup per value (values longer than
+``MAX_CATEGORY_CHARS`` count as "other" unread). Counts are plain integer arrays that merge by
 addition, so a delta can be held, re-sent or combined without loss. Request, error and
 latency counts are not kept here: each ``take`` reads their difference from the version's
 ``VersionRecord``, where every request is counted once. Memory is bounded: at
 ``max_pending`` requests the pending arrays are counted soon after, on the event loop but
-outside any request's handler (an error there is logged and counted), and at most
-``max_records`` sampled prediction records wait for the next report. Records are sampled at
+outside any request's handler (an error there loses that batch only, and is logged and
+counted), and at most ``max_records`` sampled prediction records, of at most
+``max_record_bytes`` in all, wait for the next report. Records are sampled at
 ``record_rate`` and capped at ``record_max_per_second``, so what they cost a busy service is
 bounded while a quiet one keeps every prediction.
 """
@@ -30,9 +32,12 @@ from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
 
 __all__ = [
     "LATENCY_BOUNDS",
+    "MAX_CATEGORY_CHARS",
+    "MAX_RECORD_ID_BYTES",
     "PredictionRecord",
     "VersionCollector",
     "VersionCounts",
+    "record_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,16 @@ log = logging.getLogger(__name__)
 # Upper bounds (seconds, inclusive) of the latency histogram sent to the monitor: the
 # buckets of the version's record, which Prometheus exports too.
 LATENCY_BOUNDS = LATENCY_BUCKETS
+
+#: longest categorical value looked up; a longer one counts as "other" and is never recorded
+MAX_CATEGORY_CHARS = 1024
+#: longest record id (request id, ":" and the row for multi-row requests) kept in a record;
+#: the monitor stores at most this much of an id
+MAX_RECORD_ID_BYTES = 256
+#: the bin of a categorical value that reads as missing
+MISSING = -1
+# Categorical values counted as missing, as numpy's ``astype(str)`` spells empty, None, NaN.
+_MISSING = ("", "None", "nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +138,41 @@ class PredictionRecord:
 
 
 class _Lookup:
-    """Vectorised string -> bin index; unknown values go to the last ("other") bin."""
+    """Values -> bin index by exact string match; unknown values go to the last ("other") bin.
 
-    def __init__(self, categories: Sequence[Any]) -> None:
-        values = np.array([str(c) for c in categories], dtype=str)
-        self._order = np.argsort(values, kind="stable")
-        self._sorted = values[self._order]
-        self.other = len(values)
+    Values that read as ``missing`` map to ``MISSING``. A value longer than
+    ``MAX_CATEGORY_CHARS`` is "other" without being hashed or copied: a string's bin never
+    costs more than its length check, and one huge value never widens a whole batch into a
+    fixed-width array (``astype(str)`` would give every row the longest row's width).
+    """
+
+    def __init__(self, categories: Sequence[Any], missing: Sequence[str] = ()) -> None:
+        index: dict[str, int] = {}
+        for position, category in enumerate(categories):
+            index.setdefault(str(category), position)
+        for value in missing:
+            index[value] = MISSING
+        self._index = index
+        self.other = len(categories)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        if self.other == 0:
-            return np.zeros(len(values), dtype=np.intp)
-        text = values.astype(str)
-        position = np.searchsorted(self._sorted, text)
-        clipped = np.minimum(position, self.other - 1)
-        found = self._sorted[clipped] == text
-        return np.where(found, self._order[clipped], self.other)
+        flat = values.ravel()
+        if flat.dtype != object:
+            flat = flat.astype(str)  # numbers and booleans: short
+        get, other = self._index.get, self.other
+        return np.fromiter(
+            (
+                get(value, other) if len(value) <= MAX_CATEGORY_CHARS else other
+                for value in map(_text, flat)
+            ),
+            dtype=np.intp,
+            count=len(flat),
+        )
+
+
+def _text(value: Any) -> str:
+    """A value as its category string (None and NaN as "None" and "nan", as numpy spells them)."""
+    return value if type(value) is str else str(value)
 
 
 @dataclass(frozen=True)
@@ -173,14 +207,38 @@ def _features(reference: Mapping[str, Any], inputs: Mapping[str, int]) -> list[_
                 column=int(entry.get("column", 0)),
                 numeric=numeric,
                 edges=np.asarray(entry.get("edges", []), dtype=np.float64) if numeric else None,
-                lookup=None if numeric else _Lookup(entry.get("categories", [])),
+                lookup=None if numeric else _Lookup(entry.get("categories", []), _MISSING),
             )
         )
     return features
 
 
+@dataclass
+class _Pending:
+    """Requests observed and not yet counted, column by column, swapped out whole.
+
+    No per-request container outlives its request (thousands of small live dicts and tuples
+    would make every GC pass slower); the lists stay aligned because ``observe`` appends to
+    all of them or none, and a count takes the whole object at once.
+    """
+
+    inputs: dict[str, list[np.ndarray]]
+    labels: list[np.ndarray] = field(default_factory=list)
+    probabilities: list[np.ndarray] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    sampled: list[bool] = field(default_factory=list)
+
+
 class VersionCollector:
-    """Counts one version's traffic; ``observe`` is cheap, ``drain`` does the work."""
+    """Counts one version's traffic; ``observe`` is cheap, ``count_pending`` does the work.
+
+    Bookkeeping never fails a request: a bulk count that raises loses that batch's counts
+    and records only (logged, and counted in ``errors``), never the alignment of request ids
+    with rows. Held records are bounded by count (``max_records``) and by an estimate of
+    their size (``max_record_bytes``); the ids and values they copy are bounded too
+    (``MAX_RECORD_ID_BYTES``, ``MAX_CATEGORY_CHARS``).
+    """
 
     def __init__(
         self,
@@ -192,6 +250,7 @@ class VersionCollector:
         max_pending: int = 512,
         max_records: int = 20000,
         record: VersionRecord | None = None,
+        max_record_bytes: int = 16 << 20,
     ) -> None:
         reference = reference or {}
         self.features = _features(reference, input_columns)
@@ -214,15 +273,12 @@ class VersionCollector:
         self._recorded_this_second = 0
         self._max_pending = max_pending
         self._max_records = max_records
-        # Pending requests, column by column: no per-request container outlives its request
-        # (thousands of small live dicts and tuples would make every GC pass slower).
-        self._inputs: dict[str, list[np.ndarray]] = {f.input: [] for f in self.features}
-        self._labels: list[np.ndarray] = []
-        self._probabilities: list[np.ndarray] = []
-        self._ids: list[str] = []
-        self._times: list[float] = []
-        self._sampled: list[bool] = []
+        self._max_record_bytes = max_record_bytes
+        self._input_names = list(dict.fromkeys(f.input for f in self.features))
+        self._pending = self._new_pending()
         self.records: list[PredictionRecord] = []
+        self._record_bytes = 0
+        #: rows sampled for a record but not kept (caps, over-long ids or values, errors)
         self.dropped_records = 0
         self.counts = self._empty()
         # Requests, errors and latency are not counted here: each take reads their deltas
@@ -230,11 +286,16 @@ class VersionCollector:
         self.record = record if record is not None else VersionRecord()
         self._reported = _RecordMark()
         self._count_scheduled = False
-        #: bulk counts that failed (logged; never raised into a request)
+        #: bulk counts that failed (logged; their batch is lost, never raised into a request)
         self.errors = 0
+        #: requests whose counts were lost with a failed bulk count
+        self.lost_requests = 0
 
     def _empty(self) -> VersionCounts:
         return VersionCounts.empty([f.bins for f in self.features], self.prediction_bins)
+
+    def _new_pending(self) -> _Pending:
+        return _Pending({name: [] for name in self._input_names})
 
     # -- the request path -------------------------------------------------------------
 
@@ -244,17 +305,26 @@ class VersionCollector:
         outputs: list[np.ndarray],
         request_id: str,
     ) -> None:
-        for name, parts in self._inputs.items():
-            parts.append(feed[name])
-        self._labels.append(outputs[self._label_output])
-        if self._record_rate > 0:
-            if self._probability_output is not None:
-                self._probabilities.append(outputs[self._probability_output])
-            now = time.time()
-            self._ids.append(request_id)
-            self._times.append(now)
-            self._sampled.append(self._keep_record(now))
-        if len(self._labels) >= self._max_pending and not self._count_scheduled:
+        # Everything that can raise comes first: then all lists grow by one, or none does.
+        columns = [feed[name] for name in self._input_names]
+        label = outputs[self._label_output]
+        recording = self._record_rate > 0
+        probabilities = None
+        if recording and self._probability_output is not None:
+            probabilities = outputs[self._probability_output]
+        now = time.time() if recording else 0.0
+        keep = self._keep_record(now) if recording else False
+        pending = self._pending
+        for parts, column in zip(pending.inputs.values(), columns, strict=True):
+            parts.append(column)
+        pending.labels.append(label)
+        if recording:
+            if probabilities is not None:
+                pending.probabilities.append(probabilities)
+            pending.ids.append(request_id)
+            pending.times.append(now)
+            pending.sampled.append(keep)
+        if len(pending.labels) >= self._max_pending and not self._count_scheduled:
             self._schedule_count()
 
     def _schedule_count(self) -> None:
@@ -262,26 +332,14 @@ class VersionCollector:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (offline use): count now
-            self._count_safely()
+            self.count_pending()
             return
         self._count_scheduled = True
-        loop.call_soon(self._count_safely)
+        loop.call_soon(self._scheduled_count)
 
-    def _count_safely(self) -> None:
+    def _scheduled_count(self) -> None:
         self._count_scheduled = False
-        try:
-            self.count_pending()
-        except Exception:
-            self.errors += 1
-            log.exception("counting pending statistics failed; the pending requests are dropped")
-            self._drop_pending()
-
-    def _drop_pending(self) -> None:
-        for arrays in self._inputs.values():
-            arrays.clear()
-        for pending in (self._labels, self._probabilities, self._ids, self._times):
-            pending.clear()
-        self._sampled.clear()
+        self.count_pending()
 
     def _keep_record(self, now: float) -> bool:
         """Sampled at ``record_rate``, and at most ``record_max_per_second`` a second."""
@@ -300,46 +358,42 @@ class VersionCollector:
     # -- bulk counting ----------------------------------------------------------------
 
     def count_pending(self) -> None:
-        counts = self.counts
-        parts, self._labels = self._labels, []
-        if not parts:
+        """Count every pending request at once; never raises.
+
+        The pending state is swapped out before any work, so a failure loses this batch's
+        counts and records (logged, counted in ``errors`` and ``lost_requests``) and leaves
+        nothing behind that could pair a later request's id with another request's rows.
+        """
+        pending, self._pending = self._pending, self._new_pending()
+        if not pending.labels:
             return
-        sizes = [len(p) for p in parts]
-        columns = {name: np.concatenate(arrays) for name, arrays in self._inputs.items()}
-        for arrays in self._inputs.values():
-            arrays.clear()
-        labels = np.concatenate([np.asarray(p) for p in parts])
-        counts.rows += len(labels)
+        try:
+            counts, records = self._count(pending)
+        except Exception:
+            self.errors += 1
+            self.lost_requests += len(pending.labels)
+            self.dropped_records += sum(pending.sampled)
+            log.exception(
+                "counting statistics of %d requests failed; their counts are lost",
+                len(pending.labels),
+            )
+            return
+        self.counts.merge(counts)
+        self._hold(records)
+
+    def _count(self, pending: _Pending) -> tuple[VersionCounts, list[PredictionRecord]]:
+        """The counts and records of a batch, computed aside: nothing is merged on a failure."""
+        sizes = [len(p) for p in pending.labels]
+        columns = {name: np.concatenate(arrays) for name, arrays in pending.inputs.items()}
+        labels = np.concatenate([np.asarray(p) for p in pending.labels])
+        counts = self._empty()
+        counts.rows = len(labels)
         for index, feature in enumerate(self.features):
-            self._count_feature(index, feature, columns[feature.input])
-        self._count_predictions(labels)
-        self._keep_records(sizes, columns, labels)
+            _count_feature(counts, index, feature, columns[feature.input])
+        self._count_predictions(counts, labels)
+        return counts, self._records(pending, sizes, columns, labels)
 
-    def _count_feature(self, index: int, feature: _Feature, matrix: np.ndarray) -> None:
-        values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
-        counts = self.counts
-        if feature.numeric:
-            assert feature.edges is not None
-            x = values.astype(np.float64, copy=False)
-            finite = np.isfinite(x)
-            nan = int(np.isnan(x).sum())
-            counts.nan[index] += nan
-            counts.inf[index] += len(x) - int(finite.sum()) - nan
-            bins = np.searchsorted(feature.edges, x[finite], side="right")
-            hist = np.bincount(bins, minlength=feature.bins)
-            counts.features[index] += hist
-            counts.out_of_range[index] += int(hist[0] + hist[-1])
-        else:
-            assert feature.lookup is not None
-            text = values.astype(str)
-            missing = (text == "") | (text == "None") | (text == "nan")
-            counts.nan[index] += int(missing.sum())
-            bins = feature.lookup(text[~missing])
-            hist = np.bincount(bins, minlength=feature.bins)
-            counts.features[index] += hist
-            counts.out_of_range[index] += int(hist[-1])
-
-    def _count_predictions(self, labels: np.ndarray) -> None:
+    def _count_predictions(self, counts: VersionCounts, labels: np.ndarray) -> None:
         if self.prediction_bins == 0:
             return
         flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
@@ -348,32 +402,39 @@ class VersionCollector:
             bins = np.searchsorted(self._prediction_edges, x[np.isfinite(x)], side="right")
         else:
             bins = self._prediction_lookup(flat)
-        self.counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
+        counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
-    def _keep_records(
-        self, sizes: list[int], columns: Mapping[str, np.ndarray], labels: np.ndarray
-    ) -> None:
-        """Turn the sampled requests' rows into records, in bulk (one ``tolist`` per array)."""
-        ids, self._ids = self._ids, []
-        times, self._times = self._times, []
-        sampled, self._sampled = self._sampled, []
-        probability_parts, self._probabilities = self._probabilities, []
-        rows, row_ids, row_times = self._sampled_rows(sizes, ids, times, sampled)
+    def _records(
+        self,
+        pending: _Pending,
+        sizes: list[int],
+        columns: Mapping[str, np.ndarray],
+        labels: np.ndarray,
+    ) -> list[PredictionRecord]:
+        """The sampled requests' rows as records, in bulk (one ``tolist`` per array)."""
+        rows, row_ids, row_times = self._sampled_rows(
+            sizes, pending.ids, pending.times, pending.sampled
+        )
         if not rows:
-            return
+            return []
         index = np.asarray(rows)
-        numeric = self._matrix(columns, index, numeric=True)
-        categorical = self._matrix(columns, index, numeric=False)
+        numeric = self._numeric_rows(columns, index)
+        categorical = self._categorical_rows(columns, index)
         probabilities: list[list[float]] = [[] for _ in rows]
-        if probability_parts:
-            probs = np.concatenate(probability_parts)
+        if pending.probabilities:
+            probs = np.concatenate(pending.probabilities)
             probabilities = probs[index].reshape(len(rows), -1).tolist()
         flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+        records = []
         for values in zip(
             row_ids, row_times, numeric, categorical, flat[index].tolist(), probabilities,
             strict=True,
         ):  # fmt: skip
-            self.records.append(PredictionRecord(*values))
+            if values[3] is None:  # a value too long to record
+                self.dropped_records += 1
+            else:
+                records.append(PredictionRecord(*values))
+        return records
 
     def _sampled_rows(
         self, sizes: list[int], ids: list[str], times: list[float], sampled: list[bool]
@@ -383,8 +444,8 @@ class VersionCollector:
         row_times: list[float] = []
         offset = 0
         room = self._max_records - len(self.records)
-        for n, request_id, when, keep in zip(sizes, ids, times, sampled, strict=False):
-            if keep and n > room:
+        for n, request_id, when, keep in zip(sizes, ids, times, sampled, strict=True):
+            if keep and (n > room or not _fits_record_id(request_id, n)):
                 self.dropped_records += n
             elif keep:
                 room -= n
@@ -394,20 +455,45 @@ class VersionCollector:
             offset += n
         return rows, row_ids, row_times
 
-    def _matrix(
-        self, columns: Mapping[str, np.ndarray], index: np.ndarray, numeric: bool
-    ) -> list[Any]:
-        """Rows (as lists) of the numeric or the categorical features, in profile order."""
-        chosen = [f for f in self.features if f.numeric == numeric]
-        if not chosen:
+    def _numeric_rows(self, columns: Mapping[str, np.ndarray], index: np.ndarray) -> list[Any]:
+        """Rows (as lists) of the numeric features, in profile order."""
+        parts = [
+            _column(columns[f.input], index, f.column).astype(np.float64)
+            for f in self.features
+            if f.numeric
+        ]
+        if not parts:
             return [() for _ in index]
-        parts = []
-        for feature in chosen:
-            matrix = columns[feature.input]
-            part = matrix[index, feature.column] if matrix.ndim == 2 else matrix[index]
-            parts.append(part.astype(np.float64) if numeric else part.astype(str))
         rows: list[Any] = np.stack(parts, axis=1).tolist()
         return rows
+
+    def _categorical_rows(self, columns: Mapping[str, np.ndarray], index: np.ndarray) -> list[Any]:
+        """Rows (as tuples of strings) of the categorical features, in profile order.
+
+        Values are converted one by one: ``astype(str)`` would widen every row to the longest
+        value. A row with a value longer than ``MAX_CATEGORY_CHARS`` is None (not recorded).
+        """
+        parts = [
+            [_text(value) for value in _column(columns[f.input], index, f.column).tolist()]
+            for f in self.features
+            if not f.numeric
+        ]
+        if not parts:
+            return [() for _ in index]
+        return [
+            row if all(len(value) <= MAX_CATEGORY_CHARS for value in row) else None
+            for row in zip(*parts, strict=True)
+        ]
+
+    def _hold(self, records: list[PredictionRecord]) -> None:
+        """Keep records for the next take, within the count and size bounds."""
+        for record in records:
+            size = record_size(record)
+            if self._record_bytes + size > self._max_record_bytes:
+                self.dropped_records += 1
+                continue
+            self._record_bytes += size
+            self.records.append(record)
 
     def take(self) -> tuple[VersionCounts, list[PredictionRecord]]:
         """Count what is pending and hand over the delta and records since the last take."""
@@ -415,4 +501,53 @@ class VersionCollector:
         counts, self.counts = self.counts, self._empty()
         self._reported = self._reported.advance(self.record, counts)
         records, self.records = self.records, []
+        self._record_bytes = 0
         return counts, records
+
+
+def _column(matrix: np.ndarray, index: np.ndarray, column: int) -> np.ndarray:
+    part: np.ndarray = matrix[index, column] if matrix.ndim == 2 else matrix[index]
+    return part
+
+
+def _count_feature(
+    counts: VersionCounts, index: int, feature: _Feature, matrix: np.ndarray
+) -> None:
+    values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
+    if feature.numeric:
+        assert feature.edges is not None
+        x = values.astype(np.float64, copy=False)
+        finite = np.isfinite(x)
+        nan = int(np.isnan(x).sum())
+        counts.nan[index] += nan
+        counts.inf[index] += len(x) - int(finite.sum()) - nan
+        bins = np.searchsorted(feature.edges, x[finite], side="right")
+        hist = np.bincount(bins, minlength=feature.bins)
+        counts.features[index] += hist
+        counts.out_of_range[index] += int(hist[0] + hist[-1])
+    else:
+        assert feature.lookup is not None
+        codes = feature.lookup(values)
+        present = codes != MISSING
+        counts.nan[index] += len(codes) - int(present.sum())
+        hist = np.bincount(codes[present], minlength=feature.bins)
+        counts.features[index] += hist
+        counts.out_of_range[index] += int(hist[-1])
+
+
+def _fits_record_id(request_id: str, rows: int) -> bool:
+    """Whether every row's record id (``id`` or ``id:row``) fits ``MAX_RECORD_ID_BYTES``."""
+    suffix = 0 if rows == 1 else len(str(rows - 1)) + 1
+    size = len(request_id) if request_id.isascii() else len(request_id.encode("utf-8", "replace"))
+    return size + suffix <= MAX_RECORD_ID_BYTES
+
+
+def record_size(record: PredictionRecord) -> int:
+    """An estimate of a record's bytes on the wire and in memory (values, id, overhead)."""
+    return (
+        64
+        + len(record.request_id)
+        + 8 * (len(record.numeric) + len(record.probabilities))
+        + sum(len(value) for value in record.categorical)
+        + (len(record.label) if isinstance(record.label, str) else 8)
+    )

@@ -10,7 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from driftgate.core.auth import Role
 from driftgate.core.cli import add_control_token_flags, control_token, env
+from driftgate.core.security import (
+    add_client_tls_flags,
+    add_server_security_flags,
+    client_tls,
+    server_security,
+)
 from driftgate.monitor.settings import MonitorSettings
 
 __all__ = ["parse_duration", "register"]
@@ -50,6 +57,7 @@ def register(subparsers: Any) -> None:
             help="monitor gRPC address (DRIFTGATE_MONITOR; default localhost:8003)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON")
+        add_client_tls_flags(parser.add_argument, "", "the monitor")
         parser.set_defaults(handler=_query)
 
 
@@ -81,7 +89,10 @@ def _register_monitor(subparsers: Any) -> None:
         default=Path(env("REPOSITORY", str(d.repository))),
         help="repository with the reference profiles (DRIFTGATE_REPOSITORY; default ./models)",
     )
-    add("--host", default=env("HOST", d.host), help="address to bind (DRIFTGATE_HOST)")
+    add("--host", default=env("HOST", d.host), help="address gRPC binds (DRIFTGATE_HOST; "
+        "default 127.0.0.1: loopback; beyond it, set credentials or --insecure)")  # fmt: skip
+    add("--metrics-host", default=env("METRICS_HOST", d.metrics_host), help="address /metrics "
+        "binds (DRIFTGATE_METRICS_HOST; default 127.0.0.1)")  # fmt: skip
     add(
         "--grpc-port",
         type=int,
@@ -154,7 +165,12 @@ def _register_monitor(subparsers: Any) -> None:
         help="the gateway whose Control service canary analysis and retraining act on "
         "(DRIFTGATE_GATEWAY; default none: the monitor never changes a deployment)",
     )
-    add_control_token_flags(add, "sent with the monitor's canary and retraining commands")
+    add_server_security_flags(
+        add,
+        operator="required by Retrain and sent with the monitor's commands to the gateway",
+        ingest="required by Report and SendLabels (the gateways' reporters hold it)",
+    )
+    add_client_tls_flags(add, "gateway-", "the gateway")
     add(
         "--no-scheduler",
         dest="scheduler",
@@ -184,6 +200,7 @@ def _register_events_and_retrain(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, default=50, help="events to show (default 50)")
     parser.add_argument("--monitor", default=monitor, help=monitor_help)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_client_tls_flags(parser.add_argument, "", "the monitor")
     parser.set_defaults(handler=_events)
     parser = subparsers.add_parser(
         "retrain",
@@ -195,6 +212,8 @@ def _register_events_and_retrain(subparsers: Any) -> None:
     parser.add_argument("model", help="model name")
     parser.add_argument("--reason", default="", help="why, recorded in the events")
     parser.add_argument("--monitor", default=monitor, help=monitor_help)
+    add_control_token_flags(parser.add_argument, "required by the monitor's Retrain")
+    add_client_tls_flags(parser.add_argument, "", "the monitor")
     parser.set_defaults(handler=_retrain)
 
 
@@ -217,7 +236,9 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         ready_file=args.ready_file,
         bucket_seconds=args.bucket_seconds,
         gateway=args.gateway or None,
-        control_token=control_token(args),
+        metrics_host=args.metrics_host,
+        security=server_security(args),
+        gateway_tls=client_tls(args, "gateway-"),
         scheduler=args.scheduler,
         policy_sync_interval=args.policy_sync_interval,
     )
@@ -230,7 +251,9 @@ def _seconds(value: float | str) -> float:
 def _run_monitor(args: argparse.Namespace) -> int:
     from driftgate.monitor.server import MonitorServer
 
-    asyncio.run(MonitorServer(settings_from(args)).serve())
+    settings = settings_from(args)
+    settings.security.check_bind("monitor", settings.host, (Role.OPERATOR, Role.INGEST))
+    asyncio.run(MonitorServer(settings).serve())
     return 0
 
 
@@ -245,7 +268,9 @@ def _query(args: argparse.Namespace) -> int:
     message = request(model=args.model, version=args.version)
     if args.window is not None:
         message.window.FromNanoseconds(int(args.window * 1e9))
-    with grpc.insecure_channel(args.monitor) as channel:
+    from driftgate.core.rpc import channel as tls_channel
+
+    with tls_channel(args.monitor, client_tls(args)) as channel:
         stub = pb_grpc.MonitorStub(channel)
         call = stub.GetDrift if args.command == "drift" else stub.GetAccuracy
         try:
@@ -262,12 +287,11 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stub(address: str) -> Any:
-    import grpc
-
+def _stub(args: argparse.Namespace) -> Any:
     from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+    from driftgate.core.rpc import channel as tls_channel
 
-    channel = grpc.insecure_channel(address)
+    channel = tls_channel(args.monitor, client_tls(args))
     return channel, pb_grpc.MonitorStub(channel)
 
 
@@ -277,7 +301,7 @@ def _events(args: argparse.Namespace) -> int:
 
     from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 
-    channel, stub = _stub(args.monitor)
+    channel, stub = _stub(args)
     try:
         response = stub.ListEvents(
             pb.ListEventsRequest(model=args.model, limit=args.limit), timeout=30
@@ -319,9 +343,12 @@ def _retrain(args: argparse.Namespace) -> int:
 
     from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 
-    channel, stub = _stub(args.monitor)
+    channel, stub = _stub(args)
+    token = control_token(args)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     try:
-        response = stub.Retrain(pb.RetrainRequest(model=args.model, reason=args.reason), timeout=30)
+        request = pb.RetrainRequest(model=args.model, reason=args.reason)
+        response = stub.Retrain(request, timeout=30, metadata=metadata)
     except grpc.RpcError as exc:
         print(f"driftgate retrain: {exc.code().name}: {exc.details()}")
         codes = {grpc.StatusCode.UNAVAILABLE: 3, grpc.StatusCode.NOT_FOUND: 2}

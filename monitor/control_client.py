@@ -12,7 +12,10 @@ from typing import Any
 
 import grpc
 
+from driftgate.core.auth import TokenSource
 from driftgate.core.errors import DriftgateError, Status
+from driftgate.core.rpc import channel
+from driftgate.core.tls import ClientTLS
 
 __all__ = ["ControlError", "DeploymentView", "GatewayControl"]
 
@@ -39,12 +42,18 @@ class DeploymentView:
 class GatewayControl:
     """Synchronous Control calls to the gateway at ``address``."""
 
-    def __init__(self, address: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: TokenSource | None = None,
+        timeout: float = 30.0,
+        tls: ClientTLS | None = None,
+    ) -> None:
         from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
 
         self.address = address
         self._pb: Any = control_pb2
-        self._channel = grpc.insecure_channel(address)
+        self._channel = channel(address, tls)
         self._stub: Any = control_pb2_grpc.ControlStub(self._channel)
         self._token = token
         self._timeout = timeout
@@ -54,8 +63,9 @@ class GatewayControl:
 
     def _call(self, method: str, request: Any) -> Any:
         metadata = [("driftgate-actor", ACTOR)]
-        if self._token:
-            metadata.append(("authorization", f"Bearer {self._token}"))
+        token = self._token.current() if self._token is not None else None
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
         try:
             return getattr(self._stub, method)(request, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as exc:

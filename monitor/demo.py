@@ -251,10 +251,11 @@ class Demo:
         return mpb_grpc.MonitorStub(grpc.insecure_channel(self.stack.monitor))
 
     def _control(self) -> Any:
+        from driftgate.core.auth import TokenSource
         from driftgate.monitor.control_client import GatewayControl
 
         assert self.stack is not None
-        return GatewayControl(self.stack.gateway, self.token)
+        return GatewayControl(self.stack.gateway, TokenSource(self.token))
 
     def _poll_events(self) -> list[Any]:
         from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb

@@ -29,7 +29,8 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from driftgate.core.rpc import Guarded, serve_until_signalled, write_ready_file
+from driftgate.core.auth import TokenSource
+from driftgate.core.rpc import Guarded, serve_until_signalled, server_credentials, write_ready_file
 from driftgate.monitor.autopilot import Autopilot
 from driftgate.monitor.control_client import GatewayControl
 from driftgate.monitor.metrics import MonitorMetrics
@@ -76,12 +77,14 @@ class MonitorServer:
         if self.settings.scheduler:
             s = self.settings
             if s.gateway:
-                self._control = GatewayControl(s.gateway, s.control_token)
+                token = TokenSource(s.security.control_token, s.security.control_token_file)
+                self._control = GatewayControl(s.gateway, token, tls=s.gateway_tls)
             self.autopilot = Autopilot(self.monitor, self._control, s.data_dir / "retrain")
             self.scheduler = PolicyScheduler(self.autopilot, s.policy_sync_interval)
             await loop.run_in_executor(self._executor, self.scheduler.start)
             retrain = self.scheduler.trigger_retrain
-        servicer = Guarded(MonitorServicer(self.monitor, self._executor, retrain))
+        credentials = self.settings.security.credentials()
+        servicer = Guarded(MonitorServicer(self.monitor, self._executor, retrain, credentials))
         limit = self.settings.max_message_bytes
         self._server = grpc.aio.server(
             options=[
@@ -102,7 +105,11 @@ class MonitorServer:
             self._server,
         )
         address = f"{self.settings.host}:{self.settings.grpc_port}"
-        self.port = self._server.add_insecure_port(address)
+        tls = self.settings.security.tls
+        if tls is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, server_credentials(tls))
         await self._server.start()
         self._start_metrics()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -131,7 +138,7 @@ class MonitorServer:
         if self.settings.metrics_port < 0:
             return
         server, _thread = start_http_server(
-            self.settings.metrics_port, addr=self.settings.host, registry=self.registry
+            self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.registry
         )
         self._metrics_http = server
         self.metrics_port = server.server_port

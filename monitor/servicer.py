@@ -1,12 +1,15 @@
 """``driftgate.monitor.v1.Monitor``: protobuf in, ``monitor.service.Monitor`` out, protobuf back.
 
-Store work runs on one worker thread so the event loop never waits on the database.
+Store work runs on one worker thread so the event loop never waits on the database. What a
+report or a label batch must be to be stored is ``monitor.validation``'s; a refusal is
+INVALID_ARGUMENT, counted (``result="invalid"``) and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -19,12 +22,25 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.rpc import authorize
 from driftgate.monitor.drift import FeatureDrift
 from driftgate.monitor.service import Monitor, Window
 from driftgate.monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
+from driftgate.monitor.validation import (
+    MAX_DISTRIBUTIONS,
+    MAX_LABELS,
+    MAX_RECORDS,
+    MAX_VERSIONS,
+    bounded,
+    check_model_name,
+    quote,
+)
 
 __all__ = ["MonitorServicer"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -37,8 +53,11 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
         monitor: Monitor,
         executor: ThreadPoolExecutor,
         retrain: Callable[[str, str], None] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.monitor = monitor
+        #: Report and SendLabels need the ingest credential, Retrain the operator's
+        self._credentials = credentials or Credentials()
         self._executor = executor
         self._retrain = retrain
 
@@ -46,16 +65,29 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def Report(self, request: pb.ReportRequest, context: Any) -> pb.ReportResponse:
-        report = _report(request)
-        sent = _seconds(request.sent_time) if request.HasField("sent_time") else None
-        committed = await self._run(self.monitor.ingest, report, sent)
+        authorize(self._credentials, Role.INGEST, context)
+        try:
+            report = _report(request)
+            sent = _seconds(request.sent_time) if request.HasField("sent_time") else None
+            committed = await self._run(self.monitor.ingest, report, sent)
+        except InvalidInput as exc:
+            self.monitor.metrics.reports.labels("invalid").inc()
+            log.warning("refused a report of %s: %s", quote(request.instance_id), exc.message)
+            raise
         return pb.ReportResponse(committed_sequence=committed)
 
     async def SendLabels(
         self, request: fpb.SendLabelsRequest, context: Any
     ) -> fpb.SendLabelsResponse:
-        labels = [_label(i, label) for i, label in enumerate(request.labels)]
-        accepted, duplicates, unknown = await self._run(self.monitor.add_labels, labels)
+        authorize(self._credentials, Role.INGEST, context)
+        try:
+            bounded("labels", len(request.labels), MAX_LABELS)
+            labels = [_label(i, label) for i, label in enumerate(request.labels)]
+            accepted, duplicates, unknown = await self._run(self.monitor.add_labels, labels)
+        except InvalidInput as exc:
+            self.monitor.metrics.labels.labels("invalid").inc(len(request.labels))
+            log.warning("refused %d labels: %s", len(request.labels), exc.message)
+            raise
         return fpb.SendLabelsResponse(accepted=accepted, duplicates=duplicates, unknown=unknown)
 
     async def GetDrift(self, request: pb.GetDriftRequest, context: Any) -> pb.GetDriftResponse:
@@ -124,6 +156,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
         )  # fmt: skip
 
     async def Retrain(self, request: pb.RetrainRequest, context: Any) -> pb.RetrainResponse:
+        authorize(self._credentials, Role.OPERATOR, context)
         if not request.model:
             raise InvalidInput("model is empty")
         if self._retrain is None:
@@ -152,6 +185,13 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
 
 
 def _report(request: pb.ReportRequest) -> Report:
+    """The report's dataclasses; repeated scalars stay protobuf containers (no copy), and the
+    number of objects built is bounded before building them. ``monitor.validation`` checks the
+    rest on the store thread."""
+    bounded("versions", len(request.versions), MAX_VERSIONS)
+    bounded("records", len(request.records), MAX_RECORDS)
+    distributions = sum(len(v.features) + 1 for v in request.versions)
+    bounded("versions[].features", distributions, MAX_DISTRIBUTIONS)
     start = request.window_start if request.HasField("window_start") else request.sent_time
     return Report(
         instance_id=request.instance_id,
@@ -173,23 +213,18 @@ def _version(v: pb.VersionStats) -> VersionCounts:
         requests=v.requests,
         errors=v.errors,
         rows=v.rows,
-        latency_bounds=list(v.latency.upper_bounds_seconds),
-        latency_counts=list(v.latency.counts),
+        latency_bounds=v.latency.upper_bounds_seconds,
+        latency_counts=v.latency.counts,
         latency_sum=v.latency.sum_seconds,
     )
 
 
 def _distribution(b: pb.BinCounts, prediction: bool) -> Distribution:
-    if any(c < 0 for c in b.counts):
-        raise InvalidInput(f"counts of {b.name!r} must not be negative")
-    return Distribution(
-        b.name, list(b.counts), b.nan_count, b.inf_count, b.out_of_range_count, prediction
-    )
+    specials = (b.nan_count, b.inf_count, b.out_of_range_count)
+    return Distribution(b.name, b.counts, *specials, prediction)
 
 
 def _record(r: pb.PredictionRecord) -> PredictionIn:
-    if not r.request_id:
-        raise InvalidInput("a prediction record has no request_id")
     p = r.prediction
     kind = p.WhichOneof("value")
     value: str | int | float = "" if kind is None else getattr(p, kind)
@@ -198,17 +233,21 @@ def _record(r: pb.PredictionRecord) -> PredictionIn:
         time=_seconds(r.time) if r.HasField("time") else _now(),
         model=r.model,
         version=r.version,
-        numeric=list(r.numeric_values),
-        categorical=list(r.categorical_values),
+        numeric=r.numeric_values,
+        categorical=r.categorical_values,
         value=value,
-        probabilities=list(p.probabilities),
+        probabilities=p.probabilities,
     )
 
 
 def _label(index: int, label: fpb.Label) -> LabelIn:
     kind = label.WhichOneof("value")
-    if not label.request_id or kind is None:
-        raise InvalidInput(f"labels[{index}]: a label needs a request_id and a value")
+    if kind is None:
+        raise InvalidInput(
+            f"labels[{index}]: no value, expected string_value, int64_value or double_value"
+        )
+    if label.model:  # optional: the request id alone identifies the prediction
+        check_model_name(f"labels[{index}].model", label.model)
     when = _seconds(label.time) if label.HasField("time") else _now()
     return LabelIn(label.request_id, getattr(label, kind), when)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driftgate.core.security import ServerSecurity
+from driftgate.core.tls import ClientTLS
 from driftgate.monitor.drift import DriftThresholds
 
 __all__ = ["MonitorSettings"]
@@ -20,8 +22,14 @@ class MonitorSettings:
     """Database URL; None means ``sqlite:///<data_dir>/monitor.db`` (DRIFTGATE_STORE_URL)."""
     repository: Path = Path("models")
     """Model repository the reference profiles are read from (DRIFTGATE_REPOSITORY)."""
-    host: str = "0.0.0.0"
-    """Address to bind (DRIFTGATE_HOST)."""
+    host: str = "127.0.0.1"
+    """Address gRPC binds (DRIFTGATE_HOST); beyond loopback, credentials are needed."""
+    metrics_host: str = "127.0.0.1"
+    """Address /metrics binds (DRIFTGATE_METRICS_HOST)."""
+    security: ServerSecurity = field(default_factory=ServerSecurity)
+    """TLS and credentials of the listener; its operator token is also sent to the gateway."""
+    gateway_tls: ClientTLS | None = None
+    """TLS for reaching the gateway's Control service; None: plaintext."""
     grpc_port: int = 8003
     """gRPC port; 0 picks a free one (DRIFTGATE_MONITOR_GRPC_PORT)."""
     metrics_port: int = 8004
@@ -53,8 +61,6 @@ class MonitorSettings:
     gateway: str | None = None
     """The gateway whose Control service the policy acts on (DRIFTGATE_GATEWAY); None: the
     monitor evaluates and retrains but never changes a deployment."""
-    control_token: str | None = None
-    """Bearer token for the gateway's Control service (DRIFTGATE_CONTROL_TOKEN)."""
     scheduler: bool = True
     """Run the policy jobs: drift evaluation, canary analysis, retraining."""
     policy_sync_interval: float = 10.0

@@ -20,7 +20,28 @@ __all__ = [
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "quote",
 ]
+
+#: characters of a client's string that an error message repeats
+QUOTE_LIMIT = 64
+
+
+def quote(text: str | bytes, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` for an error message: its repr, or the repr of a prefix and its size in bytes.
+
+    A client's string of any length (a model name, an input name, a request id) becomes at
+    most about ``limit`` characters, so an answer never grows with what a client sent:
+    ``quote("x" * 100_000)`` is ``'xxx…x'… (100000 bytes)``.
+    """
+    if len(text) <= limit:
+        return repr(text)
+    if isinstance(text, bytes):
+        size = len(text)
+    else:
+        # isascii() is a flag check in CPython; only other strings are encoded to be measured.
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return f"{text[:limit]!r}… ({size} bytes)"
 
 
 class Status(enum.Enum):

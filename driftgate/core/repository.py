@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 
 __all__ = [
     "CorruptVersion",
@@ -80,7 +80,8 @@ def validate_model_name(name: str) -> str:
     Checked before any file-system access, so traversal such as ``../x`` never reaches a path.
     """
     if not isinstance(name, str) or _MODEL_NAME.fullmatch(name) is None:
-        raise InvalidInput(f"invalid model name {name!r}: expected {MODEL_NAME_PATTERN}")
+        shown = quote(name if isinstance(name, str) else repr(name))
+        raise InvalidInput(f"invalid model name {shown}: expected {MODEL_NAME_PATTERN}")
     return name
 
 

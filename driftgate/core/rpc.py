@@ -14,19 +14,97 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import DriftgateError
+from driftgate.core.tls import ClientTLS, ServerTLS
 
-__all__ = ["Guarded", "guard", "serve_until_signalled", "write_ready_file"]
+__all__ = [
+    "Guarded",
+    "aio_channel",
+    "authorize",
+    "channel",
+    "channel_credentials",
+    "guard",
+    "serve_until_signalled",
+    "server_credentials",
+    "write_ready_file",
+]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = "internal error; see the server log"
+
+
+def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
+    """Server credentials that read ``tls``'s files again when they change."""
+    lock = threading.Lock()
+    last = [tls.stamp()]
+
+    def configuration() -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(tls.key.read_bytes(), tls.cert.read_bytes())],
+            root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+        )
+
+    def fetch() -> Any:
+        with lock:
+            try:
+                stamp = tls.stamp()
+                if stamp == last[0]:
+                    return None
+                fresh = configuration()
+            except (OSError, ValueError) as exc:
+                log.warning("TLS files unreadable (%s); serving the previous certificate", exc)
+                return None
+            last[0] = stamp
+            log.info("TLS certificate reloaded from %s", tls.cert)
+            return fresh
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), fetch, require_client_authentication=tls.mutual
+    )
+
+
+def channel_credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
+    if (tls.cert is None) != (tls.key is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca.read_bytes() if tls.ca else None,
+        private_key=tls.key.read_bytes() if tls.key else None,
+        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
+    )
+
+
+def channel(
+    address: str, tls: ClientTLS | None, options: list[tuple[str, Any]] | None = None
+) -> grpc.Channel:
+    """A blocking channel: TLS when ``tls`` is given, plaintext otherwise."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, channel_credentials(tls), options=options)
+
+
+def aio_channel(
+    address: str, tls: ClientTLS | None, options: list[tuple[str, Any]] | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel: TLS when ``tls`` is given, plaintext otherwise."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
+
+
+def authorize(credentials: Credentials, role: Role, context: Any) -> None:
+    """Raise UNAUTHENTICATED unless the call carries ``role``'s token or certificate."""
+    if not credentials.required(role):
+        return
+    credentials.check(role, context.invocation_metadata() or (), context.auth_context() or {})
 
 
 def guard(method: Callable[..., Any]) -> Callable[..., Any]:

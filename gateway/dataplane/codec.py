@@ -8,7 +8,6 @@ Responses always carry ``raw_output_contents``, as Triton's do.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +15,36 @@ from typing import Any
 import numpy as np
 
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
-from driftgate.core.errors import InvalidInput
+from driftgate.core.errors import InvalidInput, quote
 from driftgate.gateway.dataplane.session import NUMPY_DTYPES, TensorSpec
 
-__all__ = ["decode_bytes", "decode_inputs", "encode_bytes", "encode_outputs"]
+__all__ = [
+    "MAX_BYTES_ELEMENTS",
+    "MAX_ELEMENTS",
+    "MAX_NAME_BYTES",
+    "MAX_PARAMETERS",
+    "MAX_TENSORS",
+    "check_request",
+    "decode_bytes",
+    "decode_inputs",
+    "encode_bytes",
+    "encode_outputs",
+    "requested_outputs",
+]
+
+# Bounds checked before any per-element work, so that one request costs bounded time and
+# memory whatever it claims (DESIGN.md, invariant 6). Model-specific bounds (input and output
+# counts, shapes, rows) come from the model; these hold for every model.
+#: longest model version, input, output or parameter name, in bytes
+MAX_NAME_BYTES = 256
+#: most parameters on a request or on one of its tensors
+MAX_PARAMETERS = 64
+#: most inputs, outputs or raw_input_contents entries a request may list
+MAX_TENSORS = 1024
+#: most elements of one input tensor (numeric ones are also bounded by their bytes)
+MAX_ELEMENTS = 1 << 26
+#: most elements of one BYTES input: each becomes a Python string
+MAX_BYTES_ELEMENTS = 1 << 20
 
 # Which InferTensorContents field carries each datatype.
 _CONTENTS_FIELD = {
@@ -39,6 +64,71 @@ _CONTENTS_FIELD = {
 _LENGTH = struct.Struct("<I")
 
 
+def check_request(request: pb.ModelInferRequest, max_request_id_bytes: int) -> None:
+    """Refuse a request whose scalar fields or lists are beyond every model's bounds.
+
+    O(1) apart from measuring the id: it runs before routing, which hashes the id, and
+    before anything walks the request's lists.
+    """
+    if _too_long(request.id, max_request_id_bytes):
+        raise InvalidInput(
+            f"request id {quote(request.id)} is longer than {max_request_id_bytes} bytes "
+            "(the gateway's --max-request-id-bytes)"
+        )
+    if len(request.model_version) > 20:  # more digits than any int64
+        raise InvalidInput(
+            f"model_version must be an integer version, got {quote(request.model_version)}"
+        )
+    if len(request.parameters) > MAX_PARAMETERS:
+        raise InvalidInput(
+            f"the request has {len(request.parameters)} parameters; at most {MAX_PARAMETERS} "
+            "are accepted"
+        )
+    for field in ("inputs", "outputs", "raw_input_contents"):
+        if len(getattr(request, field)) > MAX_TENSORS:
+            raise InvalidInput(
+                f"the request lists {len(getattr(request, field))} {field}; at most "
+                f"{MAX_TENSORS} are accepted, and a model's own count is checked next"
+            )
+    for output in request.outputs:
+        if len(output.parameters) > MAX_PARAMETERS:
+            raise InvalidInput(
+                f"requested output {quote(output.name)} has {len(output.parameters)} "
+                f"parameters; at most {MAX_PARAMETERS} are accepted"
+            )
+
+
+def _too_long(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8, without encoding a long one."""
+    if len(text) > limit:  # a character takes at least one byte
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def requested_outputs(
+    names: Sequence[str], specs: Sequence[TensorSpec], model: str
+) -> tuple[str, ...]:
+    """The outputs a request asks for, refused unless each is one of the model's.
+
+    Checked before the request is decoded or run, so a wrong name costs no inference.
+    """
+    if not names:
+        return ()
+    known = {spec.name for spec in specs}
+    if len(names) > len(known):
+        raise InvalidInput(
+            f"the request asks for {len(names)} outputs, but model {quote(model)} has "
+            f"{len(known)}: {_names(sorted(known))}"
+        )
+    for name in names:
+        if name not in known:
+            raise InvalidInput(
+                f"requested output {quote(name)} is not an output of model {quote(model)}; "
+                f"outputs: {_names(sorted(known))}"
+            )
+    return tuple(names)
+
+
 def decode_inputs(
     request: pb.ModelInferRequest,
     specs: Sequence[TensorSpec],
@@ -48,7 +138,9 @@ def decode_inputs(
     """The request's input arrays by name, and the number of rows they carry.
 
     ``max_rows`` bounds the rows one request may carry; a batcher splits what exceeds a
-    model's ``max_batch_size`` into chunks.
+    model's ``max_batch_size`` into chunks. Every count, rank, element count and length is
+    checked against the model and the buffers before any work per element, and every error
+    is an ``InvalidInput`` whose message quotes the client's strings only in part.
     """
     tensors = request.inputs
     _check_names(tensors, specs, request.model_name)
@@ -67,7 +159,7 @@ def decode_inputs(
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
-                    f"input '{tensor.name}' carries contents although the request uses "
+                    f"input {quote(spec.name)} carries contents although the request uses "
                     "raw_input_contents; use one or the other for all inputs"
                 )
             array = _from_raw(raw[index], spec, shape)
@@ -76,91 +168,149 @@ def decode_inputs(
         if batched:
             if rows >= 0 and shape[0] != rows:
                 raise InvalidInput(
-                    f"input '{tensor.name}' has batch size {shape[0]} but other inputs have "
-                    f"{rows}; every input must carry the same number of rows"
+                    f"input {quote(spec.name)} has batch size {shape[0]} but other inputs "
+                    f"have {rows}; every input must carry the same number of rows"
                 )
             rows = shape[0]
         feed[tensor.name] = array
     return feed, max(rows, 1)
 
 
+def _names(names: Sequence[str], shown: int = 8) -> str:
+    """A bounded list of names for a message: the first ``shown``, then how many more."""
+    listed = ", ".join(quote(name) for name in names[:shown])
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return f"[{listed}{more}]"
+
+
 def _check_names(tensors: Sequence[Any], specs: Sequence[TensorSpec], model: str) -> None:
     if len(tensors) == len(specs) == 1 and tensors[0].name == specs[0].name:
         return
     expected = [spec.name for spec in specs]
-    got = [tensor.name for tensor in tensors]
-    if sorted(got) == sorted(expected):
-        return
-    missing = [name for name in expected if name not in got]
-    extra = [name for name in got if name not in expected]
-    if len(set(got)) != len(got):
-        problem = f"duplicate inputs {sorted({n for n in got if got.count(n) > 1})}"
-    elif missing:
-        problem = f"missing input {', '.join(repr(n) for n in missing)}"
-    else:
-        problem = f"unexpected input {', '.join(repr(n) for n in extra)}"
-    raise InvalidInput(f"model '{model}' expects inputs {expected}; {problem}")
+    intro = f"model {quote(model)} expects inputs {_names(expected)}"
+    if len(tensors) > 2 * len(expected) + 8:
+        # Decided on the count alone: a flood of inputs is never walked, sorted or counted.
+        raise InvalidInput(f"{intro}; the request has {len(tensors)} inputs")
+    seen: set[str] = set()
+    duplicates: set[str] = set()
+    for tensor in tensors:
+        (duplicates if tensor.name in seen else seen).add(tensor.name)
+    if duplicates:
+        raise InvalidInput(f"{intro}; duplicate inputs {_names(sorted(duplicates))}")
+    missing = [name for name in expected if name not in seen]
+    if missing:
+        raise InvalidInput(f"{intro}; missing input {_names(missing)}")
+    known = set(expected)
+    extra = [tensor.name for tensor in tensors if tensor.name not in known]
+    if extra:
+        raise InvalidInput(f"{intro}; unexpected input {_names(extra)}")
 
 
 def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) -> tuple[int, ...]:
-    shape = tuple(tensor.shape)
+    name = quote(spec.name)
     if tensor.datatype != spec.datatype:
         raise InvalidInput(
-            f"input '{spec.name}': expected datatype {spec.datatype}, got "
-            f"{tensor.datatype or '(empty)'}"
+            f"input {name}: expected datatype {spec.datatype}, got {_datatype(tensor.datatype)}"
         )
-    dims = shape[1:] if batched else shape
-    fits = len(dims) == len(spec.shape) and all(
-        want in (-1, got) for want, got in zip(spec.shape, dims, strict=True)
-    )
-    if not fits or any(d < 0 for d in shape) or (batched and not shape):
-        expected = ["-1", *map(str, spec.shape)] if batched else list(map(str, spec.shape))
+    if len(tensor.parameters) > MAX_PARAMETERS:
         raise InvalidInput(
-            f"input '{spec.name}': expected shape [{', '.join(expected)}], got {list(shape)}"
+            f"input {name} has {len(tensor.parameters)} parameters; at most {MAX_PARAMETERS} "
+            "are accepted"
+        )
+    expected = ["-1", *map(str, spec.shape)] if batched else list(map(str, spec.shape))
+    rank = len(tensor.shape)  # before copying the shape: it may hold a million dimensions
+    if rank != len(expected):
+        raise InvalidInput(
+            f"input {name}: expected shape [{', '.join(expected)}] (rank {len(expected)}), "
+            f"got a shape of rank {rank}"
+        )
+    shape = tuple(tensor.shape)
+    dims = shape[1:] if batched else shape
+    fits = all(want in (-1, got) for want, got in zip(spec.shape, dims, strict=True))
+    if not fits or any(d < 0 for d in shape):
+        raise InvalidInput(
+            f"input {name}: expected shape [{', '.join(expected)}], got {list(shape)}"
         )
     if batched and (shape[0] < 1 or shape[0] > max_rows):
         raise InvalidInput(
-            f"input '{spec.name}': batch size {shape[0]} is outside 1..{max_rows} "
+            f"input {name}: batch size {shape[0]} is outside 1..{max_rows} "
             "(the gateway's --max-request-rows)"
         )
     return shape
 
 
+def _datatype(text: str) -> str:
+    if text in NUMPY_DTYPES:
+        return text
+    return quote(text) if text else "(empty)"
+
+
+def _element_count(shape: tuple[int, ...], limit: int, name: str, what: str) -> int:
+    """The product of ``shape``, refused as soon as it passes ``limit``.
+
+    Dimensions are int64 on the wire: their product can pass 2**63 (and would wrap in
+    numpy), so the running product stops at the limit instead of being computed whole.
+    """
+    if 0 in shape:
+        return 0
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > limit:
+            raise InvalidInput(
+                f"input {quote(name)}: shape {list(shape)} has more than {limit} elements, "
+                f"more than {what}"
+            )
+    return count
+
+
 def _from_raw(buffer: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
-    count = math.prod(shape)
     if spec.datatype == "BYTES":
-        return np.array(decode_bytes(buffer, count, spec.name), dtype=object).reshape(shape)
+        # Every element takes at least its 4-byte length prefix: checked before any walk.
+        limit = min(len(buffer) // 4, MAX_BYTES_ELEMENTS)
+        what = f"its {len(buffer)} bytes of raw_input_contents can hold (or {MAX_BYTES_ELEMENTS})"
+        count = _element_count(shape, limit, spec.name, what)
+        return _object_array(decode_bytes(buffer, count, spec.name), shape)
     dtype = NUMPY_DTYPES[spec.datatype]
+    what = f"the {len(buffer)} bytes of its raw_input_contents hold as {spec.datatype}"
+    count = _element_count(shape, len(buffer) // dtype.itemsize, spec.name, what)
     if len(buffer) != count * dtype.itemsize:
         raise InvalidInput(
-            f"input '{spec.name}': raw_input_contents holds {len(buffer)} bytes, but shape "
-            f"{list(shape)} of {spec.datatype} needs {count * dtype.itemsize} bytes"
+            f"input {quote(spec.name)}: raw_input_contents holds {len(buffer)} bytes, but "
+            f"shape {list(shape)} of {spec.datatype} needs {count * dtype.itemsize} bytes"
         )
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def _object_array(values: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # np.array(values) would look into each string for nested sequences
+    return array.reshape(shape)
 
 
 def _from_contents(tensor: Any, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
     field = _CONTENTS_FIELD.get(spec.datatype)
     if field is None:
         raise InvalidInput(
-            f"input '{spec.name}': {spec.datatype} has no typed contents field; send it in "
-            "raw_input_contents"
+            f"input {quote(spec.name)}: {spec.datatype} has no typed contents field; send "
+            "it in raw_input_contents"
         )
     values = getattr(tensor.contents, field)
-    count = math.prod(shape)
+    limit = min(len(values), MAX_BYTES_ELEMENTS if spec.datatype == "BYTES" else MAX_ELEMENTS)
+    what = f"the {len(values)} values of its contents.{field}"
+    count = _element_count(shape, limit, spec.name, what)
     if len(values) != count:
         raise InvalidInput(
-            f"input '{spec.name}': contents.{field} holds {len(values)} values, but shape "
-            f"{list(shape)} needs {count}"
+            f"input {quote(spec.name)}: contents.{field} holds {len(values)} values, but "
+            f"shape {list(shape)} needs {count}"
         )
     if spec.datatype == "BYTES":
-        strings = [_utf8(value, spec.name) for value in values]
-        return np.array(strings, dtype=object).reshape(shape)
+        return _object_array([_utf8(value, spec.name) for value in values], shape)
     try:
         return np.asarray(values, dtype=NUMPY_DTYPES[spec.datatype]).reshape(shape)
     except OverflowError as exc:
         raise InvalidInput(
-            f"input '{spec.name}': a value in contents.{field} does not fit {spec.datatype}"
+            f"input {quote(spec.name)}: a value in contents.{field} does not fit {spec.datatype}"
         ) from exc
 
 
@@ -168,31 +318,42 @@ def _utf8(value: bytes, name: str) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"input '{name}': BYTES element is not valid UTF-8 ({exc})") from exc
+        raise InvalidInput(
+            f"input {quote(name)}: BYTES element is not valid UTF-8 ({exc.reason} at byte "
+            f"{exc.start} of {len(value)})"
+        ) from exc
 
 
 def decode_bytes(buffer: bytes, count: int, name: str) -> list[str]:
-    """Split a v2 BYTES buffer into ``count`` strings, refusing anything malformed."""
+    """Split a v2 BYTES buffer into exactly ``count`` strings, refusing anything malformed.
+
+    At most ``count`` elements are read (the caller bounds it by the buffer's length), and
+    bytes left after them are an error: a buffer never costs more than its shape says.
+    """
+    if count and len(buffer) == count * 4 and buffer.count(0) == len(buffer):
+        return [""] * count  # all empty: a common padding, and a cheap flood to refuse
     out: list[str] = []
     offset, end = 0, len(buffer)
-    while offset < end:
+    unpack = _LENGTH.unpack_from
+    for index in range(count):
         if offset + 4 > end:
             raise InvalidInput(
-                f"input '{name}': malformed BYTES: {end - offset} trailing bytes where a "
-                "4-byte length prefix was expected"
+                f"input {quote(name)}: malformed BYTES: element {index} of {count} has "
+                f"{end - offset} bytes where a 4-byte length prefix was expected"
             )
-        (length,) = _LENGTH.unpack_from(buffer, offset)
+        (length,) = unpack(buffer, offset)
         offset += 4
         if offset + length > end:
             raise InvalidInput(
-                f"input '{name}': malformed BYTES: element {len(out)} claims {length} bytes "
-                f"but only {end - offset} remain"
+                f"input {quote(name)}: malformed BYTES: element {index} claims {length} "
+                f"bytes but only {end - offset} remain"
             )
         out.append(_utf8(buffer[offset : offset + length], name))
         offset += length
-    if len(out) != count:
+    if offset != end:
         raise InvalidInput(
-            f"input '{name}': BYTES holds {len(out)} elements, but the shape needs {count}"
+            f"input {quote(name)}: BYTES holds {end - offset} bytes after the {count} "
+            "elements its shape needs"
         )
     return out
 
@@ -213,17 +374,16 @@ def encode_outputs(
     model: str,
 ) -> tuple[list[pb.ModelInferResponse.InferOutputTensor], list[bytes]]:
     """Output tensors and their raw contents, filtered to ``requested`` when it is not empty."""
-    if requested:
-        known = {spec.name for spec in specs}
-        for name in requested:
-            if name not in known:
-                raise InvalidInput(
-                    f"requested output '{name}' is not an output of model '{model}'; "
-                    f"outputs: {sorted(known)}"
-                )
+    wanted = set(requested)
+    unknown = wanted - {spec.name for spec in specs}
+    if unknown:
+        raise InvalidInput(
+            f"requested output {quote(min(unknown))} is not an output of model {quote(model)}; "
+            f"outputs: {_names([spec.name for spec in specs])}"
+        )
     tensors, raw = [], []
     for spec, array in zip(specs, outputs, strict=True):
-        if requested and spec.name not in requested:
+        if wanted and spec.name not in wanted:
             continue
         tensors.append(
             pb.ModelInferResponse.InferOutputTensor(

@@ -35,7 +35,7 @@ import numpy as np
 from driftgate.core.errors import DriftgateError, Unavailable
 from driftgate.core.repository import Repository
 from driftgate.gateway.dataplane.batching import Batcher, BatchingConfig
-from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs
+from driftgate.gateway.dataplane.codec import decode_inputs, encode_outputs, requested_outputs
 from driftgate.gateway.dataplane.record import VersionRecord
 from driftgate.gateway.dataplane.session import OnnxModel, TensorSpec
 from driftgate.gateway.dataplane.warmup import warmup_feeds
@@ -179,6 +179,7 @@ class VersionRuntime:
         start = time.perf_counter_ns()
         with self.lease():
             try:
+                wanted = requested_outputs(wanted, self.outputs, self.model)
                 feed, rows = decode_inputs(
                     request, self.inputs, self.session.batched, self.max_request_rows
                 )
