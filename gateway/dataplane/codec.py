@@ -178,9 +178,12 @@ def decode_inputs(
 
 def _names(names: Sequence[str], shown: int = 8) -> str:
     """A bounded list of names for a message: the first ``shown``, then how many more."""
+    return f"[{_listing(names, shown)}]"
+
+
+def _listing(names: Sequence[str], shown: int = 8) -> str:
     listed = ", ".join(quote(name) for name in names[:shown])
-    more = f", and {len(names) - shown} more" if len(names) > shown else ""
-    return f"[{listed}{more}]"
+    return listed + (f", and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _check_names(tensors: Sequence[Any], specs: Sequence[TensorSpec], model: str) -> None:
@@ -196,14 +199,14 @@ def _check_names(tensors: Sequence[Any], specs: Sequence[TensorSpec], model: str
     for tensor in tensors:
         (duplicates if tensor.name in seen else seen).add(tensor.name)
     if duplicates:
-        raise InvalidInput(f"{intro}; duplicate inputs {_names(sorted(duplicates))}")
+        raise InvalidInput(f"{intro}; duplicate inputs {_listing(sorted(duplicates))}")
     missing = [name for name in expected if name not in seen]
     if missing:
-        raise InvalidInput(f"{intro}; missing input {_names(missing)}")
+        raise InvalidInput(f"{intro}; missing input {_listing(missing)}")
     known = set(expected)
     extra = [tensor.name for tensor in tensors if tensor.name not in known]
     if extra:
-        raise InvalidInput(f"{intro}; unexpected input {_names(extra)}")
+        raise InvalidInput(f"{intro}; unexpected input {_listing(extra)}")
 
 
 def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) -> tuple[int, ...]:
@@ -259,25 +262,29 @@ def _element_count(shape: tuple[int, ...], limit: int, name: str, what: str) -> 
         if count > limit:
             raise InvalidInput(
                 f"input {quote(name)}: shape {list(shape)} has more than {limit} elements, "
-                f"more than {what}"
+                f"the most {what}"
             )
     return count
 
 
 def _from_raw(buffer: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+    name = quote(spec.name)
     if spec.datatype == "BYTES":
+        count = _element_count(shape, MAX_BYTES_ELEMENTS, spec.name, "a BYTES input may have")
         # Every element takes at least its 4-byte length prefix: checked before any walk.
-        limit = min(len(buffer) // 4, MAX_BYTES_ELEMENTS)
-        what = f"its {len(buffer)} bytes of raw_input_contents can hold (or {MAX_BYTES_ELEMENTS})"
-        count = _element_count(shape, limit, spec.name, what)
+        if count * 4 > len(buffer):
+            raise InvalidInput(
+                f"input {name}: malformed BYTES: shape {list(shape)} needs {count} elements, "
+                f"at least {count * 4} bytes with their 4-byte length prefixes, but "
+                f"raw_input_contents holds {len(buffer)} bytes"
+            )
         return _object_array(decode_bytes(buffer, count, spec.name), shape)
     dtype = NUMPY_DTYPES[spec.datatype]
-    what = f"the {len(buffer)} bytes of its raw_input_contents hold as {spec.datatype}"
-    count = _element_count(shape, len(buffer) // dtype.itemsize, spec.name, what)
+    count = _element_count(shape, MAX_ELEMENTS, spec.name, "an input may have")
     if len(buffer) != count * dtype.itemsize:
         raise InvalidInput(
-            f"input {quote(spec.name)}: raw_input_contents holds {len(buffer)} bytes, but "
-            f"shape {list(shape)} of {spec.datatype} needs {count * dtype.itemsize} bytes"
+            f"input {name}: raw_input_contents holds {len(buffer)} bytes, but shape "
+            f"{list(shape)} of {spec.datatype} needs {count * dtype.itemsize} bytes"
         )
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
@@ -296,8 +303,9 @@ def _from_contents(tensor: Any, spec: TensorSpec, shape: tuple[int, ...]) -> np.
             "it in raw_input_contents"
         )
     values = getattr(tensor.contents, field)
-    limit = min(len(values), MAX_BYTES_ELEMENTS if spec.datatype == "BYTES" else MAX_ELEMENTS)
-    what = f"the {len(values)} values of its contents.{field}"
+    bytes_input = spec.datatype == "BYTES"
+    limit = MAX_BYTES_ELEMENTS if bytes_input else MAX_ELEMENTS
+    what = "a BYTES input may have" if bytes_input else "an input may have"
     count = _element_count(shape, limit, spec.name, what)
     if len(values) != count:
         raise InvalidInput(

@@ -57,7 +57,7 @@ def contents_and_raw() -> Request:
 def malformed_bytes() -> Request:
     request = Request(model_name="identity_bytes")
     request.inputs.add(name="x", datatype="BYTES", shape=[1, 3])
-    request.raw_input_contents.append(struct.pack("<I", 100) + b"abc")
+    request.raw_input_contents.append(struct.pack("<I", 100) + b"abc" + struct.pack("<II", 0, 0))
     return request
 
 
@@ -121,7 +121,7 @@ CASES: dict[str, tuple[Callable[[], Request], grpc.StatusCode, list[str]]] = {
     "malformed BYTES": (
         malformed_bytes,
         grpc.StatusCode.INVALID_ARGUMENT,
-        ["input 'x'", "malformed BYTES", "claims 100 bytes but only 3 remain"],
+        ["input 'x'", "malformed BYTES", "claims 100 bytes but only 11 remain"],
     ),
     "unknown requested output": (
         unknown_output,
