@@ -126,6 +126,13 @@ def register(subparsers: Any) -> None:
         help="most rows one request may carry (DRIFTGATE_MAX_REQUEST_ROWS; default 65536)",
     )
     add(
+        "--max-request-id-bytes",
+        type=int,
+        default=env("MAX_REQUEST_ID_BYTES", defaults.max_request_id_bytes),
+        help="longest request id accepted, in bytes; longer ones get INVALID_ARGUMENT "
+        "(DRIFTGATE_MAX_REQUEST_ID_BYTES; default 256)",
+    )
+    add(
         "--max-queue-delay-us",
         type=int,
         default=env("MAX_QUEUE_DELAY_US", batching.max_queue_delay_us),
@@ -233,7 +240,13 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
-    for flag in ("max_queue_size", "max_batch_size", "max_request_rows", "stream_concurrency"):
+    for flag in (
+        "max_queue_size",
+        "max_batch_size",
+        "max_request_rows",
+        "max_request_id_bytes",
+        "stream_concurrency",
+    ):
         if getattr(args, flag) < 1:
             raise SystemExit(
                 f"driftgate serve: --{flag.replace('_', '-')} must be at least 1, "
@@ -273,6 +286,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         report_interval=args.report_interval,
         record_sample_rate=args.record_sample_rate,
         record_max_per_second=args.record_max_per_second,
+        max_request_id_bytes=args.max_request_id_bytes,
     )
 
 
