@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from driftgate.core.security import add_client_tls_flags, client_tls
+
 __all__ = ["EXIT_CODES", "register"]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -60,6 +62,7 @@ def _common(mutating: bool) -> argparse.ArgumentParser:
     parent.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the gateway"
     )
+    add_client_tls_flags(parent.add_argument, "", "the gateway")
     if mutating:
         parent.add_argument(
             "--token",
@@ -134,12 +137,11 @@ def register(subparsers: Any) -> None:
 
 class _Client:
     def __init__(self, args: argparse.Namespace) -> None:
-        import grpc
-
         from driftgate.core._proto.driftgate.control.v1 import control_pb2, control_pb2_grpc
+        from driftgate.core.rpc import channel
 
         self.pb = control_pb2
-        self.channel = grpc.insecure_channel(args.gateway)
+        self.channel = channel(args.gateway, client_tls(args))
         self.stub = control_pb2_grpc.ControlStub(self.channel)
         self.args = args
 

@@ -10,6 +10,8 @@ import argparse
 import os
 from typing import Any
 
+from driftgate.core.security import add_client_tls_flags, client_tls
+
 __all__ = ["register"]
 
 
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
         "--service", default="", help="service name; empty (the default) for the whole server"
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    add_client_tls_flags(parser.add_argument, "", "the server")
     parser.set_defaults(handler=_check)
 
 
@@ -37,7 +40,9 @@ def _check(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    from driftgate.core.rpc import channel as open_channel
+
+    with open_channel(args.address, client_tls(args)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             answer = stub.Check(

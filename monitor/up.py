@@ -47,6 +47,12 @@ class StackSettings:
     monitor_grpc_port: int = 8003
     monitor_metrics_port: int = 8004
     control_token: str | None = None
+    ingest_token: str | None = None
+    #: certificate and key both servers present, and the CA each uses to verify the other
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    insecure: bool = False
     gateway_args: tuple[str, ...] = ()  # extra `driftgate serve` flags
     monitor_args: tuple[str, ...] = ()  # extra `driftgate monitor` flags
     logs: Path | None = None  # directory for the two logs; None: inherit stdout/stderr
@@ -81,8 +87,7 @@ class LocalStack:
         }
         self.ports = {k: (free_port(s.host) if v == 0 else v) for k, v in pick.items()}
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **s.env}
-        if s.control_token:
-            env["DRIFTGATE_CONTROL_TOKEN"] = s.control_token
+        env.update(self._security_env())
         common = ["--repository", str(s.repository), "--host", s.host]
         monitor = [
             "monitor", *common, "--data-dir", str(s.data_dir),
@@ -99,6 +104,23 @@ class LocalStack:
         self._spawn("monitor", monitor, env)
         self._spawn("gateway", gateway, env)
         self.wait_ready(timeout)
+
+    def _security_env(self) -> dict[str, str]:
+        """Credentials and TLS for both processes, as the variables their flags read."""
+        s, env = self.settings, {}
+        for variable, value in (
+            ("DRIFTGATE_CONTROL_TOKEN", s.control_token),
+            ("DRIFTGATE_INGEST_TOKEN", s.ingest_token),
+            ("DRIFTGATE_TLS_CERT", s.tls_cert),
+            ("DRIFTGATE_TLS_KEY", s.tls_key),
+            ("DRIFTGATE_MONITOR_TLS_CA", s.tls_ca),  # the gateway verifies the monitor
+            ("DRIFTGATE_GATEWAY_TLS_CA", s.tls_ca),  # and the monitor the gateway
+        ):
+            if value:
+                env[variable] = str(value)
+        if s.insecure:
+            env["DRIFTGATE_INSECURE"] = "1"
+        return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         ready = self._ready_dir / f"{name}.json"
@@ -179,6 +201,15 @@ def register(subparsers: Any) -> None:
     add("--monitor-metrics-port", type=int, default=d.monitor_metrics_port,
         help="monitor /metrics (8004)")  # fmt: skip
     add_control_token_flags(add, "required by the gateway and used by the monitor (default none)")
+    add("--ingest-token", default=os.environ.get("DRIFTGATE_INGEST_TOKEN"), help="the token the "
+        "gateway reports to the monitor with, and applications send labels with "
+        "(DRIFTGATE_INGEST_TOKEN)")  # fmt: skip
+    add("--tls-cert", type=Path, default=None, help="PEM certificate both servers present "
+        "(valid for --host); turns TLS on")  # fmt: skip
+    add("--tls-key", type=Path, default=None, help="PEM key of --tls-cert")
+    add("--tls-ca", type=Path, default=None, help="PEM CA that signed --tls-cert: the gateway "
+        "and the monitor verify each other with it")  # fmt: skip
+    add("--insecure", action="store_true", help="bind beyond loopback without tokens")
     add("--report-interval", type=float, default=None,
         help="seconds between gateway reports to the monitor (default: the gateway's)")  # fmt: skip
     add("--ready-file", type=Path, default=None,
@@ -201,6 +232,11 @@ def run(args: argparse.Namespace) -> int:
             monitor_grpc_port=args.monitor_grpc_port,
             monitor_metrics_port=args.monitor_metrics_port,
             control_token=token,
+            ingest_token=args.ingest_token or None,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            insecure=args.insecure,
             gateway_args=gateway_args,
         )
     )

@@ -145,8 +145,12 @@ def server_security(args: argparse.Namespace) -> ServerSecurity:
 
 
 def add_client_tls_flags(add: Any, prefix: str, peer: str) -> None:
-    """``--<prefix>tls-ca``, ``--<prefix>tls-cert``, ``--<prefix>tls-key`` for reaching ``peer``."""
-    name = prefix.upper().replace("-", "_")
+    """``--<prefix>tls-ca``, ``--<prefix>tls-cert``, ``--<prefix>tls-key`` for reaching ``peer``.
+
+    Without a prefix (the operator commands) the variables are DRIFTGATE_CLIENT_TLS_*, apart
+    from a server's own DRIFTGATE_TLS_* in the same environment.
+    """
+    name = prefix.upper().replace("-", "_") or "CLIENT_"
     add(f"--{prefix}tls-ca", default=env(f"{name}TLS_CA", ""), help=f"PEM CA of "
         f"{peer}'s certificate; turns TLS on (DRIFTGATE_{name}TLS_CA)")  # fmt: skip
     add(f"--{prefix}tls-cert", default=env(f"{name}TLS_CERT", ""), help="PEM client "
