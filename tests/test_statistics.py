@@ -184,3 +184,93 @@ def test_records_per_second_are_capped_and_counts_are_not(
     assert len(records) == 30  # 10 records in each of the 3 seconds
     assert [r.request_id for r in records[:2]] == ["s0-0", "s0-1"]
     assert records[10].request_id == "s1-0"
+
+
+# -- hostile values and failures: bounded, and never misaligned ----------------------------
+
+
+def _rows_request(rows: int, first: float, colour: str = "red") -> tuple[dict, list[np.ndarray]]:
+    """Rows whose first numeric value identifies them: first, first + 1, ..."""
+    numeric = np.zeros((rows, 3), np.float32)
+    numeric[:, 0] = first + np.arange(rows)
+    colours = np.full((rows, 1), colour, dtype=object)
+    return {"numeric": numeric, "categorical": colours}, [
+        np.zeros(rows, np.int64),
+        np.full((rows, 2), 0.5, np.float32),
+    ]
+
+
+def _assert_aligned(records: list) -> None:
+    """Every record's id names the request (and row) whose values it carries."""
+    for record in records:
+        request, _, row = record.request_id.partition(":")
+        assert record.numeric[0] == float(request.removeprefix("r")) + int(row or 0)
+
+
+def test_a_16m_character_category_counts_as_other_without_an_error(reference: dict) -> None:
+    collector = _collector(reference)
+    feed, out = _rows_request(256, 1000.0)
+    feed["categorical"][0, 0] = "x" * 16_000_000
+    serve(collector, feed, out, "r1000", 0.001)
+    serve(collector, *_rows_request(2, 5000.0), "r5000", 0.001)
+    counts, records = collector.take()
+    assert collector.errors == 0
+    other = counts.features[3][-1]
+    assert other == 1 and counts.features[3].sum() == 258 - counts.nan[3]
+    assert counts.rows == 258
+    # The row with the huge value is not recorded; every other row is, with its own id.
+    assert len(records) == 257 and collector.dropped_records == 1
+    assert "r1000:0" not in {r.request_id for r in records}
+    assert max(len(v) for r in records for v in r.categorical) <= 1024
+    _assert_aligned(records)
+
+
+def test_a_failed_count_loses_only_its_batch_and_ids_stay_aligned(
+    reference: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import driftgate.gateway.statistics as statistics
+
+    collector = _collector(reference)
+    counter = statistics._count_feature
+    calls = {"n": 0}
+
+    def failing_once(*args: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("simulated")
+        counter(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(statistics, "_count_feature", failing_once)
+    for first in (100.0, 200.0, 300.0):
+        serve(collector, *_rows_request(3, first), f"r{int(first)}", 0.001)
+    lost, records = collector.take()
+    assert collector.errors == 1 and collector.lost_requests == 3
+    assert (lost.rows, records) == (0, [])
+    assert lost.requests == 3  # requests are counted by the record, never lost
+    # A request whose observe fails leaves nothing behind either.
+    with pytest.raises(KeyError):
+        collector.observe({"numeric": np.zeros((1, 3))}, [np.zeros(1)], "r-bad")
+    for first in (400.0, 500.0):
+        serve(collector, *_rows_request(2, first), f"r{int(first)}", 0.001)
+    counts, records = collector.take()
+    assert counts.rows == 4 and len(records) == 4
+    assert [r.request_id for r in records] == ["r400:0", "r400:1", "r500:0", "r500:1"]
+    _assert_aligned(records)
+
+
+def test_records_are_bounded_by_bytes_and_ids_by_what_the_monitor_stores(
+    reference: dict,
+) -> None:
+    collector = _collector(reference, max_record_bytes=2000)
+    for first in range(40):  # records of about 100 bytes each
+        serve(collector, *_rows_request(1, float(first)), f"r{first}", 0.001)
+    _, records = collector.take()
+    assert 10 <= len(records) < 40 and collector.dropped_records == 40 - len(records)
+    _assert_aligned(records)
+
+    ids = _collector(reference)
+    serve(ids, *_rows_request(1, 1.0), "i" * 256, 0.001)  # 256 bytes: kept
+    serve(ids, *_rows_request(2, 1.0), "j" * 255, 0.001)  # "j...j:1" is 257 bytes: not kept
+    _, records = ids.take()
+    assert [len(r.request_id) for r in records] == [256]
+    assert ids.dropped_records == 2

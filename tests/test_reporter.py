@@ -1,0 +1,213 @@
+"""The reporter against a monitor that refuses: nothing is resent forever, labels never wait
+behind reports, reports stay within their byte bound, and labels are checked on the way in.
+
+The monitor is a fake stub in this process (no sockets); tests/integration covers the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+import driftgate.gateway.reporter as reporter_module
+from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
+from driftgate.core.errors import InvalidInput
+from driftgate.gateway.reporter import (
+    MAX_LABELS_PER_CALL,
+    LabelBuffer,
+    MonitorReporter,
+    StatisticsHub,
+    check_labels,
+)
+from driftgate.gateway.statistics import VersionCollector
+
+REFERENCE = {
+    "features": [
+        {"name": "f0", "input": "x", "column": 0, "kind": "numeric", "edges": [0.0, 1.0]},
+        {"name": "c", "input": "c", "column": 0, "kind": "categorical", "categories": ["a"]},
+    ],
+    "prediction": {"kind": "categorical", "categories": ["0", "1"]},
+}
+
+
+def _error(code: grpc.StatusCode, details: str = "refused") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+class FakeMonitor:
+    """Answers Report and SendLabels as ``decide`` says: None accepts, a code refuses."""
+
+    def __init__(self) -> None:
+        self.reports: list[Any] = []
+        self.committed: list[Any] = []
+        self.labels: list[Any] = []
+        self.report_answer: Any = lambda request: None
+        self.label_answer: Any = lambda request: None
+
+    async def Report(self, request: Any, timeout: float, metadata: Any) -> Any:
+        copy = type(request)()
+        copy.CopyFrom(request)
+        self.reports.append(copy)
+        code = self.report_answer(request)
+        if code is not None:
+            raise _error(code)
+        self.committed.append(copy)
+
+    async def SendLabels(self, request: Any, timeout: float, metadata: Any) -> Any:
+        code = self.label_answer(request)
+        if code is not None:
+            raise _error(code)
+        self.labels.extend(label.request_id for label in request.labels)
+
+
+@pytest.fixture
+def monitor(monkeypatch: pytest.MonkeyPatch) -> FakeMonitor:
+    fake = FakeMonitor()
+    monkeypatch.setattr(reporter_module.mpb_grpc, "MonitorStub", lambda channel: fake)
+    return fake
+
+
+def _serve(collector: VersionCollector, rows: int, request_id: str, colour: str = "a") -> None:
+    collector.record.request_succeeded(rows, 1000, 0, 0, 1000, 0)
+    feed = {
+        "x": np.arange(rows, dtype=np.float32).reshape(rows, 1),
+        "c": np.full((rows, 1), colour, dtype=object),
+    }
+    collector.observe(feed, [np.zeros(rows, np.int64)], request_id)
+
+
+def _label(request_id: str, value: str = "1") -> Any:
+    return fb.Label(request_id=request_id, string_value=value)
+
+
+def _run(monitor: FakeMonitor, steps: Any, **kwargs: Any) -> MonitorReporter:
+    """Run ``steps(reporter, collector, labels)`` (a coroutine) against the fake monitor."""
+    hub, labels = StatisticsHub(), LabelBuffer()
+    collector = VersionCollector(REFERENCE, {"x": 1, "c": 1}, ["label"])
+    hub.add("m", 1, 1, collector)
+    reporter = MonitorReporter("127.0.0.1:1", hub, labels, interval=3600, **kwargs)
+
+    async def main() -> None:
+        reporter.start()
+        try:
+            await steps(reporter, collector, labels)
+        finally:
+            await reporter.stop(final_flush_seconds=0)
+
+    asyncio.run(main())
+    return reporter
+
+
+def test_refused_records_are_set_aside_and_the_counts_sent_alone(monitor: FakeMonitor) -> None:
+    monitor.report_answer = lambda r: grpc.StatusCode.INVALID_ARGUMENT if r.records else None
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        _serve(collector, 3, "r1")
+        labels.add([_label("r1:0")])
+        await reporter.flush()
+        assert reporter.refused_records == 3 and reporter.refused_reports == 0
+        first, retry = monitor.reports
+        assert (first.sequence, len(first.records)) == (retry.sequence, 3)
+        assert (len(retry.records), retry.versions[0].rows) == (0, 3)
+        assert monitor.labels == ["r1:0"]  # labels went too
+        await reporter.flush()  # nothing is resent
+        assert len(monitor.reports) == 2
+
+    _run(monitor, steps)
+
+
+def test_a_report_refused_for_good_is_set_aside_and_labels_do_not_wait(
+    monitor: FakeMonitor,
+) -> None:
+    monitor.report_answer = lambda r: grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        _serve(collector, 1, "r1")
+        labels.add([_label("r1")])
+        await reporter.flush()
+        assert reporter.refused_reports == 1 and monitor.labels == ["r1"]
+        assert len(monitor.reports) == 2  # once with its record, once without
+        monitor.report_answer = lambda r: None
+        _serve(collector, 1, "r2")
+        await reporter.flush()
+        assert [r.sequence for r in monitor.committed] == [2]
+        assert [r.request_id for r in monitor.committed[0].records] == ["r2"]
+
+    registry = CollectorRegistry()
+    _run(monitor, steps, registry=registry)
+    assert registry.get_sample_value("driftgate_reporting_set_aside_total", {"kind": "reports"})
+
+
+def test_an_unreachable_monitor_gets_the_same_report_again(monitor: FakeMonitor) -> None:
+    monitor.report_answer = lambda r: grpc.StatusCode.UNAVAILABLE
+    monitor.label_answer = lambda r: grpc.StatusCode.UNAVAILABLE
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        _serve(collector, 2, "r1")
+        labels.add([_label("r1:0")])
+        await reporter.flush()
+        await reporter.flush()
+        assert [(r.sequence, len(r.records)) for r in monitor.reports] == [(1, 2), (1, 2)]
+        assert len(labels) == 1  # given back, kept for later
+        monitor.report_answer = monitor.label_answer = lambda r: None
+        await reporter.flush()
+        assert [r.sequence for r in monitor.committed] == [1] and monitor.labels == ["r1:0"]
+        assert reporter.refused_reports == reporter.refused_records == 0
+
+    _run(monitor, steps)
+
+
+def test_labels_the_monitor_refuses_are_set_aside(monitor: FakeMonitor) -> None:
+    monitor.label_answer = lambda r: (
+        grpc.StatusCode.INVALID_ARGUMENT if r.labels[0].request_id == "bad" else None
+    )
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        labels.add([_label("bad"), _label("worse")])
+        await reporter.flush()
+        assert reporter.refused_labels == 2 and len(labels) == 0
+        labels.add([_label("good")])
+        await reporter.flush()
+        assert monitor.labels == ["good"]
+
+    _run(monitor, steps)
+
+
+def test_reports_are_bounded_by_bytes(monitor: FakeMonitor) -> None:
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        for i in range(60):
+            _serve(collector, 1, f"{i:0>200}", colour="c" * 1000)  # records of ~1.3 KB
+        await reporter.flush()
+        sizes = [r.ByteSize() for r in monitor.committed]
+        assert len(monitor.committed) >= 3
+        assert max(sizes) < 20_000 + 2_000  # the counts ride on the first report
+        assert sum(len(r.records) for r in monitor.committed) == 60
+
+    _run(monitor, steps, max_report_bytes=20_000)
+
+
+def test_labels_are_checked_before_they_are_held() -> None:
+    buffer = LabelBuffer()
+
+    def refused(labels: list[Any], *fragments: str) -> None:
+        with pytest.raises(InvalidInput) as info:
+            buffer.add(labels)
+        for fragment in fragments:
+            assert fragment in info.value.message
+        assert len(info.value.message) < 400
+        assert len(buffer) == 0  # all or nothing
+
+    refused([_label("ok")] * (MAX_LABELS_PER_CALL + 1), f"at most {MAX_LABELS_PER_CALL}")
+    refused([_label("ok"), _label("i" * 300_000)], "labels[1].request_id", "(300000 bytes)")
+    refused([_label("ok", "v" * 5000)], "string_value", "longer than 1024")
+    refused([fb.Label(request_id="ok", double_value=float("nan"))], "finite")
+    refused([fb.Label(request_id="ok", model="m" * 100_000, int64_value=1)], "invalid model name")
+    refused([fb.Label(request_id="x" * 100_000)], "request_id")
+    refused([fb.Label(request_id="ok")], "has no value")
+    check_labels([_label("i" * 256), fb.Label(request_id="ok", model="m", int64_value=2)])
+    assert buffer.add([_label("ok")]) == 1
