@@ -14,9 +14,14 @@ Series and labels (the README lists them with their use):
   ``driftgate_monitor_accuracy_estimate{model, version, metric, window}`` (window: the
   default window's length such as ``1h``, or ``total``).
 - ``driftgate_monitor_label_coverage{model, version, window}``,
-  ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown).
-- ``driftgate_monitor_reports_total{result}`` (applied, duplicate),
-  ``driftgate_monitor_report_lag_seconds`` (receipt minus the gateway's send time).
+  ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown, invalid: in a
+  batch refused with INVALID_ARGUMENT).
+- ``driftgate_monitor_reports_total{result}`` (applied, duplicate, invalid: refused with
+  INVALID_ARGUMENT), ``driftgate_monitor_report_lag_seconds`` (receipt minus the gateway's
+  send time).
+- ``driftgate_monitor_evaluation_failures_total{model}``: drift and accuracy evaluations of a
+  model version that failed (logged; the other versions are evaluated all the same); a model
+  name the repository would refuse is counted as ``__invalid__``.
 - ``driftgate_monitor_store_rows{table}``, ``driftgate_monitor_store_bytes``.
 - ``driftgate_monitor_events_total{model, kind}``: policy decisions (drift_alarm,
   accuracy_drop, retrain_started/succeeded/failed/rejected, canary_started, canary_step,
@@ -27,9 +32,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["EVENT_KINDS", "PREDICTION_FEATURE", "MonitorMetrics"]
+__all__ = ["EVENT_KINDS", "INVALID_MODEL", "PREDICTION_FEATURE", "MonitorMetrics"]
 
 PREDICTION_FEATURE = "__prediction__"
+# The ``model`` label of a failure whose model name is not a valid one (stored before reports
+# were checked): a client's string never becomes a label.
+INVALID_MODEL = "__invalid__"
 # Every kind of policy event (monitor.autopilot writes them); each model gets a zero series per
 # kind from the start, so rates and alerts see a counter before its first increment.
 EVENT_KINDS = (
@@ -98,14 +106,20 @@ class MonitorMetrics:
         )
         self.labels = Counter(
             "driftgate_monitor_labels",
-            "Labels received, by result (accepted, duplicate, unknown)",
+            "Labels received, by result (accepted, duplicate, unknown, invalid)",
             ("result",),
             registry=registry,
         )
         self.reports = Counter(
             "driftgate_monitor_reports",
-            "Reports received, by result (applied, duplicate)",
+            "Reports received, by result (applied, duplicate, invalid)",
             ("result",),
+            registry=registry,
+        )
+        self.evaluation_failures = Counter(
+            "driftgate_monitor_evaluation_failures",
+            "Drift and accuracy evaluations of a model version that failed, by model",
+            ("model",),
             registry=registry,
         )
         self.report_lag = Histogram(

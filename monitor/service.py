@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,16 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
-from driftgate.core.repository import Repository
+from driftgate.core.repository import Repository, validate_model_name
 from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
 from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift
-from driftgate.monitor.metrics import PREDICTION_FEATURE, MonitorMetrics
+from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import LabelIn, Report, Store
+from driftgate.monitor.validation import check_labels, check_report
 
 __all__ = ["Monitor", "Window", "window_label"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,14 @@ class Monitor:
         self.repository = Repository(settings.repository)
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._testers: dict[str, DriftTester] = {}
+        self._failing: set[tuple[str, int]] = set()
 
     # -- writes ---------------------------------------------------------------------------
 
     def ingest(self, report: Report, sent_time: float | None) -> int:
-        if not report.instance_id or report.sequence < 1:
-            raise InvalidInput("a report needs an instance_id and a sequence >= 1")
+        """Commit ``report`` once (``monitor.validation`` checks it first); the highest
+        sequence committed for its instance."""
+        check_report(report, sent_time, self.reference, time.time())
         committed, applied = self.store.ingest(report)
         self.metrics.reports.labels("applied" if applied else "duplicate").inc()
         if applied and sent_time:
@@ -70,9 +76,7 @@ class Monitor:
         return committed
 
     def add_labels(self, labels: list[LabelIn]) -> tuple[int, int, int]:
-        for i, label in enumerate(labels):
-            if not label.request_id:
-                raise InvalidInput(f"labels[{i}]: request_id is empty")
+        check_labels(labels, time.time())
         accepted, duplicates, unknown = self.store.add_labels(labels, time.time())
         self.metrics.labels.labels("accepted").inc(accepted)
         self.metrics.labels.labels("duplicate").inc(duplicates)
@@ -95,15 +99,29 @@ class Monitor:
         return versions[-1]
 
     def profile(self, model: str, version: int) -> ReferenceProfile:
+        profile = self.reference(model, version)
+        if profile is None:
+            raise FailedPrecondition(
+                f"model {model!r} version {version} has no reference.json to measure "
+                "drift against; convert it with `driftgate convert`"
+            )
+        return profile
+
+    def reference(self, model: str, version: int) -> ReferenceProfile | None:
+        """The version's reference profile, None when it has none; ModelNotFound when the
+        repository has no such version, FailedPrecondition when its profile is unreadable."""
         key = (model, version)
         if key not in self._profiles:
-            data = self.repository.reference(model, version)
-            if data is None:
+            try:
+                data = self.repository.reference(model, version)
+                if data is None:
+                    return None
+                self._profiles[key] = ReferenceProfile.from_dict(data)
+            except (KeyError, TypeError, ValueError) as exc:  # JSON or profile malformed
                 raise FailedPrecondition(
-                    f"model {model!r} version {version} has no reference.json to measure "
-                    "drift against; convert it with `driftgate convert`"
-                )
-            self._profiles[key] = ReferenceProfile.from_dict(data)
+                    f"reference.json of model {model!r} version {version} is unreadable: "
+                    f"{type(exc).__name__}"
+                ) from exc
         return self._profiles[key]
 
     def window(self, seconds: float | None, end: float | None) -> Window:
@@ -177,15 +195,40 @@ class Monitor:
         for model in self.repository.models():
             self.metrics.expose_events(model)
         for model, version in self.store.active_versions(since):
-            # Counts for a version whose profile is gone have nothing to compare against.
-            with contextlib.suppress(ModelNotFound, FailedPrecondition):
-                self._publish_drift(model, version, self.drift(model, version, Window(since, now)))
-            for seconds in (length, 0.0):
-                window = self.window(seconds, now)
-                self._publish_accuracy(
-                    model, version, window_label(seconds), self.accuracy(model, version, window)
-                )
+            # One version's failure (a corrupt profile, rows stored before reports were
+            # checked) must not freeze the gauges of every other one.
+            try:
+                self._evaluate_version(model, version, since, now)
+            except Exception:
+                self._evaluation_failed(model, version)
+            else:
+                self._failing.discard((model, version))
         self.refresh_store_size()
+
+    def _evaluate_version(self, model: str, version: int, since: float, now: float) -> None:
+        # Counts for a version whose profile is gone have nothing to compare against.
+        with contextlib.suppress(ModelNotFound, FailedPrecondition):
+            self._publish_drift(model, version, self.drift(model, version, Window(since, now)))
+        for seconds in (self.settings.default_window_seconds, 0.0):
+            window = self.window(seconds, now)
+            self._publish_accuracy(
+                model, version, window_label(seconds), self.accuracy(model, version, window)
+            )
+
+    def _evaluation_failed(self, model: str, version: int) -> None:
+        """Count and log a failed evaluation: the traceback once, then a line per retry."""
+        key = (model, version)
+        name = quote(model)
+        if key in self._failing:
+            log.warning("evaluating model %s version %d failed again", name, version)
+        else:
+            self._failing.add(key)
+            log.exception("evaluating model %s version %d failed", name, version)
+        try:
+            label = validate_model_name(model)
+        except InvalidInput:
+            label = INVALID_MODEL
+        self.metrics.evaluation_failures.labels(label).inc()
 
     def _publish_drift(self, model: str, version: int, result: DatasetDrift) -> None:
         m, v = self.metrics, str(version)

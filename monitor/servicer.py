@@ -23,7 +23,7 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.auth import Credentials, Role
-from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 from driftgate.core.rpc import authorize
 from driftgate.monitor.drift import FeatureDrift
 from driftgate.monitor.service import Monitor, Window
@@ -35,7 +35,6 @@ from driftgate.monitor.validation import (
     MAX_VERSIONS,
     bounded,
     check_model_name,
-    quote,
 )
 
 __all__ = ["MonitorServicer"]

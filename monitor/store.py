@@ -34,7 +34,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
+    "INSTANCE_ID_LENGTH",
     "MIGRATIONS",
+    "NAME_LENGTH",
+    "REQUEST_ID_LENGTH",
     "Distribution",
     "EventRecord",
     "LabelIn",
@@ -48,6 +51,12 @@ __all__ = [
 
 NAN_BIN, INF_BIN, OUT_OF_RANGE_BIN = -1, -2, -3
 
+# Column sizes (characters; PostgreSQL refuses longer strings): ``monitor.validation`` bounds
+# what it accepts by them, in UTF-8 bytes, so nothing it lets through fails an insert.
+INSTANCE_ID_LENGTH = 128
+NAME_LENGTH = 256
+REQUEST_ID_LENGTH = 256
+
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -56,7 +65,7 @@ schema_version = sa.Table(
 reports = sa.Table(
     "reports",
     metadata,
-    sa.Column("instance_id", sa.String(128), primary_key=True),
+    sa.Column("instance_id", sa.String(INSTANCE_ID_LENGTH), primary_key=True),
     sa.Column("sequence", sa.BigInteger, primary_key=True),
     sa.Column("received", sa.Float, nullable=False),
 )
@@ -66,7 +75,7 @@ bin_counts = sa.Table(
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, primary_key=True),
     sa.Column("prediction", sa.Boolean, primary_key=True),
-    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("name", sa.String(NAME_LENGTH), primary_key=True),
     sa.Column("bucket", sa.BigInteger, primary_key=True),
     sa.Column("bin", sa.Integer, primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
@@ -96,7 +105,7 @@ predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("request_id", sa.String(256), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), nullable=False, unique=True),
     sa.Column("model", sa.String(64), nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("time", sa.Float, nullable=False, index=True),
@@ -109,7 +118,7 @@ predictions = sa.Table(
 pending_labels = sa.Table(
     "pending_labels",
     metadata,
-    sa.Column("request_id", sa.String(256), primary_key=True),
+    sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), primary_key=True),
     sa.Column("label", sa.Text, nullable=False),
     sa.Column("label_time", sa.Float, nullable=False),
     sa.Column("received", sa.Float, nullable=False, index=True),
@@ -374,7 +383,10 @@ class Store:
                 "version": r.version,
                 "time": r.time,
                 "inputs": json.dumps(
-                    {"numeric": [_json_float(x) for x in r.numeric], "categorical": r.categorical}
+                    {
+                        "numeric": [_json_float(x) for x in r.numeric],
+                        "categorical": list(r.categorical),
+                    }
                 ),
                 "prediction": json.dumps(
                     {"value": r.value, "probabilities": list(r.probabilities)}

@@ -225,7 +225,7 @@ def _drive_monitor(monitor: DriftgateProcess, profile: ReferenceProfile) -> None
         if index == 1:
             counts[1:3] *= 8
         stats.features.add(name=feature.name, counts=counts.tolist())
-    stats.predictions.CopyFrom(mpb.BinCounts(name="label", counts=[4000, 4000]))
+    stats.predictions.CopyFrom(mpb.BinCounts(name="label", counts=[4000, 4000, 0]))  # + "other"
     stats.latency.upper_bounds_seconds.extend([0.001, 0.01])
     stats.latency.counts.extend([250, 45, 5])
     report = mpb.ReportRequest(instance_id="gateway-1", sequence=1, versions=[stats])

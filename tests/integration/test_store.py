@@ -8,6 +8,7 @@ it; without it the PostgreSQL cases are skipped, and fail under CI). The last te
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from driftgate.core.profile import FeatureProfile, NumericBins, ReferenceProfile
 from driftgate.monitor.store import (
     MIGRATIONS,
     Distribution,
@@ -229,6 +231,13 @@ def test_replicas_opening_together_migrate_once(postgres_url: str) -> None:
 
 def test_monitor_process_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     """``driftgate monitor --store-url postgresql+psycopg://...`` commits reports there."""
+    # The monitor stores counts only of a version in its repository, on its profile's bins.
+    version = tmp_path / "models" / "churn" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(b"not read by the monitor")
+    age = NumericBins((0.0, 1.0), (1, 2, 3), 0, None, None, None, None, 0.0)
+    profile = ReferenceProfile(6, (FeatureProfile("age", "input", 0, age),), None)
+    (version / "reference.json").write_text(json.dumps(profile.to_dict()))
     args = [
         "--store-url", postgres_url, "--repository", str(tmp_path / "models"),
         "--data-dir", str(tmp_path / "unused"), "--host", "127.0.0.1",
