@@ -72,8 +72,9 @@ MAX_LABELS_PER_CALL = 10_000
 MAX_LABEL_VALUE_BYTES = 1024
 # The monitor's refusals that resending cannot change.
 _FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-# Range of a protobuf Timestamp (0001-01-01 to 9999-12-31), as the monitor reads it.
-_TIME_RANGE = (-62_135_596_800, 253_402_300_799)
+# Label times the monitor takes: from 2000-01-01 to a day past its clock.
+_EARLIEST = 946_684_800
+_CLOCK_SKEW = 86_400
 
 
 @dataclass
@@ -136,10 +137,10 @@ def _check_label(index: int, label: Any) -> None:
     request_id = label.request_id
     if not request_id:
         raise InvalidInput(f"{where}.request_id is empty; it must name a request")
-    if _longer_than(request_id, MAX_RECORD_ID_BYTES):
+    if _longer_than(request_id, MAX_RECORD_ID_BYTES) or "\x00" in request_id:
         raise InvalidInput(
             f"{where}.request_id {quote(request_id)} is longer than {MAX_RECORD_ID_BYTES} "
-            "bytes; no prediction has such an id"
+            "bytes or holds NUL; no prediction record has such an id"
         )
     if label.model:
         validate_model_name(label.model)
@@ -157,10 +158,12 @@ def _check_label(index: int, label: Any) -> None:
     if kind == "double_value" and not math.isfinite(label.double_value):
         raise InvalidInput(f"{where}.double_value is {label.double_value}; it must be finite")
     if label.HasField("time") and not (
-        _TIME_RANGE[0] <= label.time.seconds <= _TIME_RANGE[1]
+        _EARLIEST <= label.time.seconds <= time.time() + _CLOCK_SKEW
         and 0 <= label.time.nanos < 1_000_000_000
     ):
-        raise InvalidInput(f"{where}.time is not a valid timestamp")
+        raise InvalidInput(
+            f"{where}.time: expected a time between 2000-01-01 and a day past the gateway's clock"
+        )
 
 
 def _longer_than(text: str, limit: int) -> bool:

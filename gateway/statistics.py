@@ -536,10 +536,14 @@ def _count_feature(
 
 
 def _fits_record_id(request_id: str, rows: int) -> bool:
-    """Whether every row's record id (``id`` or ``id:row``) fits ``MAX_RECORD_ID_BYTES``."""
+    """Whether every row's record id (``id`` or ``id:row``) is one the monitor stores: at
+    most ``MAX_RECORD_ID_BYTES``, without NUL (which PostgreSQL refuses in text)."""
     suffix = 0 if rows == 1 else len(str(rows - 1)) + 1
-    size = len(request_id) if request_id.isascii() else len(request_id.encode("utf-8", "replace"))
-    return size + suffix <= MAX_RECORD_ID_BYTES
+    if len(request_id) + suffix > MAX_RECORD_ID_BYTES or "\x00" in request_id:
+        return False
+    return request_id.isascii() or (
+        len(request_id.encode("utf-8", "replace")) + suffix <= MAX_RECORD_ID_BYTES
+    )
 
 
 def record_size(record: PredictionRecord) -> int:

@@ -209,5 +209,9 @@ def test_labels_are_checked_before_they_are_held() -> None:
     refused([fb.Label(request_id="ok", model="m" * 100_000, int64_value=1)], "invalid model name")
     refused([fb.Label(request_id="x" * 100_000)], "request_id")
     refused([fb.Label(request_id="ok")], "has no value")
+    refused([fb.Label(request_id="n\x00", int64_value=1)], "NUL")
+    future = fb.Label(request_id="ok", int64_value=1)
+    future.time.seconds = 253_402_300_799
+    refused([future], "labels[0].time")
     check_labels([_label("i" * 256), fb.Label(request_id="ok", model="m", int64_value=2)])
     assert buffer.add([_label("ok")]) == 1

@@ -271,6 +271,7 @@ def test_records_are_bounded_by_bytes_and_ids_by_what_the_monitor_stores(
     ids = _collector(reference)
     serve(ids, *_rows_request(1, 1.0), "i" * 256, 0.001)  # 256 bytes: kept
     serve(ids, *_rows_request(2, 1.0), "j" * 255, 0.001)  # "j...j:1" is 257 bytes: not kept
+    serve(ids, *_rows_request(1, 1.0), "nul\x00", 0.001)  # the monitor refuses NUL: not kept
     _, records = ids.take()
     assert [len(r.request_id) for r in records] == [256]
-    assert ids.dropped_records == 2
+    assert ids.dropped_records == 3
