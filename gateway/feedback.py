@@ -14,7 +14,7 @@ import grpc
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
 from driftgate.core.auth import Credentials, Role
-from driftgate.core.errors import FailedPrecondition, InvalidInput
+from driftgate.core.errors import FailedPrecondition
 from driftgate.core.rpc import authorize
 from driftgate.gateway.reporter import LabelBuffer
 
@@ -35,13 +35,6 @@ class FeedbackServicer(fb_grpc.FeedbackServicer):  # type: ignore[misc]
                 "this gateway forwards labels only when a monitor is configured (--monitor); "
                 "send them to the monitor's Feedback service instead"
             )
-        for index, label in enumerate(request.labels):
-            if not label.request_id:
-                raise InvalidInput(f"labels[{index}].request_id is empty; it must name a request")
-            if label.WhichOneof("value") is None:
-                raise InvalidInput(
-                    f"labels[{index}] ({label.request_id}) has no value; set string_value, "
-                    "int64_value or double_value"
-                )
+        # The buffer checks the whole batch first (count, ids, values, sizes: check_labels).
         accepted = self._labels.add(request.labels)
         return fb.SendLabelsResponse(accepted=accepted)
