@@ -93,12 +93,15 @@ def good_report(profile: ReferenceProfile, sequence: int = 1, records: int = 2) 
 
 
 class Harness:
-    """A monitor on a temporary repository and SQLite store, called without a socket."""
+    """A monitor on a temporary repository and store (SQLite unless ``store_url``), called
+    without a socket."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store_url: str | None = None) -> None:
         self.profile = write_versions(root / "models")
         self.registry = CollectorRegistry()
-        settings = MonitorSettings(repository=root / "models", data_dir=root / "data")
+        settings = MonitorSettings(
+            repository=root / "models", data_dir=root / "data", store_url=store_url
+        )
         self.store = Store(settings.url)
         self.monitor = Monitor(settings, self.store, MonitorMetrics(self.registry))
         self.executor = ThreadPoolExecutor(1)

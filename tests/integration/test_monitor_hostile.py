@@ -59,7 +59,8 @@ class Running:
         return int(match.group(1)) * 1024
 
 
-def _store_url(kind: str) -> Iterator[str | None]:
+def store_url(kind: str) -> Iterator[str | None]:
+    """None for SQLite; for PostgreSQL, a new database on the test server, dropped after."""
     if kind == "sqlite":
         yield None
         return
@@ -83,7 +84,7 @@ def hostile_monitor(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Running]:
     workdir = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    for url in _store_url(request.param):
+    for url in store_url(request.param):
         args = [
             "--repository", str(repository[0]), "--data-dir", str(workdir / "data"),
             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
