@@ -20,6 +20,7 @@ from driftgate.gateway.dataplane.session import NUMPY_DTYPES, TensorSpec
 
 __all__ = [
     "MAX_BYTES_ELEMENTS",
+    "MAX_CONTENTS_ELEMENTS",
     "MAX_ELEMENTS",
     "MAX_NAME_BYTES",
     "MAX_PARAMETERS",
@@ -45,6 +46,9 @@ MAX_TENSORS = 1024
 MAX_ELEMENTS = 1 << 26
 #: most elements of one BYTES input: each becomes a Python string
 MAX_BYTES_ELEMENTS = 1 << 20
+#: most elements of one input sent as typed contents (each is read as a Python number);
+#: raw_input_contents is the path for more
+MAX_CONTENTS_ELEMENTS = 1 << 22
 
 # Which InferTensorContents field carries each datatype.
 _CONTENTS_FIELD = {
@@ -304,8 +308,8 @@ def _from_contents(tensor: Any, spec: TensorSpec, shape: tuple[int, ...]) -> np.
         )
     values = getattr(tensor.contents, field)
     bytes_input = spec.datatype == "BYTES"
-    limit = MAX_BYTES_ELEMENTS if bytes_input else MAX_ELEMENTS
-    what = "a BYTES input may have" if bytes_input else "an input may have"
+    limit = MAX_BYTES_ELEMENTS if bytes_input else MAX_CONTENTS_ELEMENTS
+    what = "a BYTES input may have" if bytes_input else "typed contents may carry (send more raw)"
     count = _element_count(shape, limit, spec.name, what)
     if len(values) != count:
         raise InvalidInput(
@@ -314,8 +318,8 @@ def _from_contents(tensor: Any, spec: TensorSpec, shape: tuple[int, ...]) -> np.
         )
     if spec.datatype == "BYTES":
         return _object_array([_utf8(value, spec.name) for value in values], shape)
-    try:
-        return np.asarray(values, dtype=NUMPY_DTYPES[spec.datatype]).reshape(shape)
+    try:  # one pass over the values, no list of Python numbers on the way
+        return np.fromiter(values, NUMPY_DTYPES[spec.datatype], count=count).reshape(shape)
     except OverflowError as exc:
         raise InvalidInput(
             f"input {quote(spec.name)}: a value in contents.{field} does not fit {spec.datatype}"

@@ -263,6 +263,13 @@ def free(shape: list[int], data: bytes = b"") -> Request:
     return request
 
 
+def free_contents(count: int) -> Request:
+    request = Request(model_name="free")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, count])
+    tensor.contents.fp32_contents.extend(np.ones(count, np.float32).tolist())
+    return request
+
+
 def pinned(version: str) -> Request:
     request = lr()
     request.parameters["driftgate_version"].string_param = version
@@ -462,6 +469,8 @@ GATEWAY_CASES = [
         lambda: contents([0.5] * 1_000_000, [1, 4]),
         fragments=("holds 1000000 values",),
     ),
+    GatewayCase("5m-typed-contents", lambda: free_contents(5 << 20), fragments=("send more raw",)),
+    GatewayCase("4m-typed-contents-are-served", lambda: free_contents(4 << 20), expected="OK"),
     # -- BYTES
     GatewayCase(
         "64mib-of-empty-bytes-elements",
