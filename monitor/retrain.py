@@ -16,14 +16,27 @@ The fitting, scoring and conversion run in a subprocess (``python -m
 driftgate.monitor.retrain_worker JOB.json RESULT.json``, see ``run_worker``) with a timeout, so
 a slow or crashing trainer cannot take the monitor down; only an accepted candidate is
 converted (``converter.convert``, parity-checked) and written as the next version.
+
+The worker is contained (``RetrainLimits``): it leads a session and process group of its own,
+which is killed as a whole (SIGTERM, then SIGKILL) on a timeout and after every run, so
+joblib/loky or other grandchildren cannot outlive it and write a version late; it gets an
+allow-listed environment (no ``DRIFTGATE_*`` variable, so no token), a lower CPU priority,
+address-space and CPU-time limits, and its output goes to a file of which only the tail is
+read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +49,14 @@ from driftgate.monitor.store import StoredPrediction
 
 __all__ = [
     "RetrainJob",
+    "RetrainLimits",
     "RetrainResult",
     "assemble",
     "execute",
     "judge",
     "production_table",
     "run_worker",
+    "worker_environment",
 ]
 
 
@@ -68,6 +83,38 @@ class RetrainResult:
     reason: str
     version: int = 0
     figures: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RetrainLimits:
+    """How the retraining worker is contained; every process of its group gets the limits.
+
+    ``RetrainLimits(memory_bytes=16 * 2**30)`` for a trainer that needs more memory.
+    """
+
+    nice: int = 10
+    """Added to the worker's CPU niceness (0 keeps the monitor's), so serving comes first."""
+    memory_bytes: int | None = 8 * 2**30
+    """Address-space limit (RLIMIT_AS) of each worker process; None for none."""
+    cpu_seconds: float | None = None
+    """CPU-time limit (RLIMIT_CPU) of each worker process; None: the timeout times the CPUs."""
+    term_grace: float = 5.0
+    """Seconds from SIGTERM to SIGKILL of the worker's process group on a timeout."""
+    output_tail_bytes: int = 8192
+    """Bytes read from the end of the worker's output file for a failure message."""
+    pass_env: tuple[str, ...] = ()
+    """Environment variables passed to the worker beyond the allow-list (none ``DRIFTGATE_``)."""
+
+    def __post_init__(self) -> None:
+        if self.nice < 0 or self.term_grace < 0 or self.output_tail_bytes < 0:
+            raise ValueError("nice, term_grace and output_tail_bytes must not be negative")
+        if (self.memory_bytes is not None and self.memory_bytes <= 0) or (
+            self.cpu_seconds is not None and self.cpu_seconds <= 0
+        ):
+            raise ValueError("memory_bytes and cpu_seconds must be positive (or None)")
+        secret = [name for name in self.pass_env if name.upper().startswith("DRIFTGATE_")]
+        if secret:
+            raise ValueError(f"the retraining worker never gets DRIFTGATE_ variables: {secret}")
 
 
 def production_table(
@@ -194,25 +241,123 @@ def execute(job: RetrainJob) -> RetrainResult:
     return RetrainResult("succeeded", reason, result.version, figures)
 
 
-def run_worker(job: RetrainJob, workdir: Path, timeout: float) -> RetrainResult:
-    """Run ``execute`` in the retraining worker process, killed after ``timeout`` s."""
+# What the worker inherits: enough to find Python, its packages and the thread settings of
+# the numeric libraries. Anything else (tokens, cloud credentials, *_FILE secrets) stays out.
+_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX",
+        "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONHASHSEED", "OPENBLAS_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "VECLIB_MAXIMUM_THREADS",
+        "BLIS_NUM_THREADS", "LOKY_MAX_CPU_COUNT",
+    }
+)  # fmt: skip
+_ENV_PREFIXES = ("LC_", "OMP_", "MKL_", "KMP_")
+
+
+def worker_environment(environ: Mapping[str, str], pass_env: Iterable[str] = ()) -> dict[str, str]:
+    """The retraining worker's environment: the allow-listed part of ``environ`` plus the
+    ``pass_env`` names; never a ``DRIFTGATE_`` variable (the control and ingest tokens)."""
+    extra = set(pass_env)
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.upper().startswith("DRIFTGATE_")
+        and (name in _ENV_NAMES or name.startswith(_ENV_PREFIXES) or name in extra)
+    }
+
+
+def run_worker(
+    job: RetrainJob, workdir: Path, timeout: float, limits: RetrainLimits | None = None
+) -> RetrainResult:
+    """Run ``execute`` in the contained retraining worker (see ``RetrainLimits``), killed with
+    its whole process group after ``timeout`` s; its output is ``workdir/worker.log``."""
+    limits = limits or RetrainLimits()
     job_path, result_path = workdir / "job.json", workdir / "result.json"
     job_path.write_text(json.dumps(asdict(job)), encoding="utf-8")
+    log_path = workdir / "worker.log"
     command = [
-        sys.executable,
-        "-m",
-        "driftgate.monitor.retrain_worker",
-        str(job_path),
-        str(result_path),
-    ]
+        sys.executable, "-m", "driftgate.monitor.retrain_worker", str(job_path), str(result_path),
+        *_limit_arguments(limits, timeout),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        # A session of its own: the group is killed as one, and a terminal's ^C is not its.
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=worker_environment(os.environ, limits.pass_env), start_new_session=True,
+        )  # fmt: skip
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        finished = _exited(process.pid, timeout)
+        if not finished:
+            _signal_group(process.pid, signal.SIGTERM)
+            _exited(process.pid, limits.term_grace)
+    finally:
+        # The exited leader is not reaped yet, so its pid still names the group: whatever the
+        # worker left running (loky workers, a trainer's children) is killed, then reaped.
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    if not finished:
         return RetrainResult("failed", f"the training subprocess timed out after {timeout:g} s")
+    return _outcome(process.returncode, result_path, log_path, limits)
+
+
+def _limit_arguments(limits: RetrainLimits, timeout: float) -> list[str]:
+    cpu_seconds = limits.cpu_seconds
+    if cpu_seconds is None:  # never reached before the timeout; caps an orphaned worker
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cpu_seconds = max(timeout, 1.0) * (cpus or 1)
+    arguments = ["--parent", str(os.getpid()), "--nice", str(limits.nice)]
+    arguments += ["--cpu-seconds", str(math.ceil(cpu_seconds))]
+    if limits.memory_bytes is not None:
+        arguments += ["--memory-bytes", str(limits.memory_bytes)]
+    return arguments
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``pid`` to exit, leaving it unreaped (WNOWAIT)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped by someone else: gone all the same
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.25)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+        os.killpg(pgid, signum)
+
+
+def _outcome(
+    returncode: int, result_path: Path, log_path: Path, limits: RetrainLimits
+) -> RetrainResult:
     if result_path.is_file():
-        data = json.loads(result_path.read_text(encoding="utf-8"))
-        return RetrainResult(**data)
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return RetrainResult(
-        "failed", f"the training subprocess exited {done.returncode}: {' | '.join(tail)}"
-    )
+        try:
+            return RetrainResult(**json.loads(result_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            return RetrainResult("failed", f"the training subprocess wrote a bad result: {exc}")
+    if returncode == -signal.SIGXCPU:
+        how = "was stopped by its CPU-time limit (SIGXCPU)"
+    elif returncode < 0:
+        how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited {returncode}"
+    tail = _tail(log_path, limits.output_tail_bytes)
+    return RetrainResult("failed", f"the training subprocess {how}" + (f": {tail}" if tail else ""))
+
+
+def _tail(path: Path, size: int) -> str:
+    """The last lines of the at most ``size`` last bytes of ``path``, on one line."""
+    with path.open("rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - size))
+        text = file.read(size).decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(line[:300] for line in lines[-3:])

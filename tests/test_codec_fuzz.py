@@ -318,6 +318,9 @@ def test_request_level_bounds() -> None:
     for i in range(MAX_PARAMETERS + 1):
         flood.parameters[f"p{i}"].bool_param = True
     _refused(lambda: check_request(flood, 256), "parameters")
+    named = pb.ModelInferRequest()
+    named.inputs.add(name="n" * 257)
+    _refused(lambda: check_request(named, 256), "input name", "longer than 256 bytes")
     outputs = pb.ModelInferRequest()
     for _ in range(2000):
         outputs.outputs.add(name="label")

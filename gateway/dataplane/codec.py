@@ -36,7 +36,7 @@ __all__ = [
 # Bounds checked before any per-element work, so that one request costs bounded time and
 # memory whatever it claims (DESIGN.md, invariant 6). Model-specific bounds (input and output
 # counts, shapes, rows) come from the model; these hold for every model.
-#: longest model version, input, output or parameter name, in bytes
+#: longest input or output name, in bytes (model names follow the repository's rule)
 MAX_NAME_BYTES = 256
 #: most parameters on a request or on one of its tensors
 MAX_PARAMETERS = 64
@@ -94,12 +94,17 @@ def check_request(request: pb.ModelInferRequest, max_request_id_bytes: int) -> N
                 f"the request lists {len(getattr(request, field))} {field}; at most "
                 f"{MAX_TENSORS} are accepted, and a model's own count is checked next"
             )
-    for output in request.outputs:
-        if len(output.parameters) > MAX_PARAMETERS:
-            raise InvalidInput(
-                f"requested output {quote(output.name)} has {len(output.parameters)} "
-                f"parameters; at most {MAX_PARAMETERS} are accepted"
-            )
+    for kind, tensors in (("input", request.inputs), ("requested output", request.outputs)):
+        for tensor in tensors:
+            if _too_long(tensor.name, MAX_NAME_BYTES):
+                raise InvalidInput(
+                    f"{kind} name {quote(tensor.name)} is longer than {MAX_NAME_BYTES} bytes"
+                )
+            if len(tensor.parameters) > MAX_PARAMETERS:
+                raise InvalidInput(
+                    f"{kind} {quote(tensor.name)} has {len(tensor.parameters)} parameters; "
+                    f"at most {MAX_PARAMETERS} are accepted"
+                )
 
 
 def _too_long(text: str, limit: int) -> bool:
