@@ -10,6 +10,7 @@ hadolint, promtool and kubernetes-validate (core resources, strict) on the same 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,11 @@ def test_compose_stack() -> None:
     assert set(services) == {"gateway", "monitor", "prometheus", "grafana"}
     assert (DEPLOY / services["gateway"]["build"]["context"] / "Dockerfile").is_file()
     published = {
-        name: {int(p.split(":")[1]) for p in services[name]["ports"]}
+        name: {int(p.rsplit(":", 1)[1]) for p in services[name]["ports"]}
         for name in ("gateway", "monitor")
     }
+    for service in services.values():  # the host publishes on its loopback only
+        assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), service
     assert published == {
         "gateway": {GATEWAY.grpc_port, GATEWAY.metrics_port},
         "monitor": {MONITOR.grpc_port, MONITOR.metrics_port},
@@ -175,6 +178,151 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards() -> None:
     assert mounts["./grafana/dashboards"] == provider["options"]["path"]
     source = _yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yaml")["datasources"][0]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+
+
+# -- listening beyond loopback: addresses and tokens ---------------------------------------
+
+
+class _Started(Exception):
+    """Raised in place of serving: the command got past every check made before listening."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__("started")
+        self.settings = settings
+
+
+def _start(
+    command: list[str],
+    environment: dict[str, str],
+    secret_files: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    """Run ``driftgate <command>`` with exactly ``environment`` up to the point where it would
+    listen, and return its settings; SystemExit if it refuses. Token files are the container
+    paths of ``secret_files`` (path -> secret key), written here with a token each."""
+    from driftgate.gateway import _cli as gateway_cli
+    from driftgate.monitor import server as monitor_server
+
+    for name in [n for n in os.environ if n.startswith("DRIFTGATE_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        if name.endswith("_TOKEN_FILE"):
+            assert value in secret_files, f"{name}={value} is not a mounted secret key"
+            role = name.removeprefix("DRIFTGATE_").removesuffix("_FILE").lower()
+            assert secret_files[value] == role.replace("_", "-"), (name, secret_files[value])
+            local = tmp_path / secret_files[value]
+            local.write_text(f"a {secret_files[value]} for the test\n")
+            value = str(local)
+        monkeypatch.setenv(name, value)
+
+    async def serve(settings: Any) -> None:
+        raise _Started(settings)
+
+    class MonitorServer:
+        def __init__(self, settings: Any) -> None:
+            self.settings = settings
+
+        async def serve(self) -> None:
+            raise _Started(self.settings)
+
+    monkeypatch.setattr(gateway_cli, "_serve", serve)
+    monkeypatch.setattr(monitor_server, "MonitorServer", MonitorServer)
+    args = build_parser().parse_args(command)
+    with pytest.raises(_Started) as started:
+        args.handler(args)
+    return started.value.settings
+
+
+def _check_listens_with_tokens(
+    command: list[str],
+    environment: dict[str, str],
+    secret_files: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On every address, metrics included, and only because the tokens are there."""
+    settings = _start(command, environment, secret_files, tmp_path, monkeypatch)
+    assert settings.host == "0.0.0.0" and settings.metrics_host == "0.0.0.0"
+    assert settings.security.control_token_file is not None
+    if command[0] == "monitor" or settings.monitor:
+        assert settings.security.ingest_token_file is not None
+    without = {k: v for k, v in environment.items() if not k.endswith("_TOKEN_FILE")}
+    with pytest.raises(SystemExit, match="refusing to listen on 0.0.0.0"):
+        _start(command, without, secret_files, tmp_path, monkeypatch)
+
+
+def _secret_keys(name: str) -> set[str]:
+    secret = _yaml(DEPLOY / "kubernetes/secret.yaml")
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == name
+    return set(secret["stringData"])
+
+
+def test_secret_ships_no_usable_token() -> None:
+    secret = _yaml(DEPLOY / "kubernetes/secret.yaml")
+    assert set(secret["stringData"]) == {"control-token", "ingest-token"}
+    # empty: a server refuses an empty token file, so an unset Secret fails closed
+    assert all(value == "" for value in secret["stringData"].values())
+    assert "data" not in secret
+
+
+@pytest.mark.parametrize("service", ["gateway", "monitor"])
+def test_compose_services_listen_on_every_address_with_their_tokens(
+    service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compose = _yaml(DEPLOY / "compose.yaml")
+    spec = compose["services"][service]
+    files = {}
+    for name in spec["secrets"]:
+        source = compose["secrets"][name]["file"]
+        assert source.startswith("./secrets/"), source
+        files[f"/run/secrets/{name}"] = name
+    ignored = (DEPLOY / "secrets/.gitignore").read_text().split()
+    assert ignored[-2:] == ["*", "!.gitignore"]  # the token files are never committed
+    environment = {k: str(v) for k, v in spec["environment"].items()}
+    _check_listens_with_tokens(spec["command"], environment, files, tmp_path, monkeypatch)
+
+
+def _mounted_secret_files(container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict:
+    """Container path -> secret key, for every Secret volume the container mounts."""
+    by_name = {v["name"]: v for v in volumes}
+    files = {}
+    for mount in container.get("volumeMounts", []):
+        secret = by_name[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        # a subPath mount is never updated by the kubelet: a rotated token would not arrive
+        assert "subPath" not in mount, mount
+        keys = {i["key"]: i["path"] for i in secret["items"]} if "items" in secret else None
+        for key in _secret_keys(secret["secretName"]):
+            if keys is None or key in keys:
+                path = keys[key] if keys else key
+                files[f"{mount['mountPath']}/{path}"] = key
+    return files
+
+
+@pytest.mark.parametrize("name", ["gateway", "monitor"])
+def test_kubernetes_containers_listen_on_every_address_with_their_tokens(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = _pod()["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == name)
+    environment = {
+        k: str(v) for k, v in _yaml(DEPLOY / "kubernetes/configmap.yaml")["data"].items()
+    }
+    environment |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    files = _mounted_secret_files(container, pod["volumes"])
+    _check_listens_with_tokens(container["args"], environment, files, tmp_path, monkeypatch)
+
+
+def test_kserve_runtime_listens_on_every_address_with_the_operator_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _yaml(DEPLOY / "kubernetes/kserve/servingruntime.yaml")["spec"]
+    container = spec["containers"][0]
+    environment = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    files = _mounted_secret_files(container, spec["volumes"])
+    _check_listens_with_tokens(container["args"], environment, files, tmp_path, monkeypatch)
 
 
 # -- Dockerfile ----------------------------------------------------------------------------
