@@ -106,8 +106,7 @@ class Credentials:
                 return
         raise Unauthenticated(
             f"this call needs the {_TOKEN_NAMES[role]}: send metadata 'authorization: Bearer "
-            "<token>'"
-            + (" or present a client certificate allowed for it" if names else "")
+            "<token>'" + (" or present a client certificate allowed for it" if names else "")
         )
 
 
