@@ -76,6 +76,7 @@ class GatewayServer:
                 settings.report_interval,
                 tls=settings.monitor_tls,
                 token=TokenSource(s.ingest_token, s.ingest_token_file),
+                registry=self.registry,
             )
         self.manager = ModelManager(
             repository,
