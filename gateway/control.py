@@ -71,6 +71,7 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
     # -- mutating calls ------------------------------------------------------------------
 
     async def Deploy(self, request: pb.DeployRequest, context: Context) -> Any:
+        self._authorize(context)  # before anything about the request is said
         if request.role == pb.ROLE_CANARY:
             weight: float | None = request.canary_weight
         elif request.role in (pb.ROLE_STABLE, pb.ROLE_UNSPECIFIED):
@@ -78,7 +79,6 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         else:
             raise InvalidInput("Deploy: role must be ROLE_STABLE or ROLE_CANARY")
         version = _version(request.version)
-        self._authorize(context)
         await self._manager.preload(validate_model_name(request.model), version)
         state = await self._change(request, context, "Deploy", lambda d: deploy(d, version, weight))
         return pb.DeployResponse(state=state)
@@ -89,8 +89,8 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         return pb.SetTrafficResponse(state=state)
 
     async def StartShadow(self, request: pb.StartShadowRequest, context: Context) -> Any:
-        version = _version(request.version)
         self._authorize(context)
+        version = _version(request.version)
         await self._manager.preload(validate_model_name(request.model), version)
         state = await self._change(
             request, context, "StartShadow", lambda d: start_shadow(d, version)
@@ -109,9 +109,9 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         return pb.PromoteResponse(state=state)
 
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> Any:
+        self._authorize(context)
         target = _version(request.version) if request.HasField("version") else None
         if target is not None:
-            self._authorize(context)
             await self._manager.preload(validate_model_name(request.model), target)
         state = await self._change(request, context, "Rollback", lambda d: rollback(d, target))
         return pb.RollbackResponse(state=state)

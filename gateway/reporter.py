@@ -243,6 +243,7 @@ class MonitorReporter:
         self.address = address
         self._tls = tls
         self._token = token
+        self._credential_warned = -1e9
         self.instance_id = uuid.uuid4().hex
         self._hub = hub
         self._labels = labels
@@ -267,6 +268,22 @@ class MonitorReporter:
         self._channel: grpc.aio.Channel | None = None
         if registry is not None:
             registry.register(_ReportingCollector(self))
+
+    def _held_back(self, exc: grpc.aio.AioRpcError, what: str) -> None:
+        """A retryable refusal: hold on. A refused credential will not heal by waiting, so
+        it is a warning (once a minute), not a debug line."""
+        code = exc.code()
+        if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            log.debug("monitor unreachable (%s); holding %s", code.name, what)
+            return
+        now = time.monotonic()
+        if now - self._credential_warned >= 60.0:
+            self._credential_warned = now
+            log.warning(
+                "the monitor refused this gateway's ingest token (%s: %s); holding %s until "
+                "the tokens agree (--ingest-token on both)",
+                code.name, quote(exc.details() or "", 200), what,
+            )  # fmt: skip
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         """The ingest token, read now (a rotated token file takes effect at the next call)."""
@@ -321,7 +338,7 @@ class MonitorReporter:
                 await stub.Report(self._unacked, timeout=10.0, metadata=self._metadata())
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _FINAL:
-                    log.debug("monitor unreachable (%s); holding report", exc.code().name)
+                    self._held_back(exc, "report")
                     return
                 self._set_aside(exc)
                 continue
@@ -415,6 +432,7 @@ class MonitorReporter:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _FINAL:
                     self._labels.give_back(batch)
+                    self._held_back(exc, "labels")
                     return
                 log.error(
                     "the monitor refused %d labels (%s: %s); they are set aside",

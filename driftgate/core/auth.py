@@ -42,7 +42,7 @@ class TokenSource:
     def __init__(self, token: str | None = None, path: Path | None = None) -> None:
         self._literal = token or None
         self._path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._cached: str | None = None
         self._lock = threading.Lock()
         if path is not None:
@@ -62,7 +62,7 @@ class TokenSource:
                 raise InvalidInput(f"token file {self._path}: {exc.strerror}") from exc
             log.warning("token file %s unreadable (%s); keeping the last token", self._path, exc)
             return self._cached
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
                 token = self._path.read_text(encoding="utf-8").strip()
@@ -100,9 +100,7 @@ class Credentials:
         expected = source.current() if source is not None else None
         if expected is not None:
             presented = _bearer(metadata)
-            if presented is not None and hmac.compare_digest(
-                presented, f"Bearer {expected}".encode()
-            ):
+            if presented is not None and hmac.compare_digest(presented, expected.encode()):
                 return
         raise Unauthenticated(
             f"this call needs the {_TOKEN_NAMES[role]}: send metadata 'authorization: Bearer "
@@ -117,9 +115,12 @@ _TOKEN_NAMES = {
 
 
 def _bearer(metadata: Iterable[tuple[str, Any]]) -> bytes | None:
+    """The token of an ``authorization: Bearer <token>`` header (the scheme in any case)."""
     for key, value in metadata:
         if key == "authorization":
-            return value.encode() if isinstance(value, str) else bytes(value)
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            scheme, _, token = raw.partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" else None
     return None
 
 

@@ -64,7 +64,7 @@ def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
                 log.warning("TLS files unreadable (%s); serving the previous certificate", exc)
                 return None
             last[0] = stamp
-            log.info("TLS certificate reloaded from %s", tls.cert)
+            log.info("TLS files changed; offering %s for the next handshakes", tls.cert)
             return fresh
 
     return grpc.dynamic_ssl_server_credentials(
