@@ -93,7 +93,7 @@ when the version is not in the repository."""
 
 
 def bounded(where: str, size: int, limit: int) -> None:
-    """Refuse a repeated where of more than ``limit`` entries, before reading them."""
+    """Refuse a repeated field of more than ``limit`` entries, before reading them."""
     if size > limit:
         raise InvalidInput(f"{where}: {size} entries, expected at most {limit}")
 
