@@ -400,7 +400,7 @@ def test_certificate_rotated_on_disk_is_served_without_a_restart(
                     _infer(after, x, i)
         # every later connection is shown the new certificate, never the old one
         assert {_peer_certificate(gateway.grpc_port, pki.ca) for _ in range(5)} == {second.der}
-        assert "TLS certificate reloaded" in gateway.log
+        assert "TLS files changed" in gateway.log
 
         # a broken file on the way (a writer interrupted, a bad copy) takes nothing down: the
         # last good certificate is still served, and the next good one is picked up
