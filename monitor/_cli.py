@@ -130,6 +130,14 @@ def _register_monitor(subparsers: Any) -> None:
         help="age at which records and held labels go (DRIFTGATE_RECORD_RETENTION; default 30d)",
     )
     add(
+        "--label-delay",
+        type=parse_duration,
+        default=env("LABEL_DELAY", "24h"),
+        help="longest delay of a label after its prediction; records and held labels are kept "
+        "at least this long plus a margin (max(1h, a tenth)), whatever --max-records and "
+        "--record-retention say (DRIFTGATE_LABEL_DELAY; default 24h)",
+    )
+    add(
         "--counts-retention",
         type=parse_duration,
         default=env("COUNTS_RETENTION", "90d"),
@@ -230,6 +238,7 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         evaluate_interval=args.evaluate_interval,
         max_records=args.max_records,
         record_retention_seconds=_seconds(args.record_retention),
+        label_delay_seconds=_seconds(args.label_delay),
         counts_retention_seconds=_seconds(args.counts_retention),
         prune_interval=args.prune_interval,
         grace_seconds=args.grace,

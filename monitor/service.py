@@ -25,7 +25,7 @@ from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
 from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
-from driftgate.monitor.store import LabelIn, Report, Store
+from driftgate.monitor.store import LabelIn, LabelOutcome, Report, Store
 from driftgate.monitor.validation import check_labels, check_report
 
 __all__ = ["Monitor", "Window", "window_label"]
@@ -75,13 +75,15 @@ class Monitor:
             self.metrics.report_lag.observe(max(time.time() - sent_time, 0.0))
         return committed
 
-    def add_labels(self, labels: list[LabelIn]) -> tuple[int, int, int]:
+    def add_labels(self, labels: list[LabelIn]) -> LabelOutcome:
+        """Join ``labels`` by (model, request id); see ``Store.add_labels``."""
         check_labels(labels, time.time())
-        accepted, duplicates, unknown = self.store.add_labels(labels, time.time())
-        self.metrics.labels.labels("accepted").inc(accepted)
-        self.metrics.labels.labels("duplicate").inc(duplicates)
-        self.metrics.labels.labels("unknown").inc(unknown)
-        return accepted, duplicates, unknown
+        outcome = self.store.add_labels(labels, time.time())
+        self.metrics.labels.labels("accepted").inc(outcome.accepted)
+        self.metrics.labels.labels("duplicate").inc(outcome.duplicates)
+        self.metrics.labels.labels("unknown").inc(outcome.unknown)
+        self.metrics.labels.labels("ambiguous").inc(outcome.ambiguous)
+        return outcome
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class Monitor:
             s.max_records,
             s.record_retention_seconds,
             s.counts_retention_seconds,
+            s.label_window_seconds,
         )
 
 

@@ -82,12 +82,18 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
         try:
             bounded("labels", len(request.labels), MAX_LABELS)
             labels = [_label(i, label) for i, label in enumerate(request.labels)]
-            accepted, duplicates, unknown = await self._run(self.monitor.add_labels, labels)
+            outcome = await self._run(self.monitor.add_labels, labels)
         except InvalidInput as exc:
             self.monitor.metrics.labels.labels("invalid").inc(len(request.labels))
             log.warning("refused %d labels: %s", len(request.labels), exc.message)
             raise
-        return fpb.SendLabelsResponse(accepted=accepted, duplicates=duplicates, unknown=unknown)
+        # The wire has no ambiguous count: a label naming no model whose id several models
+        # answered is reported as unknown (and counted as ambiguous in the metrics).
+        return fpb.SendLabelsResponse(
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            unknown=outcome.unknown + outcome.ambiguous,
+        )
 
     async def GetDrift(self, request: pb.GetDriftRequest, context: Any) -> pb.GetDriftResponse:
         version, window = await self._resolve(request)
@@ -245,10 +251,11 @@ def _label(index: int, label: fpb.Label) -> LabelIn:
         raise InvalidInput(
             f"labels[{index}]: no value, expected string_value, int64_value or double_value"
         )
-    if label.model:  # optional: the request id alone identifies the prediction
+    # Optional: without it, the request id must identify one model's record (Store.add_labels).
+    if label.model:
         check_model_name(f"labels[{index}].model", label.model)
     when = _seconds(label.time) if label.HasField("time") else _now()
-    return LabelIn(label.request_id, getattr(label, kind), when)
+    return LabelIn(label.request_id, getattr(label, kind), when, label.model)
 
 
 def _feature(f: FeatureDrift) -> pb.FeatureDrift:

@@ -9,7 +9,12 @@ from driftgate.core.security import ServerSecurity
 from driftgate.core.tls import ClientTLS
 from driftgate.monitor.drift import DriftThresholds
 
-__all__ = ["MonitorSettings"]
+__all__ = ["MonitorSettings", "label_window"]
+
+
+def label_window(label_delay: float) -> float:
+    """Seconds records are kept at least for a stated label delay: the delay plus a margin."""
+    return label_delay + max(3600.0, 0.1 * label_delay)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,10 @@ class MonitorSettings:
     """Prediction records kept at most; the oldest go first (DRIFTGATE_MAX_RECORDS)."""
     record_retention_seconds: float = 30 * 86400.0
     """Age after which records and held labels are deleted (DRIFTGATE_RECORD_RETENTION)."""
+    label_delay_seconds: float = 86400.0
+    """How late labels arrive after their prediction, at most (DRIFTGATE_LABEL_DELAY): records
+    and held labels younger than ``label_window_seconds`` are kept whatever ``max_records``
+    and ``record_retention_seconds`` say."""
     counts_retention_seconds: float = 90 * 86400.0
     """Age after which count buckets and report ids are deleted."""
     prune_interval: float = 600.0
@@ -72,6 +81,12 @@ class MonitorSettings:
         if self.store_url:
             return self.store_url
         return f"sqlite:///{self.data_dir.resolve() / 'monitor.db'}"
+
+    @property
+    def label_window_seconds(self) -> float:
+        """The label delay plus a margin (a tenth of it, at least an hour, for late gateway
+        flushes and prune intervals): the age below which no record or held label is pruned."""
+        return label_window(self.label_delay_seconds)
 
     def thresholds(self, model: str) -> DriftThresholds:
         """Drift thresholds of ``model``."""

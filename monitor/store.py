@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -41,6 +41,7 @@ __all__ = [
     "Distribution",
     "EventRecord",
     "LabelIn",
+    "LabelOutcome",
     "PredictionIn",
     "Report",
     "Store",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 NAN_BIN, INF_BIN, OUT_OF_RANGE_BIN = -1, -2, -3
+
+_T = TypeVar("_T")
 
 # Column sizes (characters; PostgreSQL refuses longer strings): ``monitor.validation`` bounds
 # what it accepts by them, in UTF-8 bytes, so nothing it lets through fails an insert.
@@ -105,7 +108,7 @@ predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), nullable=False),
     sa.Column("model", sa.String(64), nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("time", sa.Float, nullable=False, index=True),
@@ -114,11 +117,16 @@ predictions = sa.Table(
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("label_time", sa.Float, nullable=True),
     sa.Index("predictions_model_version_time", "model", "version", "time"),
+    # A record is one (model, request id): two models may answer the same business id.
+    # Request id first, so that a label naming no model finds its records by the id alone.
+    sa.UniqueConstraint("request_id", "model", name="predictions_request_id_model_key"),
 )
 pending_labels = sa.Table(
     "pending_labels",
     metadata,
     sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), primary_key=True),
+    # "" when the label named no model: it joins the first record with its id.
+    sa.Column("model", sa.String(64), primary_key=True, server_default=""),
     sa.Column("label", sa.Text, nullable=False),
     sa.Column("label_time", sa.Float, nullable=False),
     sa.Column("received", sa.Float, nullable=False, index=True),
@@ -159,7 +167,46 @@ def _migration_2(connection: Connection) -> None:
     metadata.create_all(connection, tables=[policy_state])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
+def _migration_3(connection: Connection) -> None:
+    """Records and held labels keyed by (model, request id), not by the request id alone.
+
+    Idempotent: a store created by migration 1 from the current tables is already keyed so
+    and is left alone. An older store is converted in place, its rows kept (a held label of
+    an old store names no model, as it never could).
+    """
+    inspector = sa.inspect(connection)
+    if "model" in {c["name"] for c in inspector.get_columns("pending_labels")}:
+        return
+    if connection.dialect.name == "postgresql":
+        for statement in (
+            "ALTER TABLE predictions DROP CONSTRAINT IF EXISTS predictions_request_id_key",
+            "ALTER TABLE predictions ADD CONSTRAINT predictions_request_id_model_key"
+            " UNIQUE (request_id, model)",
+            "ALTER TABLE pending_labels ADD COLUMN model VARCHAR(64) NOT NULL DEFAULT ''",
+            "ALTER TABLE pending_labels DROP CONSTRAINT IF EXISTS pending_labels_pkey",
+            "ALTER TABLE pending_labels ADD PRIMARY KEY (request_id, model)",
+        ):
+            connection.execute(sa.text(statement))
+        return
+    # SQLite cannot drop a constraint: rebuild both tables under their indexes' names.
+    for table, indexes in (
+        (predictions, ("ix_predictions_time", "predictions_model_version_time")),
+        (pending_labels, ("ix_pending_labels_received",)),
+    ):
+        old = f"{table.name}_before_3"
+        for index in indexes:
+            connection.execute(sa.text(f'DROP INDEX IF EXISTS "{index}"'))
+        connection.execute(sa.text(f'ALTER TABLE "{table.name}" RENAME TO "{old}"'))
+        metadata.create_all(connection, tables=[table])
+        columns = [c["name"] for c in sa.inspect(connection).get_columns(old)]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        connection.execute(
+            sa.text(f'INSERT INTO "{table.name}" ({listed}) SELECT {listed} FROM "{old}"')
+        )
+        connection.execute(sa.text(f'DROP TABLE "{old}"'))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 """Ordered schema migrations; the schema version is the number applied."""
 
 
@@ -217,11 +264,25 @@ class Report:
 
 @dataclass(frozen=True)
 class LabelIn:
-    """A ground-truth label for one request id."""
+    """A ground-truth label for one request id of ``model`` ("": the sender did not say)."""
 
     request_id: str
     value: str | int | float
     time: float
+    model: str = ""
+
+
+class LabelOutcome(NamedTuple):
+    """What became of a batch of labels in ``Store.add_labels``."""
+
+    accepted: int
+    """Joined to a record now."""
+    duplicates: int
+    """For a (model, request id) that already has a label, joined or held: the first wins."""
+    unknown: int
+    """No record yet: held, and joined when the record arrives, until retention ends."""
+    ambiguous: int = 0
+    """Named no model while records of several models carry the id: not stored."""
 
 
 @dataclass(frozen=True)
@@ -394,52 +455,84 @@ class Store:
             }
             for r in records
         ]
-        # A request id seen before keeps its first record.
+        # A (model, request id) seen before keeps its first record.
         connection.execute(self._insert(predictions).on_conflict_do_nothing(), rows)
-        self._join_pending(connection, [r.request_id for r in records])
+        self._join_pending(connection, [(r.model, r.request_id) for r in records])
 
-    def _join_pending(self, connection: Connection, request_ids: list[str]) -> None:
-        for chunk in _chunks(request_ids, 500):
-            held = connection.execute(
-                sa.select(pending_labels).where(pending_labels.c.request_id.in_(chunk))
-            ).all()
-            for row in held:
+    def _join_pending(self, connection: Connection, keys: list[tuple[str, str]]) -> None:
+        """Join held labels to the records ``keys`` (model, request id) just stored.
+
+        A label held for the record's model wins over one that named no model; a label that
+        named no model joins the first record with its id to arrive.
+        """
+        for chunk in _chunks(keys, 500):
+            ids = sorted({request_id for _, request_id in chunk})
+            held = {
+                (row.model, row.request_id): row
+                for row in connection.execute(
+                    sa.select(pending_labels).where(pending_labels.c.request_id.in_(ids))
+                )
+            }
+            for model, request_id in chunk:
+                row = held.pop((model, request_id), None) or held.pop(("", request_id), None)
+                if row is None:
+                    continue
                 connection.execute(
                     sa.update(predictions)
-                    .where(predictions.c.request_id == row.request_id)
+                    .where(predictions.c.model == model, predictions.c.request_id == request_id)
                     .where(predictions.c.label.is_(None))
                     .values(label=row.label, label_time=row.label_time)
                 )
-            if held:
                 connection.execute(
                     sa.delete(pending_labels).where(
-                        pending_labels.c.request_id.in_([r.request_id for r in held])
+                        pending_labels.c.model == row.model,
+                        pending_labels.c.request_id == request_id,
                     )
                 )
 
     # -- labels ---------------------------------------------------------------------------
 
-    def add_labels(self, labels: Sequence[LabelIn], now: float) -> tuple[int, int, int]:
-        """Join labels to predictions; returns (accepted, duplicates, unknown).
+    def add_labels(self, labels: Sequence[LabelIn], now: float) -> LabelOutcome:
+        """Join labels to records by (model, request id); returns what became of them.
 
-        The first label of a request id wins; a label whose prediction is not known yet is
-        held in ``pending_labels`` and joined when the record arrives.
+        The first label of a (model, request id) wins. A label whose record is not known yet
+        is held in ``pending_labels`` and joined when the record arrives. A label that names
+        no model joins the record with its request id if exactly one model has one; with
+        none it is held (and joins the first record with that id to arrive); with several
+        it is ambiguous and not stored.
         """
-        accepted = duplicates = unknown = 0
+        accepted = duplicates = unknown = ambiguous = 0
         with self.engine.begin() as connection:
             for label in labels:
                 value = json.dumps({"value": label.value})
+                model = label.model
+                if not model:
+                    owners = connection.execute(
+                        sa.select(predictions.c.model)
+                        .where(predictions.c.request_id == label.request_id)
+                        .limit(2)
+                    ).all()
+                    if len(owners) > 1:
+                        ambiguous += 1
+                        continue
+                    if owners:
+                        model = owners[0].model
                 updated = connection.execute(
                     sa.update(predictions)
-                    .where(predictions.c.request_id == label.request_id)
-                    .where(predictions.c.label.is_(None))
+                    .where(
+                        predictions.c.model == model,
+                        predictions.c.request_id == label.request_id,
+                        predictions.c.label.is_(None),
+                    )
                     .values(label=value, label_time=label.time)
                 ).rowcount
                 if updated:
                     accepted += 1
                     continue
                 known = connection.execute(
-                    sa.select(predictions.c.id).where(predictions.c.request_id == label.request_id)
+                    sa.select(predictions.c.id).where(
+                        predictions.c.model == model, predictions.c.request_id == label.request_id
+                    )
                 ).first()
                 if known is not None:
                     duplicates += 1
@@ -448,6 +541,7 @@ class Store:
                     self._insert(pending_labels)
                     .values(
                         request_id=label.request_id,
+                        model=model,
                         label=value,
                         label_time=label.time,
                         received=now,
@@ -459,7 +553,7 @@ class Store:
                     unknown += 1
                 else:
                     duplicates += 1
-        return accepted, duplicates, unknown
+        return LabelOutcome(accepted, duplicates, unknown, ambiguous)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -637,10 +731,18 @@ class Store:
         max_records: int,
         record_age: float,
         counts_age: float,
+        label_window: float = 0.0,
     ) -> dict[str, int]:
         """Delete records older than ``record_age`` s or beyond the newest ``max_records``,
         held labels older than ``record_age``, and counts and report ids older than
-        ``counts_age``. Returns the rows deleted per table."""
+        ``counts_age``. Returns the rows deleted per table.
+
+        ``label_window`` (the stated label delay plus a margin) protects the newest records
+        and held labels: nothing younger is deleted, whatever ``record_age`` and
+        ``max_records`` say, so that a label arriving within the delay still finds its record.
+        """
+        record_age = max(record_age, label_window)
+        protected = now - label_window
         deleted: dict[str, int] = {}
         with self.engine.begin() as connection:
             deleted["predictions"] = connection.execute(
@@ -654,7 +756,9 @@ class Store:
             ).scalar()
             if cut is not None:
                 deleted["predictions"] += connection.execute(
-                    sa.delete(predictions).where(predictions.c.id <= cut)
+                    sa.delete(predictions).where(
+                        predictions.c.id <= cut, predictions.c.time < protected
+                    )
                 ).rowcount
             deleted["pending_labels"] = connection.execute(
                 sa.delete(pending_labels).where(pending_labels.c.received < now - record_age)
@@ -713,6 +817,6 @@ def _json_float(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+def _chunks(items: list[_T], size: int) -> Iterable[list[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

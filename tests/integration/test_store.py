@@ -148,11 +148,162 @@ def test_labels_join_in_any_order_and_duplicates_are_idempotent(store: Store) ->
         ],
         now=T0 + 20,
     )
-    assert result == (1, 2, 1)  # accepted, duplicates, unknown
+    assert result == (1, 2, 1, 0)  # accepted, duplicates, unknown, ambiguous
     store.ingest(_report(2, records=("early",)))
     labels = {p.request_id: p.label for p in store.predictions("iris", 1, None, None)}
     assert labels == {"known": "setosa", "early": "virginica"}
     assert store.table_rows()["pending_labels"] == 0
+
+
+def _records(sequence: int, model: str, ids: tuple[str, ...], value: str) -> Report:
+    """A report of records only: ``model`` version 1 answered ``value`` to each id."""
+    return Report(
+        f"gw-{model}", sequence, T0 + sequence, [],
+        [PredictionIn(r, T0 + sequence, model, 1, [1.0], ["a"], value, [0.9]) for r in ids],
+    )  # fmt: skip
+
+
+def _joined(store: Store, model: str) -> dict[str, object]:
+    return {p.request_id: p.label for p in store.predictions(model, 1, None, None)}
+
+
+def test_two_models_sharing_request_ids_join_their_own_labels(store: Store) -> None:
+    """Records and labels are keyed by (model, request id): one business id, two models."""
+    store.ingest(_records(1, "iris", ("a", "b"), "setosa"))
+    store.ingest(_records(1, "churn", ("a",), "stay"))
+    outcome = store.add_labels(
+        [
+            LabelIn("a", "virginica", T0 + 10, "iris"),
+            LabelIn("a", "leave", T0 + 11, "churn"),
+            LabelIn("b", "leave", T0 + 12, "churn"),  # churn has not answered "b" yet: held
+            LabelIn("a", "setosa", T0 + 13, "iris"),  # the first label of (iris, a) wins
+        ],
+        now=T0 + 20,
+    )
+    assert outcome == (2, 1, 1, 0)
+    store.ingest(_records(2, "churn", ("b", "a"), "stay"))  # (churn, a) again: first kept
+    assert _joined(store, "iris") == {"a": "virginica", "b": None}
+    assert _joined(store, "churn") == {"a": "leave", "b": "leave"}
+    assert store.table_rows()["pending_labels"] == 0
+    # The held label of one model never joins another model's record with the same id.
+    store.add_labels([LabelIn("c", "stay", T0 + 30, "churn")], now=T0 + 30)
+    store.ingest(_records(3, "iris", ("c",), "setosa"))
+    assert _joined(store, "iris")["c"] is None
+    assert store.table_rows()["pending_labels"] == 1
+    store.ingest(_records(4, "churn", ("c",), "stay"))
+    assert _joined(store, "churn")["c"] == "stay"
+    assert store.table_rows()["pending_labels"] == 0
+
+
+def test_label_without_model_joins_only_an_unambiguous_record(store: Store) -> None:
+    store.ingest(_records(1, "iris", ("only-iris", "both"), "setosa"))
+    store.ingest(_records(1, "churn", ("both",), "stay"))
+    outcome = store.add_labels(
+        [
+            LabelIn("only-iris", "virginica", T0 + 10),  # one model has it: joined
+            LabelIn("only-iris", "setosa", T0 + 11),  # ... once
+            LabelIn("both", "leave", T0 + 12),  # two models have it: ambiguous, not stored
+            LabelIn("later", "leave", T0 + 13),  # none has it yet: held
+            LabelIn("later", "stay", T0 + 14),  # held once
+            LabelIn("both", "leave", T0 + 15, "churn"),  # naming the model settles it
+        ],
+        now=T0 + 20,
+    )
+    assert outcome == (2, 2, 1, 1)
+    # A held label that named no model joins the first record with its id to arrive; a label
+    # held for that record's own model wins over it.
+    store.add_labels([LabelIn("later", "stay", T0 + 21, "churn")], now=T0 + 21)
+    store.ingest(_records(2, "churn", ("later",), "stay"))
+    store.ingest(_records(3, "iris", ("later",), "setosa"))
+    assert _joined(store, "churn") == {"both": "leave", "later": "stay"}
+    assert _joined(store, "iris") == {"only-iris": "virginica", "both": None, "later": "leave"}
+    assert store.table_rows()["pending_labels"] == 0
+
+
+def test_retention_honours_the_label_delay(store: Store) -> None:
+    """Records younger than the label window survive the row cap and a shorter age limit."""
+    for sequence in range(1, 11):  # records at T0 + 1 ... T0 + 10
+        store.ingest(_records(sequence, "iris", (f"r{sequence}",), "setosa"))
+    store.add_labels([LabelIn("held", 1, T0 + 6, "iris")], now=T0 + 6)
+    now = T0 + 20
+    # The newest 3 are kept by count, plus r5 ... r7, which are younger than the window (15 s).
+    deleted = store.prune(now, max_records=3, record_age=1, counts_age=1e9, label_window=15.5)
+    assert deleted["predictions"] == 4
+    assert deleted["pending_labels"] == 0  # received 14 s ago: past record_age, not the window
+    assert list(_joined(store, "iris")) == [f"r{i}" for i in range(5, 11)]
+    deleted = store.prune(now + 100, max_records=3, record_age=1, counts_age=1e9, label_window=15)
+    assert (deleted["predictions"], deleted["pending_labels"]) == (6, 1)
+
+
+def _old_store(url: str) -> None:
+    """A store as schema version 2 left it: records and held labels keyed by request id."""
+    old = sa.MetaData()
+    sa.Table("schema_version", old, sa.Column("version", sa.Integer, nullable=False))
+    sa.Table(
+        "predictions", old,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("request_id", sa.String(256), nullable=False, unique=True),
+        sa.Column("model", sa.String(64), nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("time", sa.Float, nullable=False, index=True),
+        sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("prediction", sa.Text, nullable=False),
+        sa.Column("label", sa.Text, nullable=True),
+        sa.Column("label_time", sa.Float, nullable=True),
+        sa.Index("predictions_model_version_time", "model", "version", "time"),
+    )  # fmt: skip
+    sa.Table(
+        "pending_labels", old,
+        sa.Column("request_id", sa.String(256), primary_key=True),
+        sa.Column("label", sa.Text, nullable=False),
+        sa.Column("label_time", sa.Float, nullable=False),
+        sa.Column("received", sa.Float, nullable=False, index=True),
+    )  # fmt: skip
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        old.create_all(connection)
+        # The other tables of versions 1 and 2 are today's: only these two changed.
+        from driftgate.monitor.store import metadata
+
+        keep = [t for t in metadata.sorted_tables if t.name not in old.tables]
+        metadata.create_all(connection, tables=keep)
+        connection.execute(sa.text("INSERT INTO schema_version (version) VALUES (2)"))
+        record = "INSERT INTO predictions (request_id, model, version, time, inputs, prediction)"
+        connection.execute(
+            sa.text(f"{record} VALUES ('a', 'iris', 1, {T0}, :inputs, :prediction)"),
+            {
+                "inputs": json.dumps({"numeric": [1.0], "categorical": ["a"]}),
+                "prediction": json.dumps({"value": "setosa", "probabilities": [0.9]}),
+            },
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO pending_labels (request_id, label, label_time, received)"
+                f" VALUES ('early', '{{\"value\": \"stay\"}}', {T0}, {T0})"
+            )
+        )
+    engine.dispose()
+
+
+def test_an_old_store_is_migrated_in_place(url: str) -> None:
+    _old_store(url)
+    store = Store(url)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        assert _joined(store, "iris") == {"a": None}
+        # The same id answered by another model is a second record now, with its own label.
+        store.ingest(_records(1, "churn", ("a", "early"), "stay"))
+        assert store.add_labels([LabelIn("a", "leave", T0 + 5, "churn")], now=T0 + 5) == (
+            1, 0, 0, 0,
+        )  # fmt: skip
+        assert _joined(store, "churn") == {"a": "leave", "early": "stay"}  # the held label
+        assert _joined(store, "iris") == {"a": None}
+        assert store.table_rows()["pending_labels"] == 0
+    finally:
+        store.close()
+    reopened = Store(url)  # migrates nothing again
+    assert reopened.schema_version == len(MIGRATIONS)
+    reopened.close()
 
 
 def test_retention_prunes_by_age_and_by_rows(store: Store) -> None:
