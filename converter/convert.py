@@ -167,16 +167,23 @@ def _parity_rows(rows: int, holdout: npt.NDArray[np.intp], s: ConverterSettings)
     return np.sort(rng.choice(pool, s.parity_rows, replace=False))
 
 
+#: the dtype a numeric value is served (and so profiled) in, per KServe v2 datatype
+_SERVED_DTYPES = {"FP32": "float32"}
+
+
 def _profile(
     table: Table, layout: Layout, predictions: Any, classes: list[Any] | None, s: ConverterSettings
 ) -> ReferenceProfile:
+    """The reference profile, binned as served: numeric values cast to the input's dtype
+    (float32 for FP32) before edges and counts, so the gateway's counts of the same rows are
+    the training counts exactly (``driftgate.core.profile``)."""
     features = []
     for spec in layout.inputs:
         for column, name in enumerate(spec.features):
             values = table.column(name)
             bins = (
-                numeric_bins(values, s.bins)
-                if spec.datatype == "FP32"
+                numeric_bins(values, s.bins, _SERVED_DTYPES[spec.datatype])
+                if spec.datatype in _SERVED_DTYPES
                 else categorical_bins(values, s.max_categories)
             )
             features.append(FeatureProfile(name, spec.name, column, bins))
@@ -184,7 +191,8 @@ def _profile(
         labels = [str(c) for c in classes]
         prediction: Any = categorical_bins([str(p) for p in predictions], categories=labels)
     else:
-        prediction = numeric_bins(np.asarray(predictions, dtype=np.float64), s.bins)
+        # The regressor's output ("variable") is FP32.
+        prediction = numeric_bins(np.asarray(predictions, dtype=np.float64), s.bins, "float32")
     return ReferenceProfile(table.rows, tuple(features), prediction)
 
 

@@ -1,10 +1,12 @@
 """Input and prediction statistics of one served version, counted into its reference bins.
 
 The request path only appends references to the arrays it already has (``observe``); the
-counting happens in bulk, vectorised over many requests at once (``count_pending``): per
-numeric feature one ``np.searchsorted`` over the frozen edges and one ``np.bincount``, per
-categorical feature one dictionary lookup per value (values longer than
-``MAX_CATEGORY_CHARS`` count as "other" unread). Counts are plain integer arrays that merge by
+counting happens in bulk, vectorised over many requests at once (``count_pending``), with
+the converter's own binning rules (``driftgate.core.profile``): per numeric feature the
+values cast to the profile's served dtype, one ``np.searchsorted`` over the frozen edges and
+one ``np.bincount``; per categorical feature one dictionary lookup per value, with the same
+missing-value rule as the profile (values longer than ``MAX_CATEGORY_CHARS`` count as "other"
+unread). Counts are plain integer arrays that merge by
 addition, so a delta can be held, re-sent or combined without loss. Request, error and
 latency counts are not kept here: each ``take`` reads their difference from the version's
 ``VersionRecord``, where every request is counted once. Memory is bounded: at
@@ -28,6 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from driftgate.core.profile import (
+    MISSING_CODE,
+    SERVED_DTYPE,
+    CategoryIndex,
+    category_text,
+    numeric_counts,
+)
 from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
 
 __all__ = [
@@ -51,10 +60,8 @@ MAX_CATEGORY_CHARS = 1024
 #: longest record id (request id, ":" and the row for multi-row requests) kept in a record;
 #: the monitor stores at most this much of an id
 MAX_RECORD_ID_BYTES = 256
-#: the bin of a categorical value that reads as missing
-MISSING = -1
-# Categorical values counted as missing, as numpy's ``astype(str)`` spells empty, None, NaN.
-_MISSING = ("", "None", "nan")
+#: the bin of a categorical value that reads as missing (``profile.MISSING_CATEGORIES``)
+MISSING = MISSING_CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,42 +144,11 @@ class PredictionRecord:
     probabilities: Sequence[float]
 
 
-class _Lookup:
-    """Values -> bin index by exact string match; unknown values go to the last ("other") bin.
-
-    Values that read as ``missing`` map to ``MISSING``. A value longer than
-    ``MAX_CATEGORY_CHARS`` is "other" without being hashed or copied: a string's bin never
-    costs more than its length check, and one huge value never widens a whole batch into a
-    fixed-width array (``astype(str)`` would give every row the longest row's width).
-    """
-
-    def __init__(self, categories: Sequence[Any], missing: Sequence[str] = ()) -> None:
-        index: dict[str, int] = {}
-        for position, category in enumerate(categories):
-            index.setdefault(str(category), position)
-        for value in missing:
-            index[value] = MISSING
-        self._index = index
-        self.other = len(categories)
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        flat = values.ravel()
-        if flat.dtype != object:
-            flat = flat.astype(str)  # numbers and booleans: short
-        get, other = self._index.get, self.other
-        return np.fromiter(
-            (
-                get(value, other) if len(value) <= MAX_CATEGORY_CHARS else other
-                for value in map(_text, flat)
-            ),
-            dtype=np.intp,
-            count=len(flat),
-        )
-
-
-def _text(value: Any) -> str:
-    """A value as its category string (None and NaN as "None" and "nan", as numpy spells them)."""
-    return value if type(value) is str else str(value)
+def _lookup(categories: Sequence[Any]) -> CategoryIndex:
+    """The profile's category index, bounded: a value longer than ``MAX_CATEGORY_CHARS`` is
+    "other" without being hashed or copied, so one huge value never costs more than its
+    length check (nor widens a whole batch into a fixed-width array)."""
+    return CategoryIndex(categories, max_chars=MAX_CATEGORY_CHARS)
 
 
 @dataclass(frozen=True)
@@ -182,7 +158,8 @@ class _Feature:
     column: int
     numeric: bool
     edges: np.ndarray | None
-    lookup: _Lookup | None
+    lookup: CategoryIndex | None
+    dtype: str = SERVED_DTYPE
 
     @property
     def bins(self) -> int:
@@ -207,7 +184,8 @@ def _features(reference: Mapping[str, Any], inputs: Mapping[str, int]) -> list[_
                 column=int(entry.get("column", 0)),
                 numeric=numeric,
                 edges=np.asarray(entry.get("edges", []), dtype=np.float64) if numeric else None,
-                lookup=None if numeric else _Lookup(entry.get("categories", []), _MISSING),
+                lookup=None if numeric else _lookup(entry.get("categories", [])),
+                dtype=str(entry.get("dtype") or SERVED_DTYPE),
             )
         )
     return features
@@ -257,7 +235,8 @@ class VersionCollector:
         prediction = reference.get("prediction") or {}
         self._prediction_numeric = prediction.get("kind") == "numeric"
         self._prediction_edges = np.asarray(prediction.get("edges", []), dtype=np.float64)
-        self._prediction_lookup = _Lookup(prediction.get("categories", []))
+        self._prediction_dtype = str(prediction.get("dtype") or SERVED_DTYPE)
+        self._prediction_lookup = _lookup(prediction.get("categories", []))
         self.prediction_bins = (
             len(self._prediction_edges) + 1
             if self._prediction_numeric
@@ -398,11 +377,12 @@ class VersionCollector:
             return
         flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
         if self._prediction_numeric:
-            x = flat.astype(np.float64)
-            bins = np.searchsorted(self._prediction_edges, x[np.isfinite(x)], side="right")
+            binned = numeric_counts(self._prediction_edges, flat, self._prediction_dtype)
+            counts.predictions += binned.counts
         else:
-            bins = self._prediction_lookup(flat)
-        counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
+            codes = self._prediction_lookup(flat)
+            bins = codes[codes != MISSING]
+            counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
     def _records(
         self,
@@ -474,7 +454,7 @@ class VersionCollector:
         value. A row with a value longer than ``MAX_CATEGORY_CHARS`` is None (not recorded).
         """
         parts = [
-            [_text(value) for value in _column(columns[f.input], index, f.column).tolist()]
+            [category_text(value) for value in _column(columns[f.input], index, f.column).tolist()]
             for f in self.features
             if not f.numeric
         ]
@@ -516,15 +496,11 @@ def _count_feature(
     values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
     if feature.numeric:
         assert feature.edges is not None
-        x = values.astype(np.float64, copy=False)
-        finite = np.isfinite(x)
-        nan = int(np.isnan(x).sum())
-        counts.nan[index] += nan
-        counts.inf[index] += len(x) - int(finite.sum()) - nan
-        bins = np.searchsorted(feature.edges, x[finite], side="right")
-        hist = np.bincount(bins, minlength=feature.bins)
-        counts.features[index] += hist
-        counts.out_of_range[index] += int(hist[0] + hist[-1])
+        binned = numeric_counts(feature.edges, values, feature.dtype)
+        counts.nan[index] += binned.nan
+        counts.inf[index] += binned.inf
+        counts.features[index] += binned.counts
+        counts.out_of_range[index] += int(binned.counts[0] + binned.counts[-1])
     else:
         assert feature.lookup is not None
         codes = feature.lookup(values)

@@ -103,7 +103,7 @@ def _fit(kind: str):
 
 
 def _check_reference(meta: dict, reference: dict, rows: int) -> None:
-    assert reference["version"] == 1 and reference["rows"] == rows
+    assert reference["version"] == 2 and reference["rows"] == rows
     columns = {(i["name"], f): c for i in meta["inputs"] for c, f in enumerate(i["features"])}
     assert len(reference["features"]) == len(columns)
     for feature in reference["features"]:
@@ -112,6 +112,7 @@ def _check_reference(meta: dict, reference: dict, rows: int) -> None:
         if feature["kind"] == "numeric":
             assert np.all(np.diff(feature["edges"]) > 0)
             assert len(feature["counts"]) == len(feature["edges"]) + 1
+            assert feature["dtype"] == "float32" and feature["counts"][0] == 0
     assert sum(reference["prediction"]["counts"]) == rows
 
 

@@ -141,7 +141,9 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def test_a_gateway_report_is_stored(harness: Harness) -> None:
     assert harness.report(good_report(harness.profile)).committed_sequence == 1
     counts = harness.store.counts(MODEL, 1, None, None)
-    assert counts[(False, "age")][0] == harness.profile.features[0].bins.counts[0]
+    age = harness.profile.features[0].bins.counts
+    assert age[0] == 0  # no training value is below the training minimum
+    assert counts[(False, "age")][1] == age[1]
     assert counts[(True, "prediction")] == {0: 60, 1: 40}
     assert harness.store.traffic(PLAIN, 1, None, None)["requests"] == 5
     assert harness.store.table_rows()["predictions"] == 2
