@@ -228,3 +228,59 @@ def test_labels_join_out_of_order_and_accuracy_matches_a_hand_count(
     drift = json.loads(cli("drift", "--json"))
     names = [f["name"] for f in drift["features"]]
     assert len(names) == 4 and all(name in cli("drift") for name in names)
+
+
+def test_two_models_sharing_request_ids_join_their_own_labels(tmp_path: Path, data: tuple) -> None:
+    """One business id sent to two models: each model's accuracy comes from its own labels."""
+    x, y = data
+    root = tmp_path / "models"
+    other = "loans-inverse"  # trained on the opposite outcome: its answers are the other class
+    convert(LogisticRegression(max_iter=500).fit(x, y), x, MODEL, root, labels=y)
+    convert(LogisticRegression(max_iter=500).fit(x, 1 - y), x, other, root, labels=1 - y)
+    monitor = _monitor(root, tmp_path, tmp_path / "data")
+    gateway = start_gateway(
+        root, tmp_path, "--monitor", monitor.address, "--report-interval", "0.2"
+    )
+    try:
+        ids = range(40)
+        answers: dict[str, dict[str, np.ndarray]] = {}
+        for model in (MODEL, other):
+            requests = [
+                pb.ModelInferRequest(
+                    model_name=model,
+                    id=f"order-{i}",  # the same ids for both models
+                    inputs=[{"name": "input", "datatype": "FP32", "shape": [1, x.shape[1]]}],
+                    raw_input_contents=[x[i : i + 1].tobytes()],
+                )
+                for i in ids
+            ]
+            answers[model] = asyncio.run(_send(gateway.address, requests))
+        truth = {MODEL: {i: int(y[i]) for i in ids}, other: {i: 1 - int(y[i]) for i in ids}}
+        labels = [
+            fb.Label(request_id=f"order-{i}", model=model, int64_value=truth[model][i])
+            for model in (MODEL, other)
+            for i in ids
+        ]
+        with grpc.insecure_channel(gateway.address) as channel:
+            fb_grpc.FeedbackStub(channel).SendLabels(
+                fb.SendLabelsRequest(labels=labels), timeout=10
+            )
+        for model in (MODEL, other):
+            expected = np.mean([answers[model][f"order-{i}"][0] == truth[model][i] for i in ids])
+            assert expected > 0.7  # each model mostly right about its own outcome
+            deadline = time.monotonic() + 20
+            accuracy = None
+            while time.monotonic() < deadline:
+                with grpc.insecure_channel(monitor.address) as channel:
+                    accuracy = mpb_grpc.MonitorStub(channel).GetAccuracy(
+                        mpb.GetAccuracyRequest(model=model, window=TOTAL), timeout=10
+                    )
+                if accuracy.label_count == len(ids):
+                    break
+                time.sleep(0.2)
+            assert accuracy is not None
+            assert (accuracy.prediction_count, accuracy.label_count) == (len(ids), len(ids))
+            assert accuracy.accuracy == pytest.approx(expected)
+    finally:
+        gateway.terminate()
+        monitor.terminate()
