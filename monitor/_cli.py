@@ -393,6 +393,12 @@ def _drift_table(r: Any) -> str:
             f"{chi2:>9} {f.l_infinity:>6.3f} {f.statistic:>12} {threshold:>7.4f} "
             f"{_VERDICTS[f.verdict]:>12}  {bar}"
         )
+        lines.extend(
+            f"  {q.kind}: {q.rate:.1%} of {q.rows} values, training {q.reference_rate:.1%} "
+            f"of {q.reference_rows} ({q.test}, p={q.p_value:.2g} < {q.alpha:.2g})  DRIFT"
+            for q in f.quality
+            if q.verdict == 3
+        )
     return "\n".join(lines)
 
 

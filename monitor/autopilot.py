@@ -138,9 +138,10 @@ class Autopilot:
             "rows": result.rows,
             "share": result.share,
             "window_seconds": p.window,
-            "drifted": {f.name: {"statistic": f.statistic, "value": f.distances[f.statistic],
-                                 "threshold": f.threshold} for f in drifted},
-        }  # fmt: skip
+            # per feature, each test that found drift: the distribution statistic and its
+            # threshold, or a quality kind's rates, p-value and sample sizes
+            "drifted": {f.name: f.figures() for f in drifted},
+        }
         if result.verdict == Verdict.DRIFT:
             state["streak"] += 1
             if not state["alarm"]:

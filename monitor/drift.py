@@ -39,6 +39,19 @@ The false-alarm rate is controlled for the whole evaluation, not per feature: al
 alarm in at most ``alpha`` of evaluations. The prediction distribution is tested on its own
 at ``alpha``. Dataset drift is the share of features whose verdict is DRIFT; the dataset
 verdict is DRIFT when that share is above ``dataset_share`` (default 0: any drifted feature).
+
+Data quality is drift too (``DriftTester.test_quality``, counts and test in
+``monitor.quality``): per feature, the rates of missing (NaN, +-Inf, None, empty), infinite and
+out-of-range values of the window are compared with the reference's by Fisher's exact test,
+one-sided (a rise), which treats both sides as the finite samples they are. A kind is DRIFT
+when its p-value is below its share of the budget and the window's rate exceeds the
+reference's by more than ``quality_floor`` (default 0.01, one point of the rows): on a window
+of a million rows a rise of a few tenths of a point is significant and nobody's incident. A
+feature is DRIFT when its distribution test or any of its quality tests says so, so a window
+whose feature is all NaN (no value to bin, the distribution test has no data) is DRIFT for
+that feature and counts in the dataset share. The budget stays ``alpha`` for the whole
+evaluation: a feature with quality counts spends ``alpha / features`` as
+``(1 - quality_share)`` on its distribution test and ``quality_share / 3`` on each kind.
 """
 
 from __future__ import annotations
@@ -46,11 +59,13 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from driftgate.monitor.quality import KINDS, QualityCounts, rise_p_value
 
 __all__ = [
     "EPSILON",
@@ -58,6 +73,8 @@ __all__ = [
     "DriftTester",
     "DriftThresholds",
     "FeatureDrift",
+    "QualityCounts",
+    "QualityDrift",
     "Verdict",
     "chi_square",
     "distances",
@@ -197,6 +214,48 @@ class DriftThresholds:
     """The dataset verdict is DRIFT when the share of drifted features is above this."""
     trials: int = 20_000
     """Least number of null simulations per critical value (more for small alpha')."""
+    quality_floor: float = 0.01
+    """Data quality: a rate at most this much above the reference's is never DRIFT."""
+    quality_share: float = 0.1
+    """Share of a feature's false-alarm budget spent on its three data-quality tests."""
+
+
+@dataclass(frozen=True)
+class QualityDrift:
+    """One data-quality test of one feature: a kind's rate in the window against the
+    reference's, by Fisher's exact test (one-sided) at ``alpha``, with the effect floor."""
+
+    kind: str
+    window: int
+    rows: int
+    reference: int
+    reference_rows: int
+    p_value: float
+    alpha: float
+    floor: float
+    verdict: Verdict
+    test: str = "fisher_exact_rise"
+
+    @property
+    def rate(self) -> float:
+        return self.window / self.rows if self.rows else math.nan
+
+    @property
+    def reference_rate(self) -> float:
+        return self.reference / self.reference_rows if self.reference_rows else math.nan
+
+    def figures(self) -> dict[str, Any]:
+        """The test, its statistic and sample sizes, as an event records them."""
+        return {
+            "test": self.test,
+            "rate": self.rate,
+            "reference_rate": self.reference_rate,
+            "rows": self.rows,
+            "reference_rows": self.reference_rows,
+            "p_value": self.p_value,
+            "alpha": self.alpha,
+            "floor": self.floor,
+        }
 
 
 @dataclass(frozen=True)
@@ -211,11 +270,34 @@ class FeatureDrift:
     critical_value: float
     floor: float
     verdict: Verdict
+    """DRIFT when the distribution test or a data-quality test says so."""
+    quality: tuple[QualityDrift, ...] = ()
+    distribution: Verdict | None = None
+    """The distribution test's own verdict (None: ``verdict``, no quality tests)."""
 
     @property
     def threshold(self) -> float:
         """The value the statistic must exceed for DRIFT: max(critical value, floor)."""
         return max(self.critical_value, self.floor)
+
+    @property
+    def distribution_verdict(self) -> Verdict:
+        return self.verdict if self.distribution is None else self.distribution
+
+    def figures(self) -> dict[str, Any]:
+        """What each test that found DRIFT saw (the distribution test, quality kinds)."""
+        out: dict[str, Any] = {}
+        if self.distribution_verdict == Verdict.DRIFT:
+            out["distribution"] = {
+                "statistic": self.statistic,
+                "value": self.distances.get(self.statistic),
+                "threshold": self.threshold,
+                "rows": self.rows,
+            }
+        for q in self.quality:
+            if q.verdict == Verdict.DRIFT:
+                out[q.kind] = q.figures()
+        return out
 
 
 @dataclass(frozen=True)
@@ -307,17 +389,69 @@ class DriftTester:
         verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
         return FeatureDrift(name, categorical, rows, values, statistic, critical, floor, verdict)
 
+    def test_quality(
+        self, reference: QualityCounts, window: QualityCounts, alpha: float
+    ) -> tuple[QualityDrift, ...]:
+        """Each data-quality kind of one feature, at ``alpha`` each."""
+        t = self.thresholds
+        out = []
+        for kind in KINDS:
+            x, x_ref = window.count(kind), reference.count(kind)
+            if window.rows < t.min_rows or reference.rows == 0:
+                p, verdict = math.nan, Verdict.INSUFFICIENT_DATA
+            else:
+                p = rise_p_value(x, window.rows, x_ref, reference.rows)
+                rise = x / window.rows - x_ref / reference.rows
+                drifted = p < alpha and rise > t.quality_floor
+                verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
+            out.append(
+                QualityDrift(
+                    kind, x, window.rows, x_ref, reference.rows, p, alpha, t.quality_floor, verdict
+                )
+            )
+        return tuple(out)
+
+    def _test_feature(
+        self,
+        feature: tuple[str, bool, npt.ArrayLike, npt.ArrayLike],
+        quality: tuple[QualityCounts, QualityCounts] | None,
+        alpha: float,
+    ) -> FeatureDrift:
+        """The distribution test and, with ``quality`` (reference, window), the quality tests:
+        DRIFT if any says so, else NO_DRIFT if any had data."""
+        if quality is None:
+            return self.test(*feature, alpha=alpha)
+        share = self.thresholds.quality_share
+        result = self.test(*feature, alpha=alpha * (1.0 - share))
+        tests = self.test_quality(*quality, alpha=alpha * share / len(KINDS))
+        verdicts = {result.verdict, *(q.verdict for q in tests)}
+        verdict = next(
+            (v for v in (Verdict.DRIFT, Verdict.NO_DRIFT) if v in verdicts),
+            Verdict.INSUFFICIENT_DATA,
+        )
+        return replace(result, verdict=verdict, quality=tests, distribution=result.verdict)
+
     def evaluate(
         self,
         features: Sequence[tuple[str, bool, npt.ArrayLike, npt.ArrayLike]],
         prediction: tuple[str, bool, npt.ArrayLike, npt.ArrayLike] | None = None,
+        quality: Sequence[tuple[QualityCounts, QualityCounts] | None] | None = None,
     ) -> DatasetDrift:
-        """Every feature at alpha / len(features) (Bonferroni), the prediction at alpha."""
+        """Every feature at alpha / len(features) (Bonferroni), the prediction at alpha.
+
+        ``quality``, when given, holds per feature (same order) the reference's and the
+        window's data-quality counts, or None for a feature without them."""
         t = self.thresholds
         per_feature = t.alpha / max(len(features), 1)
-        results = [self.test(*feature, alpha=per_feature) for feature in features]
+        counts = list(quality) if quality is not None else [None] * len(features)
+        if len(counts) != len(features):
+            raise ValueError(f"{len(counts)} quality counts for {len(features)} features")
+        results = [
+            self._test_feature(feature, q, per_feature)
+            for feature, q in zip(features, counts, strict=True)
+        ]
         predicted = None if prediction is None else self.test(*prediction, alpha=t.alpha)
-        rows = max((r.rows for r in results), default=0)
+        rows = max((max([r.rows, *(q.rows for q in r.quality)]) for r in results), default=0)
         tested = [r for r in results if r.verdict != Verdict.INSUFFICIENT_DATA]
         if not tested:
             return DatasetDrift(rows, results, predicted, 0.0, Verdict.INSUFFICIENT_DATA)

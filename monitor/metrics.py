@@ -10,6 +10,14 @@ Series and labels (the README lists them with their use):
 - ``driftgate_monitor_drift_verdict{model, version, feature}``: 1 insufficient data,
   2 no drift, 3 drift.
 - ``driftgate_monitor_dataset_drift_share{model, version}``: share of drifted features.
+- ``driftgate_monitor_quality_rate{model, version, feature, kind}`` and
+  ``driftgate_monitor_quality_reference_rate{model, version, feature, kind}``: the share of a
+  feature's values in the default window (and in the training data) that are ``missing``
+  (NaN, +-Inf, None, empty), ``infinite`` or ``out_of_range``; the reference's ``infinite``
+  rate is its missing rate, the bound the test uses (``monitor.quality``).
+- ``driftgate_monitor_quality_verdict{model, version, feature, kind}``: the data-quality
+  test's verdict, 1 insufficient data, 2 no drift, 3 drift (a feature whose quality test says
+  drift has ``driftgate_monitor_drift_verdict`` 3 too).
 - ``driftgate_monitor_accuracy{model, version, metric, window}`` and
   ``driftgate_monitor_accuracy_estimate{model, version, metric, window}`` (window: the
   default window's length such as ``1h``, or ``total``).
@@ -84,6 +92,25 @@ class MonitorMetrics:
             "driftgate_monitor_dataset_drift_share",
             "Share of features whose verdict is drift, in the default window",
             _VERSION,
+            registry=registry,
+        )
+        self.quality_rate = Gauge(
+            "driftgate_monitor_quality_rate",
+            "Share of a feature's values in the default window that are missing, infinite or "
+            "out of range (kind)",
+            (*_VERSION, "feature", "kind"),
+            registry=registry,
+        )
+        self.quality_reference_rate = Gauge(
+            "driftgate_monitor_quality_reference_rate",
+            "The same share in the training data (for infinite: its missing rate, a bound)",
+            (*_VERSION, "feature", "kind"),
+            registry=registry,
+        )
+        self.quality_verdict = Gauge(
+            "driftgate_monitor_quality_verdict",
+            "Data-quality verdict of the default window: 1 insufficient data, 2 no drift, 3 drift",
+            (*_VERSION, "feature", "kind"),
             registry=registry,
         )
         self.accuracy = Gauge(

@@ -22,10 +22,18 @@ from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFoun
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
 from driftgate.core.repository import Repository, validate_model_name
 from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
-from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift
+from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
-from driftgate.monitor.store import LabelIn, LabelOutcome, Report, Store
+from driftgate.monitor.store import (
+    INF_BIN,
+    NAN_BIN,
+    OUT_OF_RANGE_BIN,
+    LabelIn,
+    LabelOutcome,
+    Report,
+    Store,
+)
 from driftgate.monitor.validation import check_labels, check_report
 
 __all__ = ["Monitor", "Window", "window_label"]
@@ -156,6 +164,10 @@ class Monitor:
             ))
             for f in profile.features
         ]  # fmt: skip
+        quality = [
+            (_reference_quality(f.bins), _window_quality(counts.get((False, f.name), {}), f.bins))
+            for f in profile.features
+        ]
         prediction = None
         if profile.prediction is not None:
             stored = next((c for (p, _), c in counts.items() if p), {})
@@ -165,7 +177,7 @@ class Monitor:
                 _array(profile.prediction.counts),
                 _window_counts(stored, len(profile.prediction.counts)),
             )
-        return tester.evaluate(features, prediction)
+        return tester.evaluate(features, prediction, quality)
 
     def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
         records = self.store.predictions(model, version, window.start, window.end)
@@ -271,6 +283,12 @@ def _publish_feature(m: MonitorMetrics, model: str, version: str, f: FeatureDrif
     if not math.isnan(f.critical_value):
         m.drift_threshold.labels(model, version, f.name, f.statistic).set(f.threshold)
     m.drift_verdict.labels(model, version, f.name).set(int(f.verdict))
+    for q in f.quality:
+        m.quality_verdict.labels(model, version, f.name, q.kind).set(int(q.verdict))
+        if q.rows:
+            m.quality_rate.labels(model, version, f.name, q.kind).set(q.rate)
+        if q.reference_rows:
+            m.quality_reference_rate.labels(model, version, f.name, q.kind).set(q.reference_rate)
 
 
 def _categorical(bins: Bins) -> bool:
@@ -287,6 +305,30 @@ def _window_counts(stored: dict[int, int], size: int) -> Any:
         if 0 <= index < size:  # negative bins are missing/inf/out-of-range tallies
             counts[index] += count
     return counts
+
+
+def _out_of_range(bins: Bins) -> int:
+    """Training values in the open end bins (numeric) or in "other" (categorical)."""
+    counts = bins.counts
+    if _categorical(bins) or len(counts) < 2:
+        return int(counts[-1]) if counts else 0
+    return int(counts[0]) + int(counts[-1])
+
+
+def _reference_quality(bins: Bins) -> QualityCounts:
+    """The training data's quality counts; its +-Inf are not counted apart from NaN, so its
+    ``missing`` count stands as the bound of its ``infinite`` one (``monitor.quality``)."""
+    rows = int(sum(bins.counts)) + bins.missing
+    return QualityCounts(rows, bins.missing, bins.missing, _out_of_range(bins))
+
+
+def _window_quality(stored: dict[int, int], bins: Bins) -> QualityCounts:
+    """A window's quality counts from the stored tallies (bins -1 NaN or missing category,
+    -2 +-Inf, -3 out of range, which is also counted in the bins)."""
+    size = len(bins.counts)
+    binned = sum(count for index, count in stored.items() if 0 <= index < size)
+    nan, inf = stored.get(NAN_BIN, 0), stored.get(INF_BIN, 0)
+    return QualityCounts(binned + nan + inf, nan + inf, inf, stored.get(OUT_OF_RANGE_BIN, 0))
 
 
 def _guess_task(records: list[Any]) -> str:

@@ -25,7 +25,7 @@ from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_gr
 from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 from driftgate.core.rpc import authorize
-from driftgate.monitor.drift import FeatureDrift
+from driftgate.monitor.drift import FeatureDrift, QualityDrift
 from driftgate.monitor.service import Monitor, Window
 from driftgate.monitor.store import Distribution, LabelIn, PredictionIn, Report, VersionCounts
 from driftgate.monitor.validation import (
@@ -273,6 +273,25 @@ def _feature(f: FeatureDrift) -> pb.FeatureDrift:
         critical_value=0.0 if math.isnan(f.critical_value) else f.critical_value,
         verdict=pb.DriftVerdict.Name(int(f.verdict)),
         effect_size_floor=f.floor,
+        quality=[_quality(q) for q in f.quality],
+        distribution_verdict=pb.DriftVerdict.Name(int(f.distribution_verdict)),
+    )
+
+
+def _quality(q: QualityDrift) -> pb.DataQuality:
+    return pb.DataQuality(
+        kind=q.kind,
+        test=q.test,
+        count=q.window,
+        rows=q.rows,
+        reference_count=q.reference,
+        reference_rows=q.reference_rows,
+        rate=0.0 if math.isnan(q.rate) else q.rate,
+        reference_rate=0.0 if math.isnan(q.reference_rate) else q.reference_rate,
+        p_value=1.0 if math.isnan(q.p_value) else q.p_value,
+        alpha=q.alpha,
+        effect_size_floor=q.floor,
+        verdict=pb.DriftVerdict.Name(int(q.verdict)),
     )
 
 

@@ -134,7 +134,7 @@ class GetDriftRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict", "effect_size_floor")
+    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict", "effect_size_floor", "quality", "distribution_verdict")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class FeatureDrift(_message.Message):
     CRITICAL_VALUE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     EFFECT_SIZE_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_VERDICT_FIELD_NUMBER: _ClassVar[int]
     name: str
     categorical: bool
     rows: int
@@ -159,7 +161,37 @@ class FeatureDrift(_message.Message):
     critical_value: float
     verdict: DriftVerdict
     effect_size_floor: float
-    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ..., effect_size_floor: _Optional[float] = ...) -> None: ...
+    quality: _containers.RepeatedCompositeFieldContainer[DataQuality]
+    distribution_verdict: DriftVerdict
+    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ..., effect_size_floor: _Optional[float] = ..., quality: _Optional[_Iterable[_Union[DataQuality, _Mapping]]] = ..., distribution_verdict: _Optional[_Union[DriftVerdict, str]] = ...) -> None: ...
+
+class DataQuality(_message.Message):
+    __slots__ = ("kind", "test", "count", "rows", "reference_count", "reference_rows", "rate", "reference_rate", "p_value", "alpha", "effect_size_floor", "verdict")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_SIZE_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    test: str
+    count: int
+    rows: int
+    reference_count: int
+    reference_rows: int
+    rate: float
+    reference_rate: float
+    p_value: float
+    alpha: float
+    effect_size_floor: float
+    verdict: DriftVerdict
+    def __init__(self, kind: _Optional[str] = ..., test: _Optional[str] = ..., count: _Optional[int] = ..., rows: _Optional[int] = ..., reference_count: _Optional[int] = ..., reference_rows: _Optional[int] = ..., rate: _Optional[float] = ..., reference_rate: _Optional[float] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., effect_size_floor: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ...) -> None: ...
 
 class GetDriftResponse(_message.Message):
     __slots__ = ("model", "version", "window_start", "window_end", "rows", "features", "prediction", "dataset_drift_share", "dataset_verdict")
