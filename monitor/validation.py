@@ -23,8 +23,9 @@ A report:
 - all counts of the report together below 2**53, so that neither one report nor a sum of a
   thousand of them overflows a BIGINT column or loses precision as a float.
 
-A label batch: at most ``MAX_LABELS`` labels, each with a request id as above, a value (a
-string of at most ``MAX_STRING_BYTES``, an integer, or a finite double) and a sane time.
+A label batch: at most ``MAX_LABELS`` labels, each with a request id as above, a model name
+by the repository's rules or none, a value (a string of at most ``MAX_STRING_BYTES``, an
+integer, or a finite double) and a sane time.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def check_labels(labels: Sequence[LabelIn], now: float) -> None:
     for i, label in enumerate(labels):
         where = f"labels[{i}]"
         _identifier(f"{where}.request_id", label.request_id, REQUEST_ID_LENGTH)
+        if label.model:  # optional; without it the request id must name one model's record
+            check_model_name(f"{where}.model", label.model)
         value = label.value
         if isinstance(value, str):
             _text(f"{where}.string_value", value, MAX_STRING_BYTES)
