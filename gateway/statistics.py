@@ -392,6 +392,8 @@ class VersionCollector:
         labels: np.ndarray,
     ) -> list[PredictionRecord]:
         """The sampled requests' rows as records, in bulk (one ``tolist`` per array)."""
+        if not pending.sampled:  # not recording (a record rate of 0): no ids were kept
+            return []
         rows, row_ids, row_times = self._sampled_rows(
             sizes, pending.ids, pending.times, pending.sampled
         )

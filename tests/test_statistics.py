@@ -117,7 +117,9 @@ def test_sampling_and_the_record_cap_bound_memory(reference: dict) -> None:
         feed, out = _request(rng, rows=1)
         serve(none, feed, out, f"a{i}", 0.001)
         serve(capped, feed, out, f"b{i}", 0.001)
-    assert none.take()[1] == []
+    counts, records = none.take()
+    assert records == [] and none.errors == 0
+    assert counts.rows == 30 and counts.features[3].sum() + counts.nan[3] == 30  # still counted
     counts, records = capped.take()
     assert len(records) == 10 and capped.dropped_records == 20
     assert counts.requests == 30  # counting is never sampled
