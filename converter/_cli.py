@@ -49,7 +49,12 @@ def register(subparsers: Any) -> None:
         default=Path(os.environ.get("DRIFTGATE_REPOSITORY", "./models")),
         help="model repository directory (env DRIFTGATE_REPOSITORY; default ./models)",
     )
-    parser.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
+    parser.add_argument(
+        "--bins",
+        type=int,
+        default=10,
+        help="bins per numeric feature: quantiles, or one per value if it has at most this many",
+    )
     parser.add_argument(
         "--sample-rows", type=int, default=10_000, help="training rows stored for retraining"
     )

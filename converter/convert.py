@@ -57,7 +57,7 @@ _LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 class ConverterSettings:
     """Settings of one conversion (the ``driftgate convert`` flags)."""
 
-    bins: int = 10  # quantile bins per numeric feature (before ties collapse)
+    bins: int = 10  # bins per numeric feature: quantiles (ties collapse), or one per value
     sample_rows: int = 10_000  # training rows stored in the version for retraining
     holdout_fraction: float = 0.2  # share of rows held out for parity and metrics
     parity_rows: int = 2_000  # at most this many rows go through the parity check
