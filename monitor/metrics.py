@@ -22,8 +22,9 @@ Series and labels (the README lists them with their use):
   ``driftgate_monitor_accuracy_estimate{model, version, metric, window}`` (window: the
   default window's length such as ``1h``, or ``total``).
 - ``driftgate_monitor_label_coverage{model, version, window}``,
-  ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown, invalid: in a
-  batch refused with INVALID_ARGUMENT).
+  ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown: held,
+  ambiguous: named no model while several models have the request id, invalid: in a batch
+  refused with INVALID_ARGUMENT).
 - ``driftgate_monitor_reports_total{result}`` (applied, duplicate, invalid: refused with
   INVALID_ARGUMENT), ``driftgate_monitor_report_lag_seconds`` (receipt minus the gateway's
   send time).
@@ -133,7 +134,7 @@ class MonitorMetrics:
         )
         self.labels = Counter(
             "driftgate_monitor_labels",
-            "Labels received, by result (accepted, duplicate, unknown, invalid)",
+            "Labels received, by result (accepted, duplicate, unknown, ambiguous, invalid)",
             ("result",),
             registry=registry,
         )
