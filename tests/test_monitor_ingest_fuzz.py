@@ -192,8 +192,9 @@ def _ingest(harness: Harness, request: Any) -> str:
         harness.call("Report", request)
     except InvalidInput:
         return "refused"
-    except FailedPrecondition:  # only the version whose reference.json is unreadable
-        assert any(v.model == "broken" for v in request.versions), request
+    except FailedPrecondition:  # only a version or record whose reference.json is unreadable
+        named = [v.model for v in request.versions] + [r.model for r in request.records]
+        assert "broken" in named, request
         return "refused"
     return "stored"
 
