@@ -89,6 +89,7 @@ class Table:
 SIZES = [500, 5_000, 50_000]
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("rows", SIZES)
 @pytest.mark.parametrize(
     ("missing", "infinite", "changed", "kind"),
@@ -116,6 +117,7 @@ def test_half_of_one_feature_gone_bad_is_detected(
         assert result.share == pytest.approx(1 / FEATURES)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("rows", [*SIZES, 1_000_000])
 @pytest.mark.parametrize(("missing", "infinite"), [(0.03, 0.0), (0.02, 0.01), (0.0, 0.0)])
 def test_undrifted_windows_with_the_training_rates_do_not_alarm(
