@@ -170,3 +170,106 @@ def test_categorical_features_use_chi_square_and_js() -> None:
 def test_mismatched_bins_are_refused() -> None:
     with pytest.raises(ValueError, match="3 window bins, the reference has 2"):
         DriftTester().test("x", False, [1, 2], [1, 2, 3], alpha=0.01)
+
+
+# A categorical feature of 100 categories, Zipf-like shares; a 5-point rise of the top one.
+CATEGORIES = 100
+ZIPF = 1.0 / np.arange(1, CATEGORIES + 1)
+ZIPF /= ZIPF.sum()
+FEATURE_ALPHA = 0.005 / 20  # one feature's share of the default budget at 20 features
+
+
+def _risen(p: np.ndarray, points: float) -> np.ndarray:
+    q = p * (1.0 - p[0] - points) / (1.0 - p[0])
+    q[0] = p[0] + points
+    return q
+
+
+@pytest.mark.statistical
+def test_a_five_point_rise_of_one_category_among_100_is_detected() -> None:
+    rng = np.random.default_rng(12)
+    tester = DriftTester()
+    reference = rng.multinomial(10_000, ZIPF)
+    risen = _risen(ZIPF, 0.05)
+    repetitions = 100
+    detected = 0
+    for _ in range(repetitions):
+        result = tester.test("c", True, reference, rng.multinomial(5_000, risen), FEATURE_ALPHA)
+        detected += result.verdict == Verdict.DRIFT
+        assert result.category is not None
+    assert detected / repetitions >= 0.9
+    assert result.category.bin == 0 and result.category.difference > 0.03
+
+
+@pytest.mark.statistical
+def test_undrifted_100_category_windows_keep_the_feature_budget() -> None:
+    rng = np.random.default_rng(13)
+    tester = DriftTester()
+    repetitions = 500
+    # The per-category test alone (exact, no simulation): both samples drawn each time.
+    category_alarms = 0
+    for _ in range(repetitions):
+        reference = rng.multinomial(10_000, ZIPF)
+        shift = tester.test_categories(reference, rng.multinomial(5_000, ZIPF), FEATURE_ALPHA)
+        category_alarms += shift.verdict == Verdict.DRIFT
+    assert category_alarms == 0
+    # The whole verdict (the simulated distance too) on one reference, whose critical value
+    # the detection test shares.
+    reference = np.random.default_rng(12).multinomial(10_000, ZIPF)
+    alarms = 0
+    for _ in range(repetitions):
+        result = tester.test("c", True, reference, rng.multinomial(5_000, ZIPF), FEATURE_ALPHA)
+        alarms += result.verdict == Verdict.DRIFT
+    assert alarms / repetitions <= 0.01
+
+
+def test_per_category_test_is_exact_on_small_counts() -> None:
+    # Three rows of a category absent from the reference: no tail of a normal approximation
+    # would call it at a 1e-6 level, neither does the exact test.
+    tester = DriftTester()
+    reference = np.array([5_000, 4_990, 10, 0])
+    window = np.array([2_480, 2_500, 17, 3])
+    shift = tester.test_categories(reference, window, 1e-4)
+    assert shift.verdict == Verdict.NO_DRIFT
+    assert shift.p_value > 1e-4 / 4
+    # A concentrated rise on a large category is DRIFT; the alarm names it.
+    window = np.array([3_000, 1_990, 10, 0])
+    shift = tester.test_categories(reference, window, 1e-4)
+    assert shift.verdict == Verdict.DRIFT and shift.bin in (0, 1)
+    # A change within the floor is never DRIFT, however many rows.
+    reference, window = np.array([500_000, 500_000]), np.array([504_000, 496_000])
+    assert tester.test_categories(reference, window, 1e-4).verdict == Verdict.NO_DRIFT
+
+
+def test_per_category_test_is_cheap_for_100_features_of_100_categories() -> None:
+    import time
+    import tracemalloc
+
+    rng = np.random.default_rng(14)
+    tester = DriftTester()
+    features = [
+        (rng.multinomial(10_000, ZIPF), rng.multinomial(5_000, _risen(ZIPF, 0.01)))
+        for _ in range(100)
+    ]
+    tracemalloc.start()
+    start = time.process_time()
+    shifts = [tester.test_categories(r, w, FEATURE_ALPHA) for r, w in features]
+    seconds = time.process_time() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(shifts) == 100
+    assert seconds < 2.0
+    assert peak < 100e6
+
+
+@pytest.mark.statistical
+def test_a_100_category_critical_value_has_bounded_memory() -> None:
+    import tracemalloc
+
+    tester = DriftTester(seed=99)
+    reference = np.random.default_rng(15).multinomial(10_000, ZIPF)
+    tracemalloc.start()
+    tester.critical_value("js_distance", reference, 5_000, FEATURE_ALPHA / 2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100e6
