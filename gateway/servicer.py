@@ -66,14 +66,11 @@ class Admission:
         self._on_refusal = refused  # told which limit refused a request
         self.requests = 0
         self.bytes = 0
-        #: requests refused because a bound was reached
-        self.refused = 0
 
     @contextlib.contextmanager
     def admit(self, size: int) -> Iterator[None]:
         over_requests = self.requests >= self.max_requests
         if over_requests or (self.bytes and self.bytes + size > self.max_bytes):
-            self.refused += 1
             if self._on_refusal is not None:
                 self._on_refusal("requests" if over_requests else "bytes")
             raise ResourceExhausted(

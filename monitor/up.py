@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from driftgate.core.cli import add_control_token_flags, control_token
+from driftgate.core.cli import add_control_token_flags, add_token_flags, control_token, token
 
 __all__ = ["LocalStack", "StackSettings", "free_port", "register"]
 
@@ -201,9 +201,8 @@ def register(subparsers: Any) -> None:
     add("--monitor-metrics-port", type=int, default=d.monitor_metrics_port,
         help="monitor /metrics (8004)")  # fmt: skip
     add_control_token_flags(add, "required by the gateway and used by the monitor (default none)")
-    add("--ingest-token", default=os.environ.get("DRIFTGATE_INGEST_TOKEN"), help="the token the "
-        "gateway reports to the monitor with, and applications send labels with "
-        "(DRIFTGATE_INGEST_TOKEN)")  # fmt: skip
+    add_token_flags(add, "ingest", "ingest token", "which the gateway reports to the monitor "
+                    "with, and applications send labels with")  # fmt: skip
     add("--tls-cert", type=Path, default=None, help="PEM certificate both servers present "
         "(valid for --host); turns TLS on")  # fmt: skip
     add("--tls-key", type=Path, default=None, help="PEM key of --tls-cert")
@@ -218,7 +217,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    token = control_token(args)
+    control = control_token(args)
     gateway_args: tuple[str, ...] = ()
     if args.report_interval is not None:
         gateway_args = ("--report-interval", str(args.report_interval))
@@ -231,8 +230,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             monitor_grpc_port=args.monitor_grpc_port,
             monitor_metrics_port=args.monitor_metrics_port,
-            control_token=token,
-            ingest_token=args.ingest_token or None,
+            control_token=control,
+            ingest_token=token(args, "ingest"),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,

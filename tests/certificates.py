@@ -188,3 +188,28 @@ class Authority:
         key_path.chmod(0o600)
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return Issued(certificate, cert_path, key_path)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA with a server and two clients, and an untrusted CA with an impostor."""
+
+    ca: Authority
+    server: Issued  # SANs 127.0.0.1 and localhost
+    operator: Issued  # CN operator-1
+    reporter: Issued  # CN reporter-1
+    untrusted_ca: Authority
+    impostor: Issued  # CN operator-1 too, but signed by the untrusted CA
+
+    @classmethod
+    def create(cls, root: Path) -> Pki:
+        ca = Authority.create(root / "ca", "driftgate test CA")
+        untrusted = Authority.create(root / "untrusted-ca", "someone else's CA")
+        return cls(
+            ca=ca,
+            server=ca.issue(root / "server", "gateway-1", hosts=LOOPBACK),
+            operator=ca.issue(root / "operator", "operator-1"),
+            reporter=ca.issue(root / "reporter", "reporter-1"),
+            untrusted_ca=untrusted,
+            impostor=untrusted.issue(root / "impostor", "operator-1"),
+        )

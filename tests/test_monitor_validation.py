@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -24,10 +23,7 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core.errors import DriftgateError, FailedPrecondition, InvalidInput, quote
 from driftgate.core.profile import (
-    FeatureProfile,
     ReferenceProfile,
-    categorical_bins,
-    numeric_bins,
 )
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.service import Monitor
@@ -36,6 +32,7 @@ from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import Distribution, LabelIn, Report, Store, VersionCounts
 from driftgate.monitor.validation import MAX_LABELS, check_labels
 from tests.hostile_monitor_cases import MONITOR_CASES, MonitorCase
+from tests.monitor_profiles import churn_profile
 
 MODEL = "churn"
 PLAIN = "plain"  # a version without reference.json: traffic counts only
@@ -44,16 +41,7 @@ PLAIN = "plain"  # a version without reference.json: traffic counts only
 def write_versions(root: Path) -> ReferenceProfile:
     """``churn`` 1 with a profile (age, spend numeric, plan categorical, no/yes predictions),
     ``plain`` 1 without one, ``broken`` 1 whose reference.json is not JSON."""
-    rng = np.random.default_rng(0)
-    profile = ReferenceProfile(
-        rows=5_000,
-        features=(
-            FeatureProfile("age", "input", 0, numeric_bins(rng.standard_normal(5_000), 10)),
-            FeatureProfile("spend", "input", 1, numeric_bins(rng.standard_normal(5_000), 10)),
-            FeatureProfile("plan", "plan", 0, categorical_bins(rng.choice(["a", "b", "c"], 5_000))),
-        ),
-        prediction=categorical_bins(rng.choice(["no", "yes"], 5_000), categories=["no", "yes"]),
-    )
+    profile = churn_profile()
     for model, reference in (
         (MODEL, json.dumps(profile.to_dict())),
         (PLAIN, None),

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_control_token_flags", "control_token", "env"]
+__all__ = ["add_control_token_flags", "add_token_flags", "control_token", "env", "token"]
 
 
 def env(name: str, default: Any) -> Any:
@@ -20,29 +20,43 @@ def env(name: str, default: Any) -> Any:
     return type(default)(raw)
 
 
+def add_token_flags(add: Any, name: str, what: str, purpose: str, reread: bool = False) -> None:
+    """``--<name>-token`` and ``--<name>-token-file`` (DRIFTGATE_<NAME>_TOKEN[_FILE]).
+
+    ``what`` names the token in the help, ``purpose`` says what it guards or is sent with;
+    ``reread`` says the file is read again when it changes (servers), not once (commands).
+    """
+    variable = f"DRIFTGATE_{name.upper()}_TOKEN"
+    add(
+        f"--{name}-token",
+        default=os.environ.get(variable),
+        help=f"the {what}, {purpose} ({variable}). Prefer --{name}-token-file: flags show in ps",
+    )
+    again = ", again when it changes" if reread else ""
+    add(
+        f"--{name}-token-file",
+        type=Path,
+        default=os.environ.get(f"{variable}_FILE"),
+        help=f"read the {what} from this file{again} ({variable}_FILE)",
+    )
+
+
 def add_control_token_flags(add: Any, purpose: str) -> None:
     """``--control-token`` and ``--control-token-file``, for every command that needs one."""
-    add(
-        "--control-token",
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
-        help=f"the Control service's bearer token, {purpose} (DRIFTGATE_CONTROL_TOKEN). "
-        "Prefer --control-token-file: flags show in ps",
-    )
-    add(
-        "--control-token-file",
-        type=Path,
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
-        help="read the control token from this file (DRIFTGATE_CONTROL_TOKEN_FILE)",
-    )
+    add_token_flags(add, "control", "control token", purpose)
+
+
+def token(args: argparse.Namespace, name: str) -> str | None:
+    """The token from ``--<name>-token-file`` (which must not be empty) or ``--<name>-token``."""
+    path = getattr(args, f"{name}_token_file")
+    if path is not None:
+        value = Path(path).read_text(encoding="utf-8").strip()
+        if not value:
+            raise SystemExit(f"driftgate {args.command}: the token file {path} is empty")
+        return value
+    return getattr(args, f"{name}_token") or None
 
 
 def control_token(args: argparse.Namespace) -> str | None:
     """The token from ``--control-token-file`` (which must not be empty) or ``--control-token``."""
-    if args.control_token_file is not None:
-        token = Path(args.control_token_file).read_text(encoding="utf-8").strip()
-        if not token:
-            raise SystemExit(
-                f"driftgate {args.command}: the token file {args.control_token_file} is empty"
-            )
-        return token
-    return args.control_token or None
+    return token(args, "control")

@@ -11,13 +11,12 @@ takes ``--<peer>-tls-ca``, ``--<peer>-tls-cert``, ``--<peer>-tls-key``.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Credentials, Role, TokenSource, require_secure_bind
-from driftgate.core.cli import env
+from driftgate.core.cli import add_token_flags, env
 from driftgate.core.tls import ClientTLS, ServerTLS
 
 __all__ = [
@@ -84,31 +83,8 @@ def add_server_security_flags(add: Any, operator: str, ingest: str) -> None:
         "--tls-cert (DRIFTGATE_TLS_KEY)")  # fmt: skip
     add("--tls-client-ca", default=env("TLS_CLIENT_CA", ""), help="PEM CA that "
         "client certificates must chain to: mutual TLS (DRIFTGATE_TLS_CLIENT_CA)")  # fmt: skip
-    add(
-        "--control-token",
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN"),
-        help=f"the operator token, {operator} (DRIFTGATE_CONTROL_TOKEN). Prefer "
-        "--control-token-file: flags show in ps",
-    )
-    add(
-        "--control-token-file",
-        type=Path,
-        default=os.environ.get("DRIFTGATE_CONTROL_TOKEN_FILE"),
-        help="read the operator token from this file, again when it changes "
-        "(DRIFTGATE_CONTROL_TOKEN_FILE)",
-    )
-    add(
-        "--ingest-token",
-        default=os.environ.get("DRIFTGATE_INGEST_TOKEN"),
-        help=f"the ingest token, {ingest} (DRIFTGATE_INGEST_TOKEN)",
-    )
-    add(
-        "--ingest-token-file",
-        type=Path,
-        default=os.environ.get("DRIFTGATE_INGEST_TOKEN_FILE"),
-        help="read the ingest token from this file, again when it changes "
-        "(DRIFTGATE_INGEST_TOKEN_FILE)",
-    )
+    add_token_flags(add, "control", "operator token", operator, reread=True)
+    add_token_flags(add, "ingest", "ingest token", ingest, reread=True)
     add("--operator-subjects", default=env("OPERATOR_SUBJECTS", ""), help="client-certificate "
         "common names let in as operators under mutual TLS, comma-separated "
         "(DRIFTGATE_OPERATOR_SUBJECTS)")  # fmt: skip

@@ -103,18 +103,10 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        #: requests refused because the queue was full
-        self.refused = 0
-        #: total nanoseconds requests waited in the queue (for the queue-wait metric)
-        self.waited_ns = 0
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
-
-    @property
-    def running(self) -> int:
-        return self._running
 
     def _inline(self, rows: int) -> bool:
         return self._estimate(rows) < self._inline_below
@@ -135,7 +127,6 @@ class Batcher:
     def _admit(self, entries: int) -> None:
         # Not when empty: a request of more chunks than max_queue_size would never pass.
         if self._queue and len(self._queue) + entries > self.config.max_queue_size:
-            self.refused += 1
             raise ResourceExhausted(
                 f"the queue of this model is full ({len(self._queue)} waiting, "
                 f"max_queue_size {self.config.max_queue_size}); retry later"
@@ -229,8 +220,6 @@ class Batcher:
         if not batch:
             return
         started = time.perf_counter_ns()
-        for pending in batch:
-            self.waited_ns += started - pending.enqueued
         rows = sum(p.rows for p in batch)
         try:
             # Merging can fail too (inputs whose free dimensions differ between requests).

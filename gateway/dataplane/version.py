@@ -58,11 +58,10 @@ class State(enum.Enum):
 
 @dataclass(slots=True)
 class Answer:
-    """A request's encoded outputs, with the arrays the statistics collector reads."""
+    """A request's encoded outputs, and the arrays they came from (the shadow compares them)."""
 
     tensors: list[Any]
     raw: list[bytes]
-    feed: Mapping[str, np.ndarray]
     outputs: list[np.ndarray]
 
 
@@ -204,7 +203,7 @@ class VersionRuntime:
         )
         if observe and self.collector is not None:
             self._observe(feed, result.outputs, request_id)
-        return Answer(tensors, raw, feed, result.outputs)
+        return Answer(tensors, raw, result.outputs)
 
     def _observe(self, feed: Mapping[str, np.ndarray], outputs: list[np.ndarray], rid: str) -> None:
         assert self.collector is not None

@@ -13,14 +13,12 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-import sqlalchemy as sa
 
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
@@ -28,7 +26,7 @@ from driftgate.core.profile import ReferenceProfile
 from tests.hostile_monitor_cases import MONITOR_CASES, MonitorCase
 from tests.integration.test_monitor_server import MODEL, TOTAL, _report
 from tests.integration.test_monitor_server import repository as repository  # the fixture
-from tests.integration.test_store import _admin_url
+from tests.postgres import scratch_database
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration
@@ -64,17 +62,8 @@ def store_url(kind: str) -> Iterator[str | None]:
     if kind == "sqlite":
         yield None
         return
-    admin = sa.engine.make_url(_admin_url())
-    name = f"driftgate_hostile_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with scratch_database("driftgate_hostile") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

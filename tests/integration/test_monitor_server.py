@@ -18,11 +18,9 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.profile import (
-    FeatureProfile,
     ReferenceProfile,
-    categorical_bins,
-    numeric_bins,
 )
+from tests.monitor_profiles import churn_profile
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration
@@ -34,16 +32,7 @@ TOTAL = Duration(seconds=0)
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ReferenceProfile]:
     root = tmp_path_factory.mktemp("models")
-    rng = np.random.default_rng(0)
-    profile = ReferenceProfile(
-        rows=5_000,
-        features=(
-            FeatureProfile("age", "input", 0, numeric_bins(rng.standard_normal(5_000), 10)),
-            FeatureProfile("spend", "input", 1, numeric_bins(rng.standard_normal(5_000), 10)),
-            FeatureProfile("plan", "plan", 0, categorical_bins(rng.choice(["a", "b", "c"], 5_000))),
-        ),
-        prediction=categorical_bins(rng.choice(["no", "yes"], 5_000), categories=["no", "yes"]),
-    )
+    profile = churn_profile()
     version = root / MODEL / "1"
     version.mkdir(parents=True)
     (version / "model.onnx").write_bytes(b"not read by the monitor")

@@ -9,10 +9,8 @@ it; without it the PostgreSQL cases are skipped, and fail under CI). The last te
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,37 +31,19 @@ from driftgate.monitor.store import (
     VersionCounts,
     sqlite_url,
 )
+from tests.postgres import scratch_database
 from tests.processes import DriftgateProcess
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
-POSTGRES_ENV = "DRIFTGATE_TEST_POSTGRES_URL"
-
-
-def _admin_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_ENV} is not set: .ci/run starts PostgreSQL and sets it")
-        pytest.skip(f"{POSTGRES_ENV} is not set (a postgresql+psycopg:// URL of a test server)")
-    return url
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty database on the test server; dropped afterwards."""
-    admin = sa.engine.make_url(_admin_url())
-    name = f"driftgate_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

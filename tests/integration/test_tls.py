@@ -18,7 +18,6 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -38,7 +37,7 @@ from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.auth import TokenSource
 from driftgate.core.tls import ClientTLS
 from driftgate.monitor.control_client import GatewayControl
-from tests.certificates import LOOPBACK, Authority, Issued
+from tests.certificates import LOOPBACK, Authority, Issued, Pki
 from tests.integration.control_client import control as control_pb
 from tests.integration.control_client import control_stub
 from tests.processes import ROOT, DriftgateProcess, start_gateway
@@ -51,29 +50,9 @@ OPERATOR_TOKEN = "operator-token-for-tls-tests"
 INGEST_TOKEN = "ingest-token-for-tls-tests"
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Authority
-    server: Issued  # SANs 127.0.0.1 and localhost
-    operator: Issued  # CN operator-1
-    reporter: Issued  # CN reporter-1
-    untrusted_ca: Authority
-    impostor: Issued  # CN operator-1 too, but signed by the untrusted CA
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    ca = Authority.create(root / "ca", "driftgate test CA")
-    untrusted = Authority.create(root / "untrusted-ca", "someone else's CA")
-    return Pki(
-        ca=ca,
-        server=ca.issue(root / "server", "gateway-1", hosts=LOOPBACK),
-        operator=ca.issue(root / "operator", "operator-1"),
-        reporter=ca.issue(root / "reporter", "reporter-1"),
-        untrusted_ca=untrusted,
-        impostor=untrusted.issue(root / "impostor", "operator-1"),
-    )
+    return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.certificates import LOOPBACK, Authority, Issued
+from tests.certificates import Authority, Issued, Pki
 from tests.processes import DriftgateProcess
 from tests.triton.helpers import Zoo, run_gateway, status_of, tensor
 
@@ -27,27 +26,9 @@ pytestmark = pytest.mark.integration
 CONTROL_TOKEN = "control-token-for-triton-tls-tests"
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Authority
-    server: Issued
-    client: Issued
-    untrusted_ca: Authority
-    impostor: Issued  # the same name as ``client``, signed by the untrusted CA
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    ca = Authority.create(root / "ca", "driftgate test CA")
-    untrusted = Authority.create(root / "untrusted", "someone else's CA")
-    return Pki(
-        ca=ca,
-        server=ca.issue(root / "server", "gateway-1", hosts=LOOPBACK),
-        client=ca.issue(root / "client", "operator-1"),
-        untrusted_ca=untrusted,
-        impostor=untrusted.issue(root / "impostor", "operator-1"),
-    )
+    return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
 def _tls_flags(pki: Pki) -> list[str]:
@@ -162,7 +143,7 @@ def test_tritonclient_mutual_tls_with_a_client_certificate(
             assert _refusal(_infer_lr, refused, X) == "UNAVAILABLE"
         finally:
             refused.close()
-    triton = _client(mtls_gateway.address, pki.ca, pki.client)
+    triton = _client(mtls_gateway.address, pki.ca, pki.operator)
     try:
         np.testing.assert_array_equal(_infer_lr(triton, X), zoo.logistic.estimator.predict(X))
         assert triton.is_model_ready("lr")
@@ -174,7 +155,7 @@ def test_tritonclient_repository_control_needs_the_token_over_mutual_tls(
     mtls_gateway: DriftgateProcess, pki: Pki, zoo: Zoo
 ) -> None:
     """A certificate gets a client in; unloading a model still needs the control token."""
-    triton = _client(mtls_gateway.address, pki.ca, pki.client)
+    triton = _client(mtls_gateway.address, pki.ca, pki.operator)
     good = {"authorization": f"Bearer {CONTROL_TOKEN}"}
     try:
         for headers in (None, {"authorization": "Bearer not-the-token"}):
