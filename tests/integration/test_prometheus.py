@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -119,8 +120,12 @@ class Prometheus:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # holds an open response: close it here
+            exc.close()
+            raise OSError(f"prometheus answered {exc.code} for {path}") from None
         assert body["status"] == "success", body
         return body["data"]
 
@@ -132,7 +137,7 @@ class Prometheus:
 
     def wait(self, condition: Any, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        last: Exception | None = None
+        last = ""
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prometheus exited:\n{self.log_path.read_text()}")
@@ -140,7 +145,7 @@ class Prometheus:
                 if condition():
                     return
             except (OSError, AssertionError) as exc:
-                last = exc
+                last = repr(exc)  # not the exception: its traceback would keep sockets alive
             time.sleep(0.25)
         raise TimeoutError(f"{what} within {timeout} s ({last}):\n{self.log_path.read_text()}")
 
