@@ -116,11 +116,32 @@ class Autopilot:
     # -- drift evaluation -----------------------------------------------------------------
 
     def evaluate_drift(self, model: str) -> dict[str, Any]:
-        """Evaluate the stable version's drift and accuracy; raise alarms; maybe retrain."""
+        """Test the stable version's latest window that has ended, once; raise or clear the
+        drift alarm; check accuracy; maybe retrain.
+
+        The windows are consecutive and never overlap: [k w, (k + 1) w) for the policy's
+        window w, each tested once, one bucket after it ended (so that the gateways' reports
+        of its last bucket are in). Their tests are then independent: at the policy's level
+        per window (``DriftPolicy.alpha``, spread from ``false_alarms`` per 30 days), an
+        undrifted model raises ``false_alarms`` alarm events per 30 days on average, whatever
+        its traffic; a window sliding every minute would test almost the same rows 60 times
+        and alarm in streaks. A shift is alarmed by the first window that holds enough of it:
+        within two windows of its start. Retraining follows ``retrain.drift_evaluations``
+        consecutive drifted windows: the same signal."""
         policy = self.policy(model)
         now = self.clock()
         version = self._stable(model)
         p = policy.drift
+        settle = float(self.monitor.settings.bucket_seconds)
+        end = math.floor((now - settle) / p.window) * p.window
+        state = self.store.get_state(model, "drift") or {}
+        if state.get("version") != version:
+            if "version" in state:
+                self.monitor.show_alarm(model, int(state["version"]), {})
+            state = {"version": version, "streak": 0, "alarm": False, "accuracy_low": False}
+        if state.get("window_end") == end:
+            self.monitor.show_alarm(model, version, state)
+            return {"window_end": end, "evaluated": False, "streak": state["streak"]}
         thresholds = DriftThresholds(
             alpha=p.alpha, min_rows=p.min_rows, dataset_share=p.dataset_share
         )
@@ -128,18 +149,21 @@ class Autopilot:
         if key not in self._testers:
             self._testers[key] = DriftTester(thresholds)
         tester = self._testers[key]
-        window = Window(now - p.window, now)
+        window = Window(end - p.window, end)
         result = self.monitor.drift_with(tester, model, version, window)
-        state = self.store.get_state(model, "drift") or {}
-        if state.get("version") != version:
-            state = {"version": version, "streak": 0, "alarm": False, "accuracy_low": False}
+        state["window_end"] = end
         drifted = [f for f in result.features if f.verdict == Verdict.DRIFT]
         figures: dict[str, Any] = {
+            "window_start": window.start,
+            "window_end": end,
             "rows": result.rows,
+            "features": len(result.features),
             "share": result.share,
-            "window_seconds": p.window,
-            # per feature, each test that found drift: the distribution statistic and its
-            # threshold, or a quality kind's rates, p-value and sample sizes
+            # the level of the whole window (Bonferroni over the features inside)
+            "alpha": p.alpha,
+            "false_alarms_per_30_days": p.false_alarms,
+            # per feature, each test that found drift: the test, its statistic, critical
+            # value, effect size and sample sizes, or a quality kind's rates and p-value
             "drifted": {f.name: f.figures() for f in drifted},
         }
         if result.verdict == Verdict.DRIFT:
@@ -158,6 +182,9 @@ class Autopilot:
         elif result.verdict == Verdict.NO_DRIFT:
             state["streak"] = 0
             state["alarm"] = False
+        if result.prediction is not None and result.prediction.verdict != Verdict.INSUFFICIENT_DATA:
+            state["prediction_alarm"] = result.prediction.verdict == Verdict.DRIFT
+        self.monitor.show_alarm(model, version, state)
         accuracy = self.monitor.accuracy(model, version, window)
         holdout = self._meta(model, version).get("holdout_metrics") or {}
         baseline: float | None = holdout.get("accuracy")
@@ -192,7 +219,13 @@ class Autopilot:
             reason = "accuracy drop"
         if reason and policy.retrain.enabled and self._may_retrain(model, policy, now):
             self.request_retrain(model, reason)
-        return {"drift": figures, "accuracy": accuracy_figures, "streak": state["streak"]}
+        return {
+            "window_end": end,
+            "evaluated": True,
+            "drift": figures,
+            "accuracy": accuracy_figures,
+            "streak": state["streak"],
+        }
 
     def _may_retrain(self, model: str, policy: Policy, now: float) -> bool:
         last = (self.store.get_state(model, "retrain") or {}).get("last", 0.0)

@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special, stats
 
 from driftgate.monitor.quality import KINDS, QualityCounts, rise_p_value
 
@@ -89,11 +90,12 @@ _SHARED_CACHE: dict[tuple[Any, ...], float] = {}
 policy's testers pay once); keyed with the tester's seed and trials; a float per entry."""
 
 __all__ = [
-    "EPSILON",
     "CategoryShift",
     "DatasetDrift",
     "DriftTester",
     "DriftThresholds",
+    "EFFECT_STATISTIC",
+    "EPSILON",
     "FeatureDrift",
     "QualityCounts",
     "QualityDrift",
@@ -103,6 +105,7 @@ __all__ = [
     "js_distance",
     "ks_statistic",
     "l_infinity",
+    "pooled",
     "psi",
     "smoothed",
 ]
@@ -111,6 +114,9 @@ EPSILON = 1e-4
 """Additive smoothing of bin proportions for PSI (see the module docstring)."""
 
 Counts = npt.NDArray[np.float64]
+
+EFFECT_STATISTIC = {"chi_square": "js_distance"}
+"""Verdict statistics whose effect-size floor is taken on another statistic of the window."""
 
 
 class Verdict(enum.IntEnum):
@@ -220,7 +226,7 @@ class DriftThresholds:
     """Windows with fewer rows are INSUFFICIENT_DATA."""
     numeric_statistic: str = "ks_statistic"
     """Statistic the verdict of a numeric feature compares."""
-    categorical_statistic: str = "js_distance"
+    categorical_statistic: str = "chi_square"
     """Statistic the verdict of a categorical feature compares."""
     floors: dict[str, float] = field(
         default_factory=lambda: {
@@ -231,11 +237,18 @@ class DriftThresholds:
             "chi_square": 0.0,
         }
     )
-    """Effect-size floors: a statistic at or below its floor is never DRIFT."""
+    """Effect-size floors: a statistic at or below its floor is never DRIFT. A statistic
+    without a scale of its own (``chi_square``, which grows with the rows) is floored on
+    ``js_distance`` of the same window instead (``EFFECT_STATISTIC``)."""
     dataset_share: float = 0.0
     """The dataset verdict is DRIFT when the share of drifted features is above this."""
     trials: int = 20_000
-    """Least number of null simulations per critical value (more for small alpha')."""
+    """Least number of null simulations per simulated critical value (more for small
+    alpha'); only statistics without an asymptotic null distribution are simulated."""
+    min_expected: float = 5.0
+    """Chi-square: categories expected fewer times than this in the smaller sample are
+    pooled into one cell before the test (Cochran's rule), so the chi-square distribution
+    holds."""
     quality_floor: float = 0.01
     """Data quality: a rate at most this much above the reference's is never DRIFT."""
     quality_share: float = 0.1
@@ -332,10 +345,23 @@ class FeatureDrift:
     category: CategoryShift | None = None
     """Categorical features: the per-category test, part of the distribution verdict."""
 
+    test: str = ""
+    """How ``critical_value`` was found: ``kolmogorov_smirnov`` (asymptotic Kolmogorov
+    distribution), ``chi_square`` (chi-square distribution, sparse categories pooled) or
+    ``simulated`` (two-sample simulation of the null)."""
+    effect: str = ""
+    """The statistic ``floor`` applies to (``statistic`` itself unless EFFECT_STATISTIC)."""
+    reference_rows: int = 0
+    alpha: float = math.nan
+    """Level of the distribution test (its share of the evaluation's budget)."""
+
     @property
     def threshold(self) -> float:
-        """The value the statistic must exceed for DRIFT: max(critical value, floor)."""
-        return max(self.critical_value, self.floor)
+        """The value ``statistic`` must exceed for DRIFT: max(critical value, floor) when the
+        floor is on the statistic itself, else the critical value."""
+        if self.effect in ("", self.statistic):
+            return max(self.critical_value, self.floor)
+        return self.critical_value
 
     @property
     def distribution_verdict(self) -> Verdict:
@@ -353,10 +379,16 @@ class FeatureDrift:
             and (value > self.threshold)
         ):
             out["distribution"] = {
+                "test": self.test,
                 "statistic": self.statistic,
                 "value": value,
-                "threshold": self.threshold,
+                "critical_value": self.critical_value,
+                "alpha": self.alpha,
+                "effect": self.effect or self.statistic,
+                "effect_value": self.distances.get(self.effect or self.statistic),
+                "floor": self.floor,
                 "rows": self.rows,
+                "reference_rows": self.reference_rows,
             }
         for q in self.quality:
             if q.verdict == Verdict.DRIFT:
@@ -446,29 +478,68 @@ class DriftTester:
             )
         rows = int(win.sum())
         statistic = t.categorical_statistic if categorical else t.numeric_statistic
-        floor = t.floors.get(statistic, 0.0)
+        effect = EFFECT_STATISTIC.get(statistic, statistic)
+        floor = t.floors.get(effect, 0.0)
         values = distances(ref, win, categorical) if rows > 0 else {}
         if rows < t.min_rows or ref.sum() == 0:
             return FeatureDrift(
                 name, categorical, rows, values, statistic, math.nan, floor,
-                Verdict.INSUFFICIENT_DATA,
+                Verdict.INSUFFICIENT_DATA, test="", effect=effect,
+                reference_rows=int(ref.sum()), alpha=alpha,
             )  # fmt: skip
-        value = values.get(statistic)
-        if value is None:
-            value = float(_STATISTICS[statistic](ref, win))
-            values[statistic] = value
         shift = None
         if categorical and t.category_share > 0.0:
             shift = self.test_categories(ref, win, alpha * t.category_share)
             values["category_z"] = abs(shift.z)
             alpha *= 1.0 - t.category_share
-        critical = self.critical_value(statistic, ref, rows, alpha) if alpha > 0 else math.inf
-        drifted = value > critical and value > floor
+        value, critical, test = self._distribution_test(statistic, ref, win, values, alpha)
+        if effect not in values:
+            values[effect] = float(_STATISTICS[effect](ref, win))
+        drifted = value > critical and values[effect] > floor
         drifted = drifted or (shift is not None and shift.verdict == Verdict.DRIFT)
         verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
         return FeatureDrift(
-            name, categorical, rows, values, statistic, critical, floor, verdict, category=shift
-        )
+            name, categorical, rows, values, statistic, critical, floor, verdict,
+            category=shift, test=test, effect=effect, reference_rows=int(ref.sum()),
+            alpha=alpha,
+        )  # fmt: skip
+
+    def _distribution_test(
+        self,
+        statistic: str,
+        ref: npt.NDArray[np.int64],
+        win: npt.NDArray[np.int64],
+        values: dict[str, float],
+        alpha: float,
+    ) -> tuple[float, float, str]:
+        """(value, critical value, test) of the verdict statistic at level ``alpha``.
+
+        KS: the asymptotic Kolmogorov distribution, critical value
+        ``K^-1(alpha) * sqrt(1/n + 1/n_ref)`` (``scipy.special.kolmogi``). On binned values the
+        statistic is a maximum over the bin edges only, never above the continuous one, so the
+        critical value is conservative (a smaller false-alarm rate than ``alpha``), the more so
+        the fewer the bins. Chi-square: the 2 x k table with sparse categories pooled
+        (``pooled``) against the chi-square distribution with (cells - 1) degrees of freedom.
+        Any other statistic: the simulated critical value."""
+        n, n_ref = int(win.sum()), int(ref.sum())
+        if alpha <= 0.0:
+            return values.get(statistic, 0.0), math.inf, ""
+        if statistic == "ks_statistic":
+            scale = math.sqrt(1.0 / n + 1.0 / n_ref)
+            return values[statistic], float(special.kolmogi(alpha)) * scale, "kolmogorov_smirnov"
+        if statistic == "chi_square":
+            a, b = pooled(ref, win, self.thresholds.min_expected)
+            if a.size < 2:
+                values[statistic] = 0.0
+                return 0.0, math.inf, "chi_square"
+            value = float(chi_square(a, b))
+            values[statistic] = value
+            return value, float(stats.chi2.isf(alpha, a.size - 1)), "chi_square"
+        value = values.get(statistic)
+        if value is None:
+            value = float(_STATISTICS[statistic](ref, win))
+            values[statistic] = value
+        return value, self.critical_value(statistic, ref, n, alpha), "simulated"
 
     def test_categories(
         self, reference: npt.ArrayLike, window: npt.ArrayLike, alpha: float
@@ -584,6 +655,36 @@ class DriftTester:
         share = sum(r.verdict == Verdict.DRIFT for r in results) / len(results)
         verdict = Verdict.DRIFT if share > t.dataset_share else Verdict.NO_DRIFT
         return DatasetDrift(rows, results, predicted, share, verdict)
+
+
+def pooled(
+    reference: npt.ArrayLike, window: npt.ArrayLike, min_expected: float
+) -> tuple[Counts, Counts]:
+    """The 2 x k table (reference, window) with its sparse categories pooled.
+
+    A category is sparse when its expected count in the smaller sample, min(n, n_ref) times
+    its pooled share, is under ``min_expected``. Sparse categories become one cell; if that
+    cell is itself sparse, it joins the smallest other cell. Empty categories are dropped."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(window, dtype=np.float64)
+    columns = a + b
+    total = float(columns.sum())
+    if total <= 0:
+        return a[:0], b[:0]
+    smaller = min(float(a.sum()), float(b.sum()))
+    expected = smaller * columns / total
+    keep = expected >= min_expected
+    sparse = ~keep & (columns > 0)
+    out_a, out_b = a[keep], b[keep]
+    if sparse.any():
+        rest_a, rest_b = float(a[sparse].sum()), float(b[sparse].sum())
+        if smaller * (rest_a + rest_b) / total >= min_expected or out_a.size == 0:
+            out_a, out_b = np.append(out_a, rest_a), np.append(out_b, rest_b)
+        else:
+            smallest = int(np.argmin(out_a + out_b))
+            out_a[smallest] += rest_a
+            out_b[smallest] += rest_b
+    return out_a, out_b
 
 
 def _round_down(n: int) -> int:

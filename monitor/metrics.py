@@ -10,6 +10,11 @@ Series and labels (the README lists them with their use):
 - ``driftgate_monitor_drift_verdict{model, version, feature}``: 1 insufficient data,
   2 no drift, 3 drift.
 - ``driftgate_monitor_dataset_drift_share{model, version}``: share of drifted features.
+- ``driftgate_monitor_drift_alarm{model, version, signal}``: 1 while the drift policy's alarm
+  is raised (``monitor.autopilot``), 0 otherwise; signal ``inputs`` (the dataset verdict) or
+  ``prediction``. The policy tests consecutive windows once each, so this gauge's false
+  alarms over time are bounded (``drift.false_alarms`` per 30 days); the verdict gauges above
+  describe the sliding default window every ``evaluate_interval`` and are not: alert on this.
 - ``driftgate_monitor_quality_rate{model, version, feature, kind}`` and
   ``driftgate_monitor_quality_reference_rate{model, version, feature, kind}``: the share of a
   feature's values in the default window (and in the training data) that are ``missing``
@@ -87,6 +92,13 @@ class MonitorMetrics:
             "driftgate_monitor_drift_verdict",
             "Drift verdict of the default window: 1 insufficient data, 2 no drift, 3 drift",
             (*_VERSION, "feature"),
+            registry=registry,
+        )
+        self.drift_alarm = Gauge(
+            "driftgate_monitor_drift_alarm",
+            "1 while the drift policy's alarm is raised (signal: inputs, the dataset verdict; "
+            "prediction, the predictions' verdict), from consecutive windows tested once each",
+            (*_VERSION, "signal"),
             registry=registry,
         )
         self.dataset_drift_share = Gauge(

@@ -9,10 +9,10 @@ silently keep a default).
 
 ```toml
 [drift]
-interval = "60s"          # seconds between drift evaluations of the stable version
-window = "1h"             # rows of this window ending now are compared to the reference
+interval = "60s"          # how often the policy looks for a window that has ended
+window = "1h"             # consecutive, non-overlapping windows of this length are tested
 min_rows = 100            # fewer rows: insufficient data, never an alarm
-alpha = 0.005             # false-alarm rate of one evaluation (all features)
+false_alarms = 0.5        # expected false alarm events per 30 days of undrifted traffic
 dataset_share = 0.0       # dataset drift when the share of drifted features is above this
 
 [canary]
@@ -35,7 +35,7 @@ min_prediction_rows = 100        # rows per version for the prediction drift che
 [retrain]
 enabled = true            # retrain on the triggers below
 schedule = ""             # cron expression (minute hour day month day_of_week); "" none
-drift_evaluations = 3     # consecutive drifted evaluations that trigger a retrain
+drift_evaluations = 2     # consecutive drifted windows that trigger a retrain
 accuracy_drop = 0.1       # holdout accuracy (model.json) minus production accuracy
 min_labels = 100          # labels in the drift window for the accuracy trigger
 window = "7d"             # labelled production rows of this window join the training data
@@ -59,6 +59,7 @@ from typing import Any
 from driftgate.core.errors import InvalidInput
 
 __all__ = [
+    "ALARM_PERIOD",
     "POLICY_FILE",
     "CanaryChecks",
     "CanaryPolicy",
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 POLICY_FILE = "policy.toml"
+
+ALARM_PERIOD = 30 * 86400.0
+"""The period ``drift.false_alarms`` counts over: 30 days."""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -95,11 +99,18 @@ def parse_duration(text: str) -> float:
 class DriftPolicy:
     """When and how the stable version's inputs are checked for drift."""
 
-    interval: float = 60.0  # seconds between evaluations
-    window: float = 3600.0  # seconds of data per evaluation
+    interval: float = 60.0  # seconds between looks for a window that has ended
+    window: float = 3600.0  # length of the consecutive windows that are tested
     min_rows: int = 100  # fewer rows is insufficient data
-    alpha: float = 0.005  # false-alarm rate of one evaluation
+    false_alarms: float = 0.5  # expected false alarm events per 30 days, no drift
     dataset_share: float = 0.0  # dataset drift above this share of drifted features
+
+    @property
+    def alpha(self) -> float:
+        """False-alarm rate of one window: ``false_alarms`` spread over the windows of 30
+        days (a one-hour window: 0.5 / 720 = 6.9e-4). Windows do not overlap, so their
+        tests are independent and alarms over 30 days number ``false_alarms`` on average."""
+        return min(self.false_alarms * self.window / ALARM_PERIOD, 0.5)
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ class RetrainPolicy:
 
     enabled: bool = True
     schedule: str = ""  # cron expression; "" for none
-    drift_evaluations: int = 3  # consecutive drifted evaluations that trigger
+    drift_evaluations: int = 2  # consecutive drifted windows that trigger
     accuracy_drop: float = 0.1  # drop below the holdout accuracy that triggers
     min_labels: int = 100  # labels needed for the accuracy trigger
     window: float = 7 * 86400.0  # labelled production rows of this window are used
@@ -200,7 +211,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "drift.interval": ("duration", 0.0, float("inf"), False),
     "drift.window": ("duration", 0.0, float("inf"), False),
     "drift.min_rows": ("int", 1, float("inf"), True),
-    "drift.alpha": ("float", 0.0, 0.5, False),
+    "drift.false_alarms": ("float", 0.0, 1000.0, False),
     "drift.dataset_share": ("float", 0.0, 1.0, True),
     "canary.enabled": ("bool", 0, 0, True),
     "canary.interval": ("duration", 0.0, float("inf"), False),
@@ -229,6 +240,11 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "retrain.cooldown": ("duration", 0.0, float("inf"), True),
 }
 
+_REPLACED = {
+    "drift.alpha": "set drift.false_alarms instead, the expected false alarm events per 30 "
+    "days (each window's level follows from it and drift.window)",
+}
+
 
 class _Reader:
     def __init__(self, source: str) -> None:
@@ -239,6 +255,10 @@ class _Reader:
 
     def only(self, data: dict[str, Any], prefix: str, allowed: set[str]) -> None:
         for key in data:
+            if prefix + key in _REPLACED:
+                raise PolicyError(
+                    f"{self.source}: {prefix}{key} is no longer read; {_REPLACED[prefix + key]}"
+                )
             if key not in allowed:
                 raise PolicyError(
                     f"{self.source}: unknown key {prefix}{key}; "

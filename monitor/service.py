@@ -212,6 +212,7 @@ class Monitor:
             # One version's failure (a corrupt profile, rows stored before reports were
             # checked) must not freeze the gauges of every other one.
             try:
+                self.show_alarm(model, version)
                 self._evaluate_version(model, version, since, now)
             except Exception:
                 self._evaluation_failed(model, version)
@@ -228,6 +229,16 @@ class Monitor:
             self._publish_accuracy(
                 model, version, window_label(seconds), self.accuracy(model, version, window)
             )
+
+    def show_alarm(self, model: str, version: int, state: dict[str, Any] | None = None) -> None:
+        """``driftgate_monitor_drift_alarm`` of a version from the drift policy's state (the
+        store's, unless given): 1 while its alarm is raised, 0 otherwise."""
+        if state is None:
+            state = self.store.get_state(model, "drift") or {}
+        mine = state.get("version") == version
+        for signal, key in (("inputs", "alarm"), ("prediction", "prediction_alarm")):
+            raised = mine and bool(state.get(key))
+            self.metrics.drift_alarm.labels(model, str(version), signal).set(int(raised))
 
     def _evaluation_failed(self, model: str, version: int) -> None:
         """Count and log a failed evaluation: the traceback once, then a line per retry."""

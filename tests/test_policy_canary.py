@@ -35,6 +35,13 @@ def test_a_policy_file_with_units_and_nested_checks(tmp_path: Path) -> None:
     assert policy.retrain.cooldown == 3600.0
 
 
+def test_the_false_alarm_budget_is_spread_over_the_windows_of_30_days() -> None:
+    hourly = parse_policy({}, "p").drift
+    assert hourly.window == 3600.0 and hourly.alpha == pytest.approx(0.5 / 720)
+    daily = parse_policy({"drift": {"window": "1d", "false_alarms": 3}}, "p").drift
+    assert daily.alpha == pytest.approx(3 / 30)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -43,7 +50,8 @@ def test_a_policy_file_with_units_and_nested_checks(tmp_path: Path) -> None:
         ({"canary": {"interval": "soon"}}, "canary.interval: expected a duration"),
         ({"canary": {"failure_threshold": 0}}, "canary.failure_threshold: expected a value >= 1"),
         ({"canary": {"checks": {"max_accuracy_drop": 2}}}, "canary.checks.max_accuracy_drop"),
-        ({"drift": {"alpha": "x"}}, "drift.alpha: expected a number"),
+        ({"drift": {"false_alarms": "x"}}, "drift.false_alarms: expected a number"),
+        ({"drift": {"alpha": 0.01}}, "drift.alpha is no longer read; set drift.false_alarms"),
         ({"drift": {"intervall": 3}}, "unknown key drift.intervall"),
         ({"retrain": {"schedule": "every day"}}, "retrain.schedule: expected a cron"),
         ({"retrain": {"trainer": "no colon"}}, "retrain.trainer: expected"),
