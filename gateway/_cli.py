@@ -217,6 +217,20 @@ def register(subparsers: Any) -> None:
         help="seconds between reports to the monitor (DRIFTGATE_REPORT_INTERVAL; default 5)",
     )
     add(
+        "--report-bucket-seconds",
+        type=int,
+        default=env("REPORT_BUCKET_SECONDS", defaults.report_bucket_seconds),
+        help="seconds of one bucket of counts held while the monitor is away; must equal the "
+        "monitor's --bucket-seconds (DRIFTGATE_REPORT_BUCKET_SECONDS; default 60)",
+    )
+    add(
+        "--report-max-buckets",
+        type=int,
+        default=env("REPORT_MAX_BUCKETS", defaults.report_max_buckets),
+        help="buckets of counts held at most while the monitor is away; past it the two oldest "
+        "merge, no count lost (DRIFTGATE_REPORT_MAX_BUCKETS; default 1440, a day of minutes)",
+    )
+    add(
         "--record-sample-rate",
         type=float,
         default=env("RECORD_SAMPLE_RATE", defaults.record_sample_rate),
@@ -246,6 +260,8 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         "max_request_rows",
         "max_request_id_bytes",
         "stream_concurrency",
+        "report_bucket_seconds",
+        "report_max_buckets",
     ):
         if getattr(args, flag) < 1:
             raise SystemExit(
@@ -284,6 +300,8 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         ready_file=args.ready_file,
         monitor=args.monitor,
         report_interval=args.report_interval,
+        report_bucket_seconds=args.report_bucket_seconds,
+        report_max_buckets=args.report_max_buckets,
         record_sample_rate=args.record_sample_rate,
         record_max_per_second=args.record_max_per_second,
         max_request_id_bytes=args.max_request_id_bytes,

@@ -74,6 +74,8 @@ class GatewayServer:
                 self.hub,
                 self.labels,
                 settings.report_interval,
+                bucket_seconds=settings.report_bucket_seconds,
+                max_buckets=settings.report_max_buckets,
                 tls=settings.monitor_tls,
                 token=TokenSource(s.ingest_token, s.ingest_token_file),
                 registry=self.registry,

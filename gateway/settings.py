@@ -69,6 +69,13 @@ class GatewaySettings:
     monitor: str | None = None
     #: seconds between reports to the monitor (DRIFTGATE_REPORT_INTERVAL)
     report_interval: float = 5.0
+    #: seconds of one bucket of counts held while the monitor is away; must equal the
+    #: monitor's --bucket-seconds, so that late counts land in the bucket they were observed
+    #: in (DRIFTGATE_REPORT_BUCKET_SECONDS)
+    report_bucket_seconds: int = 60
+    #: buckets of counts held at most while the monitor is away (a day of minutes); past it
+    #: the two oldest merge, no count lost (DRIFTGATE_REPORT_MAX_BUCKETS)
+    report_max_buckets: int = 1440
     #: share of predictions kept as records for the label join (DRIFTGATE_RECORD_SAMPLE_RATE)
     record_sample_rate: float = 1.0
     #: most records kept per second and version, 0 for no cap; bounds what records cost a

@@ -23,6 +23,14 @@ A report:
 - all counts of the report together below 2**53, so that neither one report nor a sum of a
   thousand of them overflows a BIGINT column or loses precision as a float.
 
+A report's window may start hours or days ago: a gateway holds its counts by the bucket they
+were observed in while the monitor is away (a day of buckets by default) and then sends each
+with its own ``window_start``, which the store files them under. Counts older than the
+counts retention (``--counts-retention``) are taken too rather than refused (a refusal would
+set aside the records riding with them): the next prune deletes them, with the report's id,
+like any counts of that age; until then a window reaching that far back (or the total)
+includes them.
+
 A label batch: at most ``MAX_LABELS`` labels, each with a request id as above, a model name
 by the repository's rules or none, a value (a string of at most ``MAX_STRING_BYTES``, an
 integer, or a finite double) and a sane time.

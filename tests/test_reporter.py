@@ -7,6 +7,8 @@ The monitor is a fake stub in this process (no sockets); tests/integration cover
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from typing import Any
 
 import grpc
@@ -19,12 +21,13 @@ from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fb
 from driftgate.core.errors import InvalidInput
 from driftgate.gateway.reporter import (
     MAX_LABELS_PER_CALL,
+    HeldCounts,
     LabelBuffer,
     MonitorReporter,
     StatisticsHub,
     check_labels,
 )
-from driftgate.gateway.statistics import VersionCollector
+from driftgate.gateway.statistics import VersionCollector, VersionCounts
 
 REFERENCE = {
     "features": [
@@ -90,6 +93,8 @@ def _run(monitor: FakeMonitor, steps: Any, **kwargs: Any) -> MonitorReporter:
     hub, labels = StatisticsHub(), LabelBuffer()
     collector = VersionCollector(REFERENCE, {"x": 1, "c": 1}, ["label"])
     hub.add("m", 1, 1, collector)
+    # Day-long buckets unless a test says otherwise: no boundary splits a test's counts.
+    kwargs.setdefault("bucket_seconds", 86_400)
     reporter = MonitorReporter("127.0.0.1:1", hub, labels, interval=3600, **kwargs)
 
     async def main() -> None:
@@ -215,3 +220,72 @@ def test_labels_are_checked_before_they_are_held() -> None:
     refused([future], "labels[0].time")
     check_labels([_label("i" * 256), fb.Label(request_id="ok", model="m", int64_value=2)])
     assert buffer.add([_label("ok")]) == 1
+
+
+def _delta(rows: int) -> VersionCounts:
+    counts = VersionCounts.empty([3, 2], 2)
+    counts.features[0][1] = rows
+    counts.requests = counts.rows = rows
+    return counts
+
+
+def test_held_buckets_past_the_bound_merge_the_oldest_and_lose_no_count() -> None:
+    held = HeldCounts(bucket_seconds=60, limit=3)
+    minute = 1_800_000_000  # a minute boundary
+    for i in range(5):  # five minutes of deltas, 12 s each: rows 1, 2, 3, 4, 5
+        for k in range(5):
+            start = minute + 60 * i + 12 * k
+            held.add(("m", 1), _delta(i + 1), start, start + 12)
+    assert (len(held), held.merged) == (3, 2)
+    buckets = [held.take_oldest() for _ in range(3)]
+    assert held.take_oldest() is None
+    # The first three minutes merged into the first; the last two kept their own minute.
+    assert [b.start for b in buckets if b] == [minute, minute + 180, minute + 240]
+    assert [b.counts["m", 1].rows for b in buckets if b] == [5 * 6, 5 * 4, 5 * 5]
+    assert sum(int(b.counts["m", 1].features[0].sum()) for b in buckets if b) == 5 * 15
+
+
+def test_a_delta_goes_to_the_bucket_of_its_middle_never_starting_before_it() -> None:
+    held = HeldCounts(bucket_seconds=60, limit=10)
+    minute = 1_800_000_000
+    held.add(("m", 1), _delta(1), minute - 0.001, minute + 5)  # a take just early
+    held.add(("m", 1), _delta(2), minute + 5, minute + 59.9)
+    held.add(("m", 1), _delta(4), minute + 59.9, minute + 70)
+    first, second = held.take_oldest(), held.take_oldest()
+    assert first is not None and second is not None and held.take_oldest() is None
+    assert (first.start, first.end, first.counts["m", 1].rows) == (minute, minute + 59.9, 3)
+    assert (second.start, second.counts["m", 1].rows) == (minute + 60, 4)
+    with pytest.raises(ValueError):
+        HeldCounts(bucket_seconds=0)
+
+
+async def _next_second(past: float = 0.3) -> None:
+    now = time.time()
+    await asyncio.sleep(math.floor(now) + 1 + past - now)
+
+
+def test_counts_held_while_the_monitor_is_away_arrive_per_bucket_oldest_first(
+    monitor: FakeMonitor,
+) -> None:
+    """One-second buckets, at most one held besides the report awaiting acknowledgement."""
+    monitor.report_answer = lambda r: grpc.StatusCode.UNAVAILABLE
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        await _next_second()
+        for rows in (1, 2, 3):  # one request in each of three seconds
+            _serve(collector, rows, f"r{rows}")
+            await reporter.flush()  # the monitor is away
+            await _next_second()
+        monitor.report_answer = lambda r: None
+        await reporter.flush()
+
+    registry = CollectorRegistry()
+    _run(monitor, steps, bucket_seconds=1, max_buckets=1, registry=registry)
+    committed = monitor.committed
+    assert [r.sequence for r in committed] == [1, 2]
+    assert [r.versions[0].rows for r in committed] == [1, 2 + 3]  # the last two merged
+    first, second = (r.window_start.seconds for r in committed)
+    assert second == first + 1  # the merged bucket keeps its first second
+    assert sum(len(r.records) for r in committed) == 6  # records keep their own times
+    assert registry.get_sample_value("driftgate_reporting_merged_buckets_total") == 1
+    assert registry.get_sample_value("driftgate_reporting_held_buckets") == 0
