@@ -132,7 +132,7 @@ class Autopilot:
         now = self.clock()
         version = self._stable(model)
         p = policy.drift
-        settle = float(self.monitor.settings.bucket_seconds)
+        settle = float(self.store.bucket_seconds)
         end = math.floor((now - settle) / p.window) * p.window
         state = self.store.get_state(model, "drift") or {}
         if state.get("version") != version:

@@ -37,8 +37,8 @@ MODEL = "credit-risk"
 POLICY = """\
 # Fast intervals for the demo; the defaults suit production (see the README).
 [drift]
-interval = 2
-window = 10
+interval = 1
+window = 8
 min_rows = 100
 
 [canary]
@@ -56,7 +56,7 @@ min_prediction_rows = 30
 latency_p99_slack_ms = 50
 
 [retrain]
-drift_evaluations = 3
+drift_evaluations = 2
 accuracy_drop = 0.15
 min_labels = 150
 window = "10m"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
 
@@ -130,3 +131,59 @@ def test_scheduler_jobs_live_in_the_store_and_survive_a_restart(tmp_path: Path) 
         ids = sorted(r[0] for r in connection.execute(sa.text("SELECT id FROM apscheduler_jobs")))
     assert f"{MODEL}:canary" in ids and f"{MODEL}:drift" in ids
     reopened.close()
+
+
+def _report(pilot: Autopilot, sequence: int, time: float, drifted: bool) -> None:
+    """A report of 400 rows of version 1: in the training proportions, or every value of
+    every feature in its top bin."""
+    from driftgate.monitor.store import Distribution, Report, VersionCounts
+
+    profile = pilot.monitor.profile(MODEL, 1)
+    distributions = []
+    for feature in profile.features:
+        reference = np.asarray(feature.bins.counts, dtype=np.float64)
+        if drifted:
+            counts = np.zeros(reference.size, dtype=np.int64)
+            counts[-1] = 400
+        else:
+            counts = np.random.default_rng(sequence).multinomial(400, reference / reference.sum())
+        distributions.append(Distribution(feature.name, [int(c) for c in counts]))
+    version = VersionCounts(MODEL, 1, distributions, requests=400, rows=400)
+    pilot.store.ingest(Report("gateway-1", sequence, time, [version]))
+
+
+def test_drift_windows_are_consecutive_and_each_is_tested_once(tmp_path: Path) -> None:
+    root, data = _repository(tmp_path), tmp_path / "data"
+    (root / MODEL / "policy.toml").write_text(
+        "[drift]\nwindow = 60\nmin_rows = 100\n[retrain]\nenabled = false\n"
+    )
+    control, clock = FakeControl(canary=0, weight=0.0), Clock()
+    pilot = _autopilot(root, data, control, clock)
+    start = 1_700_000_040.0  # a multiple of the 60 s window
+    alarm = pilot.monitor.metrics.drift_alarm.labels(MODEL, "1", "inputs")
+
+    _report(pilot, 1, start + 10, drifted=True)
+    clock.now = start + 61  # the window [start, start + 60) ended a bucket (1 s) ago
+    first = pilot.evaluate_drift(MODEL)
+    assert first["evaluated"] and first["window_end"] == start + 60
+    assert first["drift"]["rows"] == 400 and first["streak"] == 1
+    (event,) = pilot.store.events(MODEL)
+    assert event.kind == "drift_alarm"
+    figures = event.figures["drifted"]["x0"]["distribution"]
+    assert figures["test"] == "kolmogorov_smirnov" and figures["rows"] == 400
+    assert figures["reference_rows"] == 200 and figures["value"] > figures["critical_value"]
+    assert event.figures["alpha"] == pytest.approx(0.5 * 60 / (30 * 86400))
+    assert alarm._value.get() == 1.0
+
+    # The same window is not tested again, however often the policy looks.
+    for _ in range(5):
+        clock.now += 10
+        assert not pilot.evaluate_drift(MODEL)["evaluated"]
+    assert len(pilot.store.events(MODEL)) == 1
+
+    # The next window holds undrifted rows only: no drift, the alarm clears.
+    _report(pilot, 2, start + 70, drifted=False)
+    clock.now = start + 121
+    second = pilot.evaluate_drift(MODEL)
+    assert second["evaluated"] and second["streak"] == 0 and second["drift"]["drifted"] == {}
+    assert alarm._value.get() == 0.0
