@@ -36,7 +36,7 @@ from driftgate.monitor.store import (
 )
 from driftgate.monitor.validation import check_labels, check_report
 
-__all__ = ["Monitor", "Window", "window_label"]
+__all__ = ["Monitor", "Window", "drift_inputs", "window_label"]
 
 log = logging.getLogger(__name__)
 
@@ -158,26 +158,7 @@ class Monitor:
         """``drift`` with the verdicts of ``tester`` (a policy's thresholds)."""
         profile = self.profile(model, version)
         counts = self.store.counts(model, version, window.start, window.end)
-        features = [
-            (f.name, _categorical(f.bins), _array(f.bins.counts), _window_counts(
-                counts.get((False, f.name), {}), len(f.bins.counts)
-            ))
-            for f in profile.features
-        ]  # fmt: skip
-        quality = [
-            (_reference_quality(f.bins), _window_quality(counts.get((False, f.name), {}), f.bins))
-            for f in profile.features
-        ]
-        prediction = None
-        if profile.prediction is not None:
-            stored = next((c for (p, _), c in counts.items() if p), {})
-            prediction = (
-                PREDICTION_FEATURE,
-                _categorical(profile.prediction),
-                _array(profile.prediction.counts),
-                _window_counts(stored, len(profile.prediction.counts)),
-            )
-        return tester.evaluate(features, prediction, quality)
+        return tester.evaluate(*drift_inputs(profile, counts))
 
     def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
         records = self.store.predictions(model, version, window.start, window.end)
@@ -300,6 +281,35 @@ def _publish_feature(m: MonitorMetrics, model: str, version: str, f: FeatureDrif
             m.quality_rate.labels(model, version, f.name, q.kind).set(q.rate)
         if q.reference_rows:
             m.quality_reference_rate.labels(model, version, f.name, q.kind).set(q.reference_rate)
+
+
+def drift_inputs(
+    profile: ReferenceProfile, counts: dict[tuple[bool, str], dict[int, int]]
+) -> tuple[list[Any], Any, list[tuple[QualityCounts, QualityCounts]]]:
+    """What ``DriftTester.evaluate`` takes, from a profile and a window's stored counts (as
+    ``Store.counts`` returns them: per (is prediction, name), bin -> count, with the special
+    bins of ``monitor.store``): each feature's reference and window counts, the prediction's,
+    and each feature's data-quality counts."""
+    features = [
+        (f.name, _categorical(f.bins), _array(f.bins.counts), _window_counts(
+            counts.get((False, f.name), {}), len(f.bins.counts)
+        ))
+        for f in profile.features
+    ]  # fmt: skip
+    quality = [
+        (_reference_quality(f.bins), _window_quality(counts.get((False, f.name), {}), f.bins))
+        for f in profile.features
+    ]
+    prediction = None
+    if profile.prediction is not None:
+        stored = next((c for (p, _), c in counts.items() if p), {})
+        prediction = (
+            PREDICTION_FEATURE,
+            _categorical(profile.prediction),
+            _array(profile.prediction.counts),
+            _window_counts(stored, len(profile.prediction.counts)),
+        )
+    return features, prediction, quality
 
 
 def _categorical(bins: Bins) -> bool:
