@@ -380,7 +380,9 @@ def _drift_table(r: Any) -> str:
     ]
     every = [*r.features, *([r.prediction] if r.HasField("prediction") else [])]
     for f in every:
-        threshold = max(f.critical_value, f.effect_size_floor)
+        # The bar's threshold: the floor counts only when it is on the statistic itself.
+        floored = f.effect_statistic in ("", f.statistic)
+        threshold = max(f.critical_value, f.effect_size_floor) if floored else f.critical_value
         value = getattr(f, f.statistic, 0.0)
         # Bar: the statistic against its threshold, '|' marks the threshold at 10 characters.
         filled = min(int(round(10 * value / threshold)) if threshold > 0 else 0, 20)

@@ -275,6 +275,10 @@ def _feature(f: FeatureDrift) -> pb.FeatureDrift:
         effect_size_floor=f.floor,
         quality=[_quality(q) for q in f.quality],
         distribution_verdict=pb.DriftVerdict.Name(int(f.distribution_verdict)),
+        test=f.test,
+        effect_statistic=f.effect or f.statistic,
+        reference_rows=f.reference_rows,
+        alpha=0.0 if math.isnan(f.alpha) else f.alpha,
     )
 
 

@@ -40,3 +40,17 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert (out / "results.md").read_text().startswith("# driftgate benchmark")
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "results.png").stat().st_size > 0
+
+
+def test_drift_statistics_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "drift.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "drift_statistics.py"), "--quick"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["false_alarms"]) == {"500", "5000", "50000", "1000000"}
+    assert set(report["alarm_events"]) == {"5000", "200000"}
+    assert set(report["detection"]) == {"x1", "price", "city"}
+    assert "targets:" in done.stdout and report["cost"]["query_warm_ms"] > 0
