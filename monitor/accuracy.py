@@ -5,20 +5,60 @@ log loss (probabilities clipped to [1e-15, 1 - 1e-15], as scikit-learn does), pe
 recall, and, beside the labelled figures, an estimate from the model's own probabilities:
 the mean top-class probability over every prediction of the window, labelled or not (it is
 the model's expected accuracy if it is calibrated, and needs no label). Regressors: MAE and
-RMSE. Both: label coverage and label-lag percentiles (p50, p90, p99).
+RMSE. Both: label coverage and label-lag percentiles (p50, p90, p99) read from a fixed
+log-spaced histogram (``LAG_EDGES``: a lag is known to within 6%).
+
+Two ways to the same figures: ``accuracy_of`` from the records themselves (the definition),
+and ``accuracy_from`` from ``AccuracyTotals``, sums that add up record by record and bucket
+by bucket (what the store keeps, so that a window never reads its records). ``record_top``
+and ``label_terms`` say what one record and one label add to those sums.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Accuracy", "JoinedPrediction", "accuracy_of"]
+__all__ = [
+    "LAG_EDGES",
+    "MAX_LOSS_COLUMNS",
+    "Accuracy",
+    "AccuracyTotals",
+    "JoinedPrediction",
+    "LabelTerms",
+    "Task",
+    "accuracy_from",
+    "accuracy_of",
+    "label_terms",
+    "lag_bin",
+    "lag_percentiles",
+    "record_top",
+]
 
 _CLIP = 1e-15
+
+LAG_EDGES: tuple[float, ...] = tuple(10 ** (k / 20) for k in range(141))
+"""Label-lag histogram edges, 1 s to 10^7 s (116 days) in steps of 12%: bin 0 holds lags
+under a second, bin i lags in [edge i-1, edge i), the last bin lags beyond 10^7 s."""
+
+MAX_LOSS_COLUMNS = 64
+"""Without the class list (no model.json), the log loss of every column of a labelled
+record's probabilities is kept, as the window decides which column is the label's; wider
+records get no log loss."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a version predicts: "classification" (with its class labels when model.json
+    names them) or "regression"."""
+
+    kind: str
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +88,39 @@ class Accuracy:
     label_lag_seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class AccuracyTotals:
+    """Sums over the records of a window, from which ``accuracy_from`` computes the figures.
+
+    ``confusion`` counts labelled records by (label, prediction) as strings (classifiers);
+    ``losses`` holds, per (label, number of probabilities, column), the records and the sum
+    of their log loss were that column the label's (-1: none applies); ``lags`` counts
+    labels per ``lag_bin``.
+    """
+
+    records: int = 0
+    labels: int = 0
+    top_count: int = 0
+    top_sum: float = 0.0
+    error_count: int = 0
+    absolute_error_sum: float = 0.0
+    squared_error_sum: float = 0.0
+    confusion: dict[tuple[str, str], int] = field(default_factory=dict)
+    losses: dict[tuple[str, int, int], tuple[int, float]] = field(default_factory=dict)
+    lags: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelTerms:
+    """What one joined label adds to ``AccuracyTotals``."""
+
+    lag_bin: int
+    confusion: tuple[str, str] | None = None
+    losses: tuple[tuple[int, int, float], ...] = ()
+    """(number of probabilities, column, log loss)."""
+    error: float | None = None
+
+
 def accuracy_of(
     records: Sequence[JoinedPrediction], task: str, class_labels: Sequence[str] = ()
 ) -> Accuracy:
@@ -58,10 +131,8 @@ def accuracy_of(
         label_count=len(labelled),
         coverage=len(labelled) / len(records) if records else 0.0,
     )
-    lags = np.array([r.lag_seconds for r in labelled if r.lag_seconds is not None])
-    if lags.size:
-        for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
-            result.label_lag_seconds[name] = float(np.percentile(lags, q))
+    lags = Counter(lag_bin(r.lag_seconds) for r in labelled if r.lag_seconds is not None)
+    result.label_lag_seconds = lag_percentiles(lags)
     if task == "regression":
         _regression(result, labelled)
     else:
@@ -110,6 +181,133 @@ def _log_loss(labelled: Sequence[JoinedPrediction], names: list[str]) -> float |
         column = index.get(str(r.label))
         if len(r.probabilities) != len(names) or column is None:
             return None
-        p = np.clip(np.asarray(r.probabilities, dtype=np.float64), _CLIP, 1 - _CLIP)
-        losses.append(-math.log(p[column] / p.sum()))
+        losses.append(_loss(r.probabilities, column))
     return float(np.mean(losses))
+
+
+def _loss(probabilities: Sequence[float], column: int) -> float:
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), _CLIP, 1 - _CLIP)
+    return -math.log(p[column] / p.sum())
+
+
+# -- the same figures from sums -----------------------------------------------------------
+
+
+def lag_bin(seconds: float) -> int:
+    """The ``LAG_EDGES`` bin of a label lag in seconds."""
+    return bisect.bisect_right(LAG_EDGES, seconds)
+
+
+def lag_percentiles(histogram: Mapping[int, int]) -> dict[str, float]:
+    """p50, p90 and p99 of the lags counted in ``histogram`` (bin -> labels): the geometric
+    middle of the bin holding the percentile's rank (0.5 s under a second), {} when empty."""
+    total = sum(histogram.values())
+    if not total:
+        return {}
+    bins = sorted(b for b, n in histogram.items() if n)
+    result = {}
+    for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+        rank, seen = q / 100 * (total - 1), 0
+        for b in bins:
+            seen += histogram[b]
+            if seen > rank:
+                break
+        result[name] = _lag_middle(b)
+    return result
+
+
+def _lag_middle(b: int) -> float:
+    if b == 0:
+        return 0.5
+    if b >= len(LAG_EDGES):
+        return LAG_EDGES[-1]
+    return math.sqrt(LAG_EDGES[b - 1] * LAG_EDGES[b])
+
+
+def record_top(task: Task, probabilities: Sequence[float]) -> float | None:
+    """A record's top-class probability (the estimated accuracy's term); None if it has none."""
+    if task.kind == "regression" or not len(probabilities):
+        return None
+    return float(max(probabilities))
+
+
+def label_terms(
+    task: Task,
+    prediction: str | float,
+    probabilities: Sequence[float],
+    label: str | float,
+    lag_seconds: float,
+) -> LabelTerms:
+    """What a label joined to its record adds to the sums of the record's bucket."""
+    lag = lag_bin(lag_seconds)
+    if task.kind == "regression":
+        try:
+            return LabelTerms(lag, error=float(prediction) - float(label))
+        except (TypeError, ValueError):  # not a number: no MAE or RMSE for its window
+            return LabelTerms(lag)
+    actual = str(label)
+    width = len(probabilities)
+    if task.classes:
+        fits = actual in task.classes and width == len(task.classes)
+        columns = [task.classes.index(actual)] if fits else []
+    else:
+        columns = list(range(width)) if width <= MAX_LOSS_COLUMNS else []
+    losses = tuple((width, c, _loss(probabilities, c)) for c in columns) or ((width, -1, 0.0),)
+    return LabelTerms(lag, confusion=(actual, str(prediction)), losses=losses)
+
+
+def accuracy_from(totals: AccuracyTotals, task: str, class_labels: Sequence[str] = ()) -> Accuracy:
+    """The figures ``accuracy_of`` gives for the records summed in ``totals``."""
+    t = totals
+    result = Accuracy(
+        prediction_count=t.records,
+        label_count=t.labels,
+        coverage=t.labels / t.records if t.records else 0.0,
+        label_lag_seconds=lag_percentiles(t.lags),
+    )
+    if task == "regression":
+        if t.labels and t.error_count == t.labels:
+            result.mae = t.absolute_error_sum / t.labels
+            result.rmse = math.sqrt(t.squared_error_sum / t.labels)
+        return result
+    if t.top_count:
+        result.estimated_accuracy = t.top_sum / t.top_count
+    confusion = {k: n for k, n in t.confusion.items() if n}
+    labelled = sum(confusion.values())
+    if not labelled:
+        return result
+    result.accuracy = sum(n for (a, p), n in confusion.items() if a == p) / labelled
+    names = [str(c) for c in class_labels] or sorted({x for pair in confusion for x in pair})
+    f1s = []
+    for name in names:
+        tp = float(confusion.get((name, name), 0))
+        actual = float(sum(n for (a, _), n in confusion.items() if a == name))
+        called = float(sum(n for (_, p), n in confusion.items() if p == name))
+        if actual:
+            result.recall[name] = tp / actual
+        f1s.append(2 * tp / (actual + called) if actual + called else 0.0)
+    result.f1 = f1s[1] if len(names) == 2 else float(np.mean(f1s))
+    result.log_loss = _log_loss_from(t.losses, names, labelled)
+    return result
+
+
+def _log_loss_from(
+    losses: Mapping[tuple[str, int, int], tuple[int, float]], names: list[str], labelled: int
+) -> float | None:
+    """Every labelled record must have one probability per name and a label among them."""
+    groups: dict[tuple[str, int], int] = {}
+    for (actual, width, _), (n, _) in losses.items():
+        groups[actual, width] = max(groups.get((actual, width), 0), n)
+    index = {name: i for i, name in enumerate(names)}
+    total, counted = 0.0, 0
+    for (actual, width), n in groups.items():
+        if not n:
+            continue
+        column = index.get(actual)
+        if width != len(names) or column is None:
+            return None
+        found, loss = losses.get((actual, width, column), (0, 0.0))
+        if found != n:
+            return None
+        total, counted = total + loss, counted + n
+    return total / counted if counted == labelled else None

@@ -21,7 +21,7 @@ import numpy as np
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
 from driftgate.core.repository import Repository, validate_model_name
-from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_of
+from driftgate.monitor.accuracy import Accuracy, accuracy_from
 from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
@@ -33,6 +33,7 @@ from driftgate.monitor.store import (
     LabelOutcome,
     Report,
     Store,
+    Task,
 )
 from driftgate.monitor.validation import check_labels, check_report
 
@@ -70,6 +71,7 @@ class Monitor:
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._testers: dict[str, DriftTester] = {}
         self._failing: set[tuple[str, int]] = set()
+        self._metadata: dict[tuple[str, int], dict[str, Any]] = {}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class Monitor:
         """Commit ``report`` once (``monitor.validation`` checks it first); the highest
         sequence committed for its instance."""
         check_report(report, sent_time, self.reference, time.time())
-        committed, applied = self.store.ingest(report)
+        committed, applied = self.store.ingest(report, self._tasks(report))
         self.metrics.reports.labels("applied" if applied else "duplicate").inc()
         if applied and sent_time:
             self.metrics.report_lag.observe(max(time.time() - sent_time, 0.0))
@@ -161,24 +163,37 @@ class Monitor:
         return tester.evaluate(*drift_inputs(profile, counts))
 
     def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
-        records = self.store.predictions(model, version, window.start, window.end)
-        meta: dict[str, Any] = {}
-        with contextlib.suppress(ModelNotFound):
-            # model.json only: the monitor never opens the ONNX graph.
-            path = self.repository.version_dir(model, version) / "model.json"
-            if path.is_file():
-                meta = json.loads(path.read_text(encoding="utf-8"))
-        task = str(meta.get("task") or _guess_task(records))
-        joined = [
-            JoinedPrediction(
-                prediction=r.value,
-                probabilities=r.probabilities,
-                label=r.label,
-                lag_seconds=None if r.label_time is None else max(r.label_time - r.time, 0.0),
-            )
-            for r in records
-        ]
-        return accuracy_of(joined, task, [str(c) for c in meta.get("class_labels") or ()])
+        """Figures of the records made in the window's buckets, from the store's per-bucket
+        accuracy aggregates (no record is read)."""
+        totals = self.store.accuracy_totals(model, version, window.start, window.end)
+        meta = self._model_json(model, version)
+        stored = self.store.version_task(model, version)
+        task = str(meta.get("task") or (stored.kind if stored else "classification"))
+        return accuracy_from(totals, task, [str(c) for c in meta.get("class_labels") or ()])
+
+    def _model_json(self, model: str, version: int) -> dict[str, Any]:
+        """The version's model.json ({} without one); read once, versions are immutable."""
+        key = (model, version)
+        if key not in self._metadata:
+            meta: dict[str, Any] = {}
+            with contextlib.suppress(ModelNotFound):
+                # model.json only: the monitor never opens the ONNX graph.
+                path = self.repository.version_dir(model, version) / "model.json"
+                if path.is_file():
+                    meta = json.loads(path.read_text(encoding="utf-8"))
+            self._metadata[key] = meta
+        return self._metadata[key]
+
+    def _tasks(self, report: Report) -> dict[tuple[str, int], Task]:
+        """What each version of the report's records predicts, as its model.json says."""
+        tasks = {}
+        for key in {(r.model, r.version) for r in report.records}:
+            meta = self._model_json(*key)
+            if meta.get("task"):
+                classes = tuple(str(c) for c in meta.get("class_labels") or ())
+                kind = "regression" if meta["task"] == "regression" else "classification"
+                tasks[key] = Task(kind, classes)
+        return tasks
 
     # -- periodic work --------------------------------------------------------------------
 
@@ -350,12 +365,6 @@ def _window_quality(stored: dict[int, int], bins: Bins) -> QualityCounts:
     binned = sum(count for index, count in stored.items() if 0 <= index < size)
     nan, inf = stored.get(NAN_BIN, 0), stored.get(INF_BIN, 0)
     return QualityCounts(binned + nan + inf, nan + inf, inf, stored.get(OUT_OF_RANGE_BIN, 0))
-
-
-def _guess_task(records: list[Any]) -> str:
-    if records and isinstance(records[0].value, float) and not records[0].probabilities:
-        return "regression"
-    return "classification"
 
 
 def _sqlite_bytes(url: str) -> int:

@@ -23,15 +23,18 @@ ordered functions give the same guarantees here. A migration must leave earlier 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from driftgate.monitor.accuracy import AccuracyTotals, Task, label_terms, record_top
 
 __all__ = [
     "INSTANCE_ID_LENGTH",
@@ -46,6 +49,7 @@ __all__ = [
     "Report",
     "Store",
     "StoredPrediction",
+    "Task",
     "VersionCounts",
     "sqlite_url",
 ]
@@ -59,6 +63,12 @@ _T = TypeVar("_T")
 INSTANCE_ID_LENGTH = 128
 NAME_LENGTH = 256
 REQUEST_ID_LENGTH = 256
+# A label or predicted class in the accuracy aggregates' keys; a longer one (rare: a string
+# label may have 4 kB) is keyed by its digest, "sha256:<hex>", which keeps index rows small.
+LABEL_KEY_LENGTH = 256
+# Aggregates made from records stored before migration 4 use this bucket length: windows
+# select whole buckets by their start, so a finer bucket than the store's is harmless.
+BACKFILL_BUCKET_SECONDS = 60
 
 metadata = sa.MetaData()
 
@@ -154,6 +164,82 @@ policy_state = sa.Table(
 )
 
 
+# Accuracy aggregates (migration 4): per (model, version, bucket of the record's prediction
+# time), updated in the transaction that stores a record or joins its label, so that the
+# accuracy of any window is a sum over its buckets (``monitor.accuracy.AccuracyTotals``).
+version_tasks = sa.Table(
+    "version_tasks",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("task", sa.String(32), nullable=False),
+    # JSON list of class labels; [] when model.json did not name them.
+    sa.Column("classes", sa.Text, nullable=False),
+)
+accuracy_sums = sa.Table(
+    "accuracy_sums",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("labels", sa.BigInteger, nullable=False),
+    sa.Column("top_count", sa.BigInteger, nullable=False),
+    sa.Column("top_sum", sa.Float, nullable=False),
+    sa.Column("error_count", sa.BigInteger, nullable=False),
+    sa.Column("absolute_error_sum", sa.Float, nullable=False),
+    sa.Column("squared_error_sum", sa.Float, nullable=False),
+)
+confusion = sa.Table(
+    "confusion",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("actual", sa.String(LABEL_KEY_LENGTH), primary_key=True),
+    sa.Column("predicted", sa.String(LABEL_KEY_LENGTH), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+label_losses = sa.Table(
+    "label_losses",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("actual", sa.String(LABEL_KEY_LENGTH), primary_key=True),
+    # The record's number of probabilities and the column whose log loss is summed.
+    sa.Column("width", sa.Integer, primary_key=True),
+    sa.Column("column", sa.Integer, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("loss_sum", sa.Float, nullable=False),
+)
+label_lags = sa.Table(
+    "label_lags",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("bin", sa.Integer, primary_key=True),  # monitor.accuracy.lag_bin
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+_AGGREGATES = (accuracy_sums, confusion, label_losses, label_lags)
+
+# Migration 4's indexes: a window of a version is a range of (model, version, bucket); the
+# pruning and the active versions go by bucket.
+_INDEXES = (
+    # Covering on purpose: the window query reads the index alone (benchmarks/store_window.py).
+    sa.Index(
+        "bin_counts_window",
+        bin_counts.c.model, bin_counts.c.version, bin_counts.c.bucket, bin_counts.c.prediction,
+        bin_counts.c.name, bin_counts.c.bin, bin_counts.c.count,
+    ),
+    sa.Index("traffic_bucket", traffic.c.bucket, traffic.c.model, traffic.c.version),
+    sa.Index("latency_bucket", latency.c.bucket),
+    sa.Index("reports_received", reports.c.received),
+    *(sa.Index(f"{t.name}_bucket", t.c.bucket) for t in _AGGREGATES),
+)  # fmt: skip
+
+
 def _migration_1(connection: Connection) -> None:
     """The first schema."""
     metadata.create_all(
@@ -206,7 +292,47 @@ def _migration_3(connection: Connection) -> None:
         connection.execute(sa.text(f'DROP TABLE "{old}"'))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(connection: Connection) -> None:
+    """Accuracy aggregates per bucket, backfilled from the stored records; indexes for
+    window queries, active versions and pruning that read a range, not a table."""
+    metadata.create_all(connection, tables=[version_tasks, *_AGGREGATES])
+    for index in _INDEXES:
+        index.create(connection, checkfirst=True)
+    _backfill_aggregates(connection)
+
+
+def _backfill_aggregates(connection: Connection) -> None:
+    """Sum the records already stored, oldest first; a version's task is guessed from its
+    first record (a number without probabilities: regression), its classes unknown."""
+    tasks: dict[tuple[str, int], Task] = {}
+    query = sa.select(
+        predictions.c.model, predictions.c.version, predictions.c.time,
+        predictions.c.prediction, predictions.c.label, predictions.c.label_time,
+    ).order_by(predictions.c.id)  # fmt: skip
+    sums = _Sums(BACKFILL_BUCKET_SECONDS)
+    rows = connection.execute(query.execution_options(yield_per=5000))
+    for row in rows:
+        answer = json.loads(row.prediction)
+        key = (row.model, int(row.version))
+        if key not in tasks:
+            tasks[key] = _guess_task(answer["value"], answer["probabilities"])
+        sums.record(key, row.time, tasks[key], answer["probabilities"])
+        if row.label is not None:
+            label = json.loads(row.label)["value"]
+            sums.label(key, row.time, tasks[key], answer, label, row.label_time)
+        if sums.size() > 50_000:
+            sums.write(connection)
+            sums = _Sums(BACKFILL_BUCKET_SECONDS)
+    sums.write(connection)
+    _remember_tasks(connection, tasks)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 """Ordered schema migrations; the schema version is the number applied."""
 
 
@@ -359,8 +485,15 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------------
 
-    def ingest(self, report: Report) -> tuple[int, bool]:
-        """Commit ``report`` once; returns (highest committed sequence, applied now)."""
+    def ingest(
+        self, report: Report, tasks: Mapping[tuple[str, int], Task] | None = None
+    ) -> tuple[int, bool]:
+        """Commit ``report`` once; returns (highest committed sequence, applied now).
+
+        ``tasks`` says what each (model, version) predicts (from its model.json), for the
+        accuracy aggregates of its records; a version the store has not seen and ``tasks``
+        does not name gets a task guessed from its first record.
+        """
         with self.engine.begin() as connection:
             first = connection.execute(
                 self._insert(reports)
@@ -376,7 +509,7 @@ class Store:
                 bucket = int(report.time // self.bucket_seconds) * self.bucket_seconds
                 for counts in report.versions:
                     self._add_counts(connection, counts, bucket)
-                self._add_records(connection, report.records)
+                self._add_records(connection, report.records, tasks or {})
             highest = connection.execute(
                 sa.select(sa.func.max(reports.c.sequence)).where(
                     reports.c.instance_id == report.instance_id
@@ -385,24 +518,10 @@ class Store:
         return int(highest), applied
 
     def _insert(self, table: sa.Table) -> Any:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return _insert(self._dialect, table)
 
     def _add(self, connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Upsert ``rows`` adding their non-key columns to the stored ones."""
-        if not rows:
-            return
-        keys = [c.name for c in table.primary_key.columns]
-        statement = self._insert(table)
-        added = {
-            c.name: c + getattr(statement.excluded, c.name)
-            for c in table.columns
-            if c.name not in keys
-        }
-        connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), rows)
+        _add(connection, table, rows)
 
     def _add_counts(self, connection: Connection, v: VersionCounts, bucket: int) -> None:
         key = {"model": v.model, "version": v.version, "bucket": bucket}
@@ -434,7 +553,12 @@ class Store:
         ]
         self._add(connection, latency, latency_rows)
 
-    def _add_records(self, connection: Connection, records: Sequence[PredictionIn]) -> None:
+    def _add_records(
+        self,
+        connection: Connection,
+        records: Sequence[PredictionIn],
+        given: Mapping[tuple[str, int], Task],
+    ) -> None:
         if not records:
             return
         rows = [
@@ -455,16 +579,55 @@ class Store:
             }
             for r in records
         ]
-        # A (model, request id) seen before keeps its first record.
-        connection.execute(self._insert(predictions).on_conflict_do_nothing(), rows)
-        self._join_pending(connection, [(r.model, r.request_id) for r in records])
+        # A (model, request id) seen before keeps its first record, and counts once.
+        inserted = {
+            (row.model, row.request_id)
+            for row in connection.execute(
+                self._insert(predictions)
+                .on_conflict_do_nothing()
+                .returning(predictions.c.model, predictions.c.request_id),
+                rows,
+            )
+        }
+        tasks = self._record_tasks(connection, records, given)
+        sums = _Sums(self.bucket_seconds)
+        for r, row in zip(records, rows, strict=True):
+            if (r.model, r.request_id) in inserted:
+                inserted.discard((r.model, r.request_id))
+                answer = json.loads(str(row["prediction"]))  # what a query of it reads
+                key = (r.model, r.version)
+                sums.record(key, r.time, tasks[key], answer["probabilities"])
+        self._join_pending(connection, [(r.model, r.request_id) for r in records], sums)
+        sums.write(connection)
 
-    def _join_pending(self, connection: Connection, keys: list[tuple[str, str]]) -> None:
+    def _record_tasks(
+        self,
+        connection: Connection,
+        records: Sequence[PredictionIn],
+        given: Mapping[tuple[str, int], Task],
+    ) -> dict[tuple[str, int], Task]:
+        """The stored task of each version of ``records``, storing it the first time."""
+        keys = {(r.model, r.version) for r in records}
+        tasks = _tasks_of(connection, keys)
+        new: dict[tuple[str, int], Task] = {}
+        for r in records:
+            key = (r.model, r.version)
+            if key not in tasks and key not in new:
+                new[key] = given.get(key) or _guess_task(r.value, r.probabilities)
+        if new:
+            _remember_tasks(connection, new)
+            tasks |= _tasks_of(connection, new)  # a replica may have stored another first
+        return tasks
+
+    def _join_pending(
+        self, connection: Connection, keys: list[tuple[str, str]], sums: _Sums
+    ) -> None:
         """Join held labels to the records ``keys`` (model, request id) just stored.
 
         A label held for the record's model wins over one that named no model; a label that
         named no model joins the first record with its id to arrive.
         """
+        joined = []
         for chunk in _chunks(keys, 500):
             ids = sorted({request_id for _, request_id in chunk})
             held = {
@@ -477,18 +640,22 @@ class Store:
                 row = held.pop((model, request_id), None) or held.pop(("", request_id), None)
                 if row is None:
                     continue
-                connection.execute(
+                record = connection.execute(
                     sa.update(predictions)
                     .where(predictions.c.model == model, predictions.c.request_id == request_id)
                     .where(predictions.c.label.is_(None))
                     .values(label=row.label, label_time=row.label_time)
-                )
+                    .returning(*_JOINED)
+                ).first()
+                if record is not None:
+                    joined.append(record)
                 connection.execute(
                     sa.delete(pending_labels).where(
                         pending_labels.c.model == row.model,
                         pending_labels.c.request_id == request_id,
                     )
                 )
+        _sum_labels(connection, joined, sums)
 
     # -- labels ---------------------------------------------------------------------------
 
@@ -502,6 +669,7 @@ class Store:
         it is ambiguous and not stored.
         """
         accepted = duplicates = unknown = ambiguous = 0
+        joined = []
         with self.engine.begin() as connection:
             for label in labels:
                 value = json.dumps({"value": label.value})
@@ -517,7 +685,7 @@ class Store:
                         continue
                     if owners:
                         model = owners[0].model
-                updated = connection.execute(
+                record = connection.execute(
                     sa.update(predictions)
                     .where(
                         predictions.c.model == model,
@@ -525,8 +693,10 @@ class Store:
                         predictions.c.label.is_(None),
                     )
                     .values(label=value, label_time=label.time)
-                ).rowcount
-                if updated:
+                    .returning(*_JOINED)
+                ).first()
+                if record is not None:
+                    joined.append(record)
                     accepted += 1
                     continue
                 known = connection.execute(
@@ -553,6 +723,9 @@ class Store:
                     unknown += 1
                 else:
                     duplicates += 1
+            sums = _Sums(self.bucket_seconds)
+            _sum_labels(connection, joined, sums)
+            sums.write(connection)
         return LabelOutcome(accepted, duplicates, unknown, ambiguous)
 
     # -- queries --------------------------------------------------------------------------
@@ -646,18 +819,57 @@ class Store:
             return [_stored(row) for row in connection.execute(query)]
 
     def active_versions(self, since: float) -> list[tuple[str, int]]:
-        """(model, version) pairs with counts in buckets from ``since`` on."""
+        """(model, version) pairs with traffic in buckets from ``since`` on (a report's
+        counts of a version always come with its traffic row)."""
         query = (
-            sa.select(bin_counts.c.model, bin_counts.c.version)
-            .where(bin_counts.c.bucket >= math.floor(since))
+            sa.select(traffic.c.model, traffic.c.version)
+            .where(traffic.c.bucket >= math.floor(since))
             .distinct()
         )
         with self.engine.connect() as connection:
             return sorted((m, int(v)) for m, v in connection.execute(query))
 
+    def version_task(self, model: str, version: int) -> Task | None:
+        """What the accuracy aggregates of a version were summed for; None before a record."""
+        with self.engine.connect() as connection:
+            return _tasks_of(connection, [(model, version)]).get((model, version))
+
+    def accuracy_totals(
+        self, model: str, version: int, start: float | None, end: float | None
+    ) -> AccuracyTotals:
+        """The accuracy aggregates of records made in buckets in [start, end), summed."""
+        totals = AccuracyTotals()
+
+        def window(table: sa.Table, *columns: Any) -> Any:
+            query = sa.select(*columns).where(table.c.model == model, table.c.version == version)
+            return self._in_window(query, table.c.bucket, start, end)
+
+        summed = window(accuracy_sums, *(sa.func.sum(accuracy_sums.c[n]) for n in _SUM_COLUMNS))
+        c, x, g = confusion, label_losses, label_lags
+        with self.engine.connect() as connection:
+            values = connection.execute(summed).one()
+            for name, value in zip(_SUM_COLUMNS, values, strict=True):
+                kind = type(getattr(totals, name))
+                setattr(totals, name, kind(value or 0))
+            cells = window(c, c.c.actual, c.c.predicted, sa.func.sum(c.c.count))
+            totals.confusion = {
+                (a, p): int(n)
+                for a, p, n in connection.execute(cells.group_by(c.c.actual, c.c.predicted))
+            }
+            columns = (x.c.actual, x.c.width, x.c.column)
+            losses = window(x, *columns, sa.func.sum(x.c.count), sa.func.sum(x.c.loss_sum))
+            totals.losses = {
+                (a, int(w), int(k)): (int(n), float(loss))
+                for a, w, k, n, loss in connection.execute(losses.group_by(*columns))
+            }
+            lags = window(g, g.c.bin, sa.func.sum(g.c.count)).group_by(g.c.bin)
+            totals.lags = {int(b): int(n) for b, n in connection.execute(lags)}
+        return totals
+
     def table_rows(self) -> dict[str, int]:
         """Row count of each data table (the store size a dashboard shows)."""
         tables = [reports, bin_counts, traffic, latency, predictions, pending_labels, events]
+        tables += _AGGREGATES
         with self.engine.connect() as connection:
             return {
                 t.name: int(
@@ -734,8 +946,9 @@ class Store:
         label_window: float = 0.0,
     ) -> dict[str, int]:
         """Delete records older than ``record_age`` s or beyond the newest ``max_records``,
-        held labels older than ``record_age``, and counts and report ids older than
-        ``counts_age``. Returns the rows deleted per table.
+        held labels older than ``record_age``, and counts, accuracy aggregates and report ids
+        older than ``counts_age``. Returns the rows deleted per table. The aggregates outlive
+        the records they were summed from: accuracy is kept as long as the counts.
 
         ``label_window`` (the stated label delay plus a margin) protects the newest records
         and held labels: nothing younger is deleted, whatever ``record_age`` and
@@ -763,14 +976,203 @@ class Store:
             deleted["pending_labels"] = connection.execute(
                 sa.delete(pending_labels).where(pending_labels.c.received < now - record_age)
             ).rowcount
-            for table in (bin_counts, traffic, latency):
+            cut = now - counts_age
+            # bin_counts has no index by bucket alone (it is the largest table): its rows go
+            # by (model, version, bucket) range for each version with traffic that old.
+            old = connection.execute(
+                sa.select(traffic.c.model, traffic.c.version)
+                .where(traffic.c.bucket < cut)
+                .distinct()
+            ).all()
+            deleted["bin_counts"] = 0
+            for model, version in old:
+                deleted["bin_counts"] += connection.execute(
+                    sa.delete(bin_counts).where(
+                        bin_counts.c.model == model,
+                        bin_counts.c.version == version,
+                        bin_counts.c.bucket < cut,
+                    )
+                ).rowcount
+            for table in (traffic, latency, *_AGGREGATES):
                 deleted[table.name] = connection.execute(
-                    sa.delete(table).where(table.c.bucket < now - counts_age)
+                    sa.delete(table).where(table.c.bucket < cut)
                 ).rowcount
             deleted["reports"] = connection.execute(
                 sa.delete(reports).where(reports.c.received < now - counts_age)
             ).rowcount
         return deleted
+
+
+def _insert(dialect: str, table: sa.Table) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _add(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Upsert ``rows`` adding their non-key columns to the stored ones."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    statement = _insert(connection.dialect.name, table)
+    added = {
+        c.name: c + getattr(statement.excluded, c.name) for c in table.columns if c.name not in keys
+    }
+    connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), rows)
+
+
+_SUM_COLUMNS = [c.name for c in accuracy_sums.columns if not c.primary_key]
+
+
+class _Sums:
+    """The accuracy aggregates one transaction adds, summed per key before one upsert a table.
+
+    Keys are (model, version, bucket of the record's time, ...); what a record and a label
+    add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
+    """
+
+    def __init__(self, bucket_seconds: int) -> None:
+        self.bucket_seconds = bucket_seconds
+        self.sums: dict[tuple[str, int, int], dict[str, float]] = {}
+        self.confusion: dict[tuple[str, int, int, str, str], int] = {}
+        self.losses: dict[tuple[str, int, int, str, int, int], list[float]] = {}
+        self.lags: dict[tuple[str, int, int, int], int] = {}
+
+    def size(self) -> int:
+        return len(self.sums) + len(self.confusion) + len(self.losses) + len(self.lags)
+
+    def _row(
+        self, key: tuple[str, int], time: float
+    ) -> tuple[tuple[str, int, int], dict[str, float]]:
+        bucket = int(time // self.bucket_seconds) * self.bucket_seconds
+        where = (*key, bucket)
+        return where, self.sums.setdefault(where, dict.fromkeys(_SUM_COLUMNS, 0))
+
+    def record(
+        self, key: tuple[str, int], time: float, task: Task, probabilities: Sequence[float]
+    ) -> None:
+        _, row = self._row(key, time)
+        row["records"] += 1
+        top = record_top(task, probabilities)
+        if top is not None:
+            row["top_count"] += 1
+            row["top_sum"] += top
+
+    def label(
+        self,
+        key: tuple[str, int],
+        time: float,
+        task: Task,
+        answer: dict[str, Any],
+        label: Any,
+        label_time: float,
+    ) -> None:
+        """A label joined to a record made at ``time`` answering ``answer`` (as stored)."""
+        where, row = self._row(key, time)
+        terms = label_terms(
+            task, answer["value"], answer["probabilities"], label, max(label_time - time, 0.0)
+        )
+        row["labels"] += 1
+        if terms.error is not None:
+            row["error_count"] += 1
+            row["absolute_error_sum"] += abs(terms.error)
+            row["squared_error_sum"] += terms.error**2
+        lag = (*where, terms.lag_bin)
+        self.lags[lag] = self.lags.get(lag, 0) + 1
+        if terms.confusion is None:
+            return
+        actual, predicted = (_label_key(x) for x in terms.confusion)
+        cell = (*where, actual, predicted)
+        self.confusion[cell] = self.confusion.get(cell, 0) + 1
+        for width, column, loss in terms.losses:
+            summed = self.losses.setdefault((*where, actual, width, column), [0, 0.0])
+            summed[0] += 1
+            summed[1] += loss
+
+    def write(self, connection: Connection) -> None:
+        def keyed(table: sa.Table, key: tuple[Any, ...]) -> dict[str, Any]:
+            names = [c.name for c in table.primary_key.columns]
+            return dict(zip(names, key, strict=True))
+
+        _add(connection, accuracy_sums, [keyed(accuracy_sums, k) | v for k, v in self.sums.items()])
+        _add(
+            connection,
+            confusion,
+            [keyed(confusion, k) | {"count": n} for k, n in self.confusion.items()],
+        )
+        _add(
+            connection,
+            label_losses,
+            [
+                keyed(label_losses, k) | {"count": n, "loss_sum": x}
+                for k, (n, x) in self.losses.items()
+            ],
+        )
+        _add(
+            connection,
+            label_lags,
+            [keyed(label_lags, k) | {"count": n} for k, n in self.lags.items()],
+        )
+
+
+# What a label join reads back of its record for the aggregates.
+_JOINED = (
+    predictions.c.model, predictions.c.version, predictions.c.time, predictions.c.prediction,
+    predictions.c.label, predictions.c.label_time,
+)  # fmt: skip
+
+
+def _sum_labels(connection: Connection, joined: Sequence[Any], sums: _Sums) -> None:
+    """Add labels just joined (rows of ``_JOINED``) to ``sums``, by their version's task."""
+    tasks = _tasks_of(connection, {(r.model, int(r.version)) for r in joined})
+    for r in joined:
+        key = (r.model, int(r.version))
+        answer = json.loads(r.prediction)
+        task = tasks.get(key) or _guess_task(answer["value"], answer["probabilities"])
+        sums.label(key, r.time, task, answer, json.loads(r.label)["value"], r.label_time)
+
+
+def _label_key(value: str) -> str:
+    if len(value) <= LABEL_KEY_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _guess_task(value: Any, probabilities: Sequence[float]) -> Task:
+    """A version's task when model.json does not say: a number without probabilities is a
+    regressor's answer (an integer too: JSON keeps 3.0 apart from 3, a float is written)."""
+    if isinstance(value, float) and not probabilities:
+        return Task("regression")
+    return Task("classification")
+
+
+def _remember_tasks(connection: Connection, tasks: dict[tuple[str, int], Task]) -> None:
+    """Store each version's task once: the first one stored is what its aggregates follow."""
+    if not tasks:
+        return
+    rows = [
+        {"model": m, "version": v, "task": t.kind, "classes": json.dumps(list(t.classes))}
+        for (m, v), t in tasks.items()
+    ]
+    statement = _insert(connection.dialect.name, version_tasks).on_conflict_do_nothing()
+    connection.execute(statement, rows)
+
+
+def _tasks_of(
+    connection: Connection, keys: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], Task]:
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    query = sa.select(version_tasks).where(
+        sa.tuple_(version_tasks.c.model, version_tasks.c.version).in_(sorted(wanted))
+    )
+    return {
+        (row.model, int(row.version)): Task(row.task, tuple(json.loads(row.classes)))
+        for row in connection.execute(query)
+    }
 
 
 def _engine(url: str) -> Engine:

@@ -8,6 +8,7 @@ it; without it the PostgreSQL cases are skipped, and fail under CI). The last te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.profile import FeatureProfile, NumericBins, ReferenceProfile
+from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_from, accuracy_of
 from driftgate.monitor.store import (
     MIGRATIONS,
     Distribution,
@@ -28,6 +30,7 @@ from driftgate.monitor.store import (
     PredictionIn,
     Report,
     Store,
+    Task,
     VersionCounts,
     sqlite_url,
 )
@@ -403,3 +406,186 @@ def test_monitor_process_on_postgresql(postgres_url: str, tmp_path: Path) -> Non
         assert store.traffic("churn", 1, None, None)["requests"] == 7
     finally:
         store.close()
+
+
+# -- accuracy aggregates ------------------------------------------------------------------
+
+
+def _answers(
+    sequence: int, model: str, answers: list[tuple[str, object, list[float]]], at: float = 0.0
+) -> Report:
+    """A report of records only: ``model`` version 1 gave each (request id, value, probabilities)
+    at ``T0 + at`` (records a second apart)."""
+    return Report(
+        f"gw-{model}", sequence, T0 + at, [],
+        [
+            PredictionIn(r, T0 + at + i, model, 1, [1.0], ["a"], value, probabilities)  # type: ignore[arg-type]
+            for i, (r, value, probabilities) in enumerate(answers)
+        ],
+    )  # fmt: skip
+
+
+def _from_records(store: Store, model: str, task: str, classes: tuple[str, ...]) -> Accuracy:
+    """The figures ``accuracy_of`` gives from the stored records themselves."""
+    records = store.predictions(model, 1, None, None)
+    joined = [
+        JoinedPrediction(
+            r.value, r.probabilities, r.label,
+            None if r.label_time is None else max(r.label_time - r.time, 0.0),
+        )
+        for r in records
+    ]  # fmt: skip
+    return accuracy_of(joined, task, classes)
+
+
+def _same(a: Accuracy, b: Accuracy) -> None:
+    """Equal figures, floats to rounding (sums are added in another order)."""
+    left, right = dataclasses.asdict(a), dataclasses.asdict(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        x, y = left[name], right[name]
+        if isinstance(x, float | dict):
+            assert x == pytest.approx(y, rel=1e-12), name
+        else:
+            assert x == y, name
+
+
+CLASSIFIER_ANSWERS = [
+    ("c1", "yes", [0.2, 0.8]),
+    ("c2", "no", [0.9, 0.1]),
+    ("c3", "yes", [0.4, 0.6]),
+    ("c4", "no", [0.7, 0.3]),
+    ("c5", "yes", [0.0, 1.0]),  # clipped before the log
+    ("c6", "no", [0.55, 0.45]),  # never labelled
+]
+
+
+@pytest.mark.parametrize("classes", [("no", "yes"), ()], ids=["class-labels", "no-model-json"])
+def test_classifier_aggregates_give_the_records_figures(
+    store: Store, classes: tuple[str, ...]
+) -> None:
+    """Labels before and after their records, resent reports and records, repeated labels:
+    the per-bucket aggregates give what ``accuracy_of`` gives on the stored records."""
+    task = Task("classification", classes)
+    early = store.add_labels([LabelIn("c1", "yes", T0 - 5, "churn")], now=T0)
+    assert early == (0, 0, 1, 0)  # held until its record arrives
+    tasks = {("churn", 1): task}
+    assert store.ingest(_answers(1, "churn", CLASSIFIER_ANSWERS[:3]), tasks)[1]
+    assert not store.ingest(_answers(1, "churn", CLASSIFIER_ANSWERS[:3]), tasks)[1]  # resent
+    store.ingest(_answers(2, "churn", CLASSIFIER_ANSWERS[2:], at=90), tasks)  # c3 again: kept once
+    outcome = store.add_labels(
+        [
+            LabelIn("c2", "yes", T0 + 400, "churn"),  # wrong, lag ~400 s
+            LabelIn("c3", "yes", T0 + 7200, "churn"),
+            LabelIn("c4", "no", T0 + 95, "churn"),
+            LabelIn("c5", "no", T0 + 100),  # the only record with that id: joined, wrong
+            LabelIn("c2", "no", T0 + 500, "churn"),  # the first label wins
+        ],
+        now=T0 + 7200,
+    )
+    assert outcome == (4, 1, 0, 0)
+    figures = accuracy_from(
+        store.accuracy_totals("churn", 1, None, None), "classification", classes
+    )
+    assert (figures.prediction_count, figures.label_count) == (6, 5)
+    assert figures.accuracy == pytest.approx(3 / 5)
+    assert figures.recall == {"no": pytest.approx(1 / 2), "yes": pytest.approx(2 / 3)}
+    assert figures.estimated_accuracy == pytest.approx((0.8 + 0.9 + 0.6 + 0.7 + 1.0 + 0.55) / 6)
+    assert figures.log_loss is not None and figures.log_loss > 6  # c5: -log(1e-15) / 5
+    _same(figures, _from_records(store, "churn", "classification", classes))
+    # The bucket of the first records holds c1 ... c3 (the second report came 90 s later).
+    bucket = T0 // 60 * 60
+    totals = store.accuracy_totals("churn", 1, bucket, bucket + 60)
+    first = accuracy_from(totals, "classification", classes)
+    assert (first.prediction_count, first.label_count, first.accuracy) == (3, 3, 2 / 3)
+
+
+def test_regressor_aggregates_give_the_records_figures(store: Store) -> None:
+    answers = [("r1", 10.0, []), ("r2", 12.5, []), ("r3", 7.0, []), ("r4", 1.0, [])]
+    store.ingest(_answers(1, "price", answers[:2]), {("price", 1): Task("regression")})
+    # Without the task from model.json the store guesses it from the first record: a number
+    # without probabilities is a regressor's answer.
+    store.ingest(_answers(2, "price", answers[2:], at=60))
+    store.add_labels(
+        [LabelIn("r1", 11.0, T0 + 30), LabelIn("r2", 10.0, T0 + 3600), LabelIn("r3", 7, T0 + 61)],
+        now=T0 + 3600,
+    )
+    figures = accuracy_from(store.accuracy_totals("price", 1, None, None), "regression")
+    assert (figures.prediction_count, figures.label_count) == (4, 3)
+    assert figures.mae == pytest.approx((1.0 + 2.5 + 0.0) / 3)
+    assert figures.rmse == pytest.approx(((1.0 + 6.25) / 3) ** 0.5)
+    assert figures.accuracy is None and figures.estimated_accuracy is None
+    _same(figures, _from_records(store, "price", "regression", ()))
+    assert store.table_rows()["confusion"] == 0  # a regressor's answers are not classes
+
+
+def test_label_lag_percentiles_from_the_histogram(store: Store) -> None:
+    answers = [(f"l{i}", "yes", [0.3, 0.7]) for i in range(100)]
+    store.ingest(_answers(1, "churn", answers), {("churn", 1): Task("classification")})
+    # Record i was made at T0 + i; its label comes 60 s later, or 1 h later for the last 5.
+    lags = [3600.0 if i >= 95 else 60.0 for i in range(100)]
+    store.add_labels(
+        [LabelIn(f"l{i}", "yes", T0 + i + lag, "churn") for i, lag in enumerate(lags)],
+        now=T0 + 4000,
+    )
+    lag = accuracy_from(
+        store.accuracy_totals("churn", 1, None, None), "classification"
+    ).label_lag_seconds
+    assert lag["p50"] == pytest.approx(60, rel=0.06)
+    assert lag["p90"] == pytest.approx(60, rel=0.06)
+    assert lag["p99"] == pytest.approx(3600, rel=0.06)
+
+
+def test_accuracy_aggregates_are_pruned_with_the_counts(store: Store) -> None:
+    """Aggregates outlive their records (record retention) and go with the counts."""
+    task = {("churn", 1): Task("classification", ("no", "yes"))}
+    store.ingest(_answers(1, "churn", CLASSIFIER_ANSWERS[:3]), task)  # T0 ... T0 + 2
+    store.ingest(_answers(2, "churn", CLASSIFIER_ANSWERS[3:], at=3600), task)
+    store.add_labels([LabelIn(r, "yes", T0 + 3700, "churn") for r, _, _ in CLASSIFIER_ANSWERS], T0)
+    deleted = store.prune(T0 + 7200, max_records=0, record_age=60, counts_age=1e9)
+    assert deleted["predictions"] == 6
+    total = accuracy_from(store.accuracy_totals("churn", 1, None, None), "classification")
+    assert (total.prediction_count, total.label_count, total.accuracy) == (6, 6, 3 / 6)
+    deleted = store.prune(T0 + 7200, max_records=0, record_age=60, counts_age=5000)
+    assert deleted["accuracy_sums"] == 1 and deleted["confusion"] == 2
+    total = accuracy_from(store.accuracy_totals("churn", 1, None, None), "classification")
+    assert (total.prediction_count, total.label_count, total.accuracy) == (3, 3, 1 / 3)  # c5
+
+
+def test_a_store_of_schema_3_gets_aggregates_of_its_records(url: str) -> None:
+    """Migration 4 on a store holding records and labels: the aggregates are summed from them
+    (the task guessed per version), and the window indexes exist."""
+    store = Store(url)
+    store.ingest(_answers(1, "churn", CLASSIFIER_ANSWERS))
+    store.ingest(_answers(1, "price", [("r1", 10.0, []), ("r2", 12.5, [])]))
+    store.add_labels(
+        [LabelIn(r, v, T0 + 100, "churn") for r, v in (("c1", "yes"), ("c2", "yes"), ("c5", "no"))]
+        + [LabelIn("r1", 11.0, T0 + 50, "price"), LabelIn("c9", "no", T0 + 5, "churn")],
+        now=T0 + 100,
+    )
+    expected = _from_records(store, "churn", "classification", ())
+    with store.engine.begin() as connection:  # back to schema 3: its tables, its indexes
+        for name in ("version_tasks", "accuracy_sums", "confusion", "label_losses", "label_lags"):
+            connection.execute(sa.text(f"DROP TABLE {name}"))
+        for index in ("bin_counts_window", "traffic_bucket", "latency_bucket", "reports_received"):
+            connection.execute(sa.text(f"DROP INDEX {index}"))
+        connection.execute(sa.text("UPDATE schema_version SET version = 3"))
+    store.close()
+    migrated = Store(url)
+    try:
+        assert migrated.schema_version == len(MIGRATIONS) == 4
+        figures = accuracy_from(migrated.accuracy_totals("churn", 1, None, None), "classification")
+        assert (figures.prediction_count, figures.label_count) == (6, 3)
+        _same(figures, expected)
+        price = accuracy_from(migrated.accuracy_totals("price", 1, None, None), "regression")
+        assert (price.prediction_count, price.label_count, price.mae) == (2, 1, 1.0)
+        assert migrated.table_rows()["confusion"] == 3  # churn's only
+        indexes = {i["name"] for i in sa.inspect(migrated.engine).get_indexes("bin_counts")}
+        assert "bin_counts_window" in indexes
+        # The held label joins its record when it arrives, into the aggregates.
+        migrated.ingest(_answers(2, "churn", [("c9", "no", [0.9, 0.1])], at=60))
+        after = accuracy_from(migrated.accuracy_totals("churn", 1, None, None), "classification")
+        assert (after.prediction_count, after.label_count) == (7, 4)
+        _same(after, _from_records(migrated, "churn", "classification", ()))
+    finally:
+        migrated.close()
