@@ -3,13 +3,18 @@ driftgate, and a JSON file whose every row has throughput and no errors."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from tests.postgres import POSTGRES_ENV, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,3 +59,32 @@ def test_drift_statistics_benchmark_smoke(tmp_path: Path) -> None:
     assert set(report["alarm_events"]) == {"5000", "200000"}
     assert set(report["detection"]) == {"x1", "price", "city"}
     assert "targets:" in done.stdout and report["cost"]["query_warm_ms"] > 0
+
+
+def test_store_window_benchmark_smoke(tmp_path: Path) -> None:
+    """One day of history: every query answers, on SQLite and (with a test server) PostgreSQL."""
+    out = tmp_path / "store.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "store_window.py"), "--days", "1",
+        "--repeat", "3", "--cache", str(tmp_path / "cache"), "--json", str(out),
+    ]  # fmt: skip
+    dialects = {"sqlite"}
+    with contextlib.ExitStack() as stack:
+        if os.environ.get(POSTGRES_ENV):
+            url = stack.enter_context(scratch_database("driftgate_bench"))
+            database = sa.engine.make_url(url).database
+            command += ["--postgres", url, "--postgres-database", str(database)]
+            dialects.add("postgresql")
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == dialects
+    for figures in results.values():
+        assert figures["count_rows"] == 1440 * (20 * 20 + 2)
+        assert set(figures["queries"]) == {
+            "window_counts_1h", "active_versions_1h", "accuracy_1h", "accuracy_total",
+            "prune_oldest_minute",
+        }  # fmt: skip
+        for timing in figures["queries"].values():
+            assert 0 < timing["median_ms"] <= timing["p95_ms"]
+    assert "target: 1-hour window under 50 ms on sqlite" in done.stdout
