@@ -4,6 +4,19 @@
 drains; ``serve()`` runs until SIGTERM or SIGINT. Background tasks refresh the gauges every
 ``evaluate_interval`` seconds and prune the store every ``prune_interval`` seconds.
 
+Threads: the RPCs (ingest, labels, queries) run on one store thread, in order, so that a
+report is acknowledged as soon as it is committed; the gauge evaluation and the prune run on
+a thread of their own, so a slow evaluation never queues an acknowledgement behind it; the
+policy scheduler's jobs run on its own pool. ``Monitor`` is shared by all of them, and that
+is safe: its profile and tester caches are dictionaries filled on first use and never
+emptied (a lookup racing another reads the same file twice and keeps one equal result;
+each dictionary operation is atomic under the GIL), the set of failing versions belongs to
+the evaluation alone, Prometheus metrics lock their own values, and the store's SQLAlchemy
+engine hands each call a connection of its own. On SQLite (WAL) readers never block or wait
+for the writer; writes (ingest, labels, prune, policy state) still take the database's one
+write lock in turn, waiting up to its busy timeout, so a long prune transaction can delay an
+ingest on SQLite, where on PostgreSQL they lock only the rows they touch.
+
 Errors map to statuses as in the gateway: a ``DriftgateError`` becomes its status and
 message, anything else INTERNAL with a logged traceback (``driftgate.core.rpc.Guarded`` wraps each
 method).
@@ -54,7 +67,8 @@ class MonitorServer:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
-        self._executor = ThreadPoolExecutor(1, "driftgate-store")
+        self._executor = ThreadPoolExecutor(1, "driftgate-store")  # RPCs: ingest first
+        self._background = ThreadPoolExecutor(1, "driftgate-evaluate")  # gauges and prune
         self.monitor: Monitor | None = None
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -129,7 +143,7 @@ class MonitorServer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(self._executor, job)
+                await loop.run_in_executor(self._background, job)
             except Exception:
                 log.exception("periodic %s failed", getattr(job, "__name__", job))
             await asyncio.sleep(seconds)
@@ -159,10 +173,11 @@ class MonitorServer:
             self._control.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+        loop = asyncio.get_running_loop()
+        # An evaluation already running finishes before the store closes under it.
+        await loop.run_in_executor(None, self._background.shutdown)
         if self.monitor is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.monitor.store.close
-            )
+            await loop.run_in_executor(self._executor, self.monitor.store.close)
         self._executor.shutdown(wait=True)
 
     async def serve(self) -> None:
