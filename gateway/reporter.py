@@ -14,7 +14,7 @@ before the bucket's start), so the monitor, which files counts under the bucket 
 first, each once. A report is sent until the monitor acknowledges it, unchanged (the monitor
 ignores a sequence it has already committed, so counts arrive exactly once); meanwhile new
 deltas keep arriving in held buckets. While the monitor is up, that is one report per
-interval for the current bucket, as before; after an outage, one report per bucket held.
+interval (two when a boundary passed since the last); after an outage, one per held bucket.
 
 Held buckets are bounded: at most ``max_buckets`` (default 1440, a day of one-minute
 buckets). Past the bound the two oldest merge into the older one, so no count is lost, only

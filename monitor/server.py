@@ -8,14 +8,17 @@ Threads: the RPCs (ingest, labels, queries) run on one store thread, in order, s
 report is acknowledged as soon as it is committed; the gauge evaluation and the prune run on
 a thread of their own, so a slow evaluation never queues an acknowledgement behind it; the
 policy scheduler's jobs run on its own pool. ``Monitor`` is shared by all of them, and that
-is safe: its profile and tester caches are dictionaries filled on first use and never
-emptied (a lookup racing another reads the same file twice and keeps one equal result;
-each dictionary operation is atomic under the GIL), the set of failing versions belongs to
-the evaluation alone, Prometheus metrics lock their own values, and the store's SQLAlchemy
-engine hands each call a connection of its own. On SQLite (WAL) readers never block or wait
-for the writer; writes (ingest, labels, prune, policy state) still take the database's one
-write lock in turn, waiting up to its busy timeout, so a long prune transaction can delay an
-ingest on SQLite, where on PostgreSQL they lock only the rows they touch.
+is safe: its profile, tester and model-metadata caches are dictionaries filled on first use
+and never emptied (a lookup racing another reads the same file twice and keeps one equal
+result; each dictionary operation is atomic under the GIL); the set of failing versions
+belongs to the evaluation alone; Prometheus metrics lock their own values; the store's
+SQLAlchemy engine hands each call a connection of its own. The critical-value cache the
+drift testers share is such a dictionary too, but its eviction once full (``monitor.drift``)
+is two steps, so two threads evicting at once can fail one evaluation (logged, counted,
+retried at the next). On SQLite (WAL) readers never wait for the writer; writes (ingest,
+labels, prune, policy state) still take the database's one write lock in turn, up to its
+busy timeout, so a long prune transaction can delay an ingest there; on PostgreSQL they
+lock only the rows they touch.
 
 Errors map to statuses as in the gateway: a ``DriftgateError`` becomes its status and
 message, anything else INTERNAL with a logged traceback (``driftgate.core.rpc.Guarded`` wraps each
