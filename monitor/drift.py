@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -85,6 +86,7 @@ _SIMULATION_CELLS = 1 << 19
 """Cells (trials x bins) simulated at a time: bounds a critical value's memory (~tens of MB)."""
 
 _CACHE_LIMIT = 65_536
+_CACHE_LOCK = threading.Lock()
 _SHARED_CACHE: dict[tuple[Any, ...], float] = {}
 """Critical values shared by every ``DriftTester`` of the process (the gauges' and the
 policy's testers pay once); keyed with the tester's seed and trials; a float per entry."""
@@ -300,9 +302,10 @@ class QualityDrift:
 
 @dataclass(frozen=True)
 class CategoryShift:
-    """The per-category test of a categorical feature: the category whose share moved the
-    most (largest standardised difference ``z``), its exact two-sided p-value, and the level
-    ``alpha`` every one of the ``bins`` categories is tested at (Bonferroni)."""
+    """The per-category test of a categorical feature: the category that drifted most
+    clearly (else the one with the largest standardised difference ``z``), its exact
+    two-sided p-value, and the level ``alpha`` it was tested at (its weighted Bonferroni
+    share of the test's budget, over ``bins`` categories)."""
 
     bin: int
     z: float
@@ -316,6 +319,7 @@ class CategoryShift:
     def figures(self) -> dict[str, Any]:
         return {
             "test": "fisher_exact_per_category",
+            "weights": "sqrt(s(1-s))",
             "bin": self.bin,
             "z": self.z,
             "difference": self.difference,
@@ -435,12 +439,14 @@ class DriftTester:
             self._seed, self.thresholds.trials, statistic, shape.tobytes(),
             _round_down(int(ref.sum())), n, round(alpha, 12),
         )  # fmt: skip
-        cached = self._cache.get(key)
+        with _CACHE_LOCK:
+            cached = self._cache.get(key)
         if cached is None:
             cached = self._simulate(statistic, ref, n, alpha)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = cached
+            with _CACHE_LOCK:  # the gauges' and the policy's threads share the cache
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = cached
         return cached
 
     def _simulate(self, statistic: str, ref: npt.NDArray[np.int64], n: int, alpha: float) -> float:
@@ -532,14 +538,12 @@ class DriftTester:
             if a.size < 2:
                 values[statistic] = 0.0
                 return 0.0, math.inf, "chi_square"
-            value = float(chi_square(a, b))
-            values[statistic] = value
-            return value, float(stats.chi2.isf(alpha, a.size - 1)), "chi_square"
-        value = values.get(statistic)
-        if value is None:
-            value = float(_STATISTICS[statistic](ref, win))
-            values[statistic] = value
-        return value, self.critical_value(statistic, ref, n, alpha), "simulated"
+            chi2 = float(chi_square(a, b))
+            values[statistic] = chi2
+            return chi2, float(stats.chi2.isf(alpha, a.size - 1)), "chi_square"
+        if statistic not in values:
+            values[statistic] = float(_STATISTICS[statistic](ref, win))
+        return values[statistic], self.critical_value(statistic, ref, n, alpha), "simulated"
 
     def test_categories(
         self, reference: npt.ArrayLike, window: npt.ArrayLike, alpha: float
@@ -548,27 +552,37 @@ class DriftTester:
 
         z_k = (q_k - p_k) / sqrt(s_k (1 - s_k) (1/n + 1/n_ref)), s_k the pooled share, ranks
         the categories; the verdict rests on exact two-sided p-values (Fisher's test, twice
-        the smaller one-sided tail, ``monitor.quality.rise_p_value``), valid at any count,
-        computed only for the categories whose |z| could reach the Bonferroni level
-        ``alpha / bins`` (|z| >= 2; a smaller |z| is far from that level). DRIFT when some
-        category's p-value is under ``alpha / bins`` and its share moved by more than
-        ``category_floor``."""
+        the smaller one-sided tail, ``monitor.quality.rise_p_value``), valid at any count.
+        The budget is shared by weighted Bonferroni: category k is tested at
+        ``alpha * w_k / sum(w)`` with w_k = sqrt(s_k (1 - s_k)), the scale of its standard
+        error, so that a move of so many points, which is fewer standard errors in a common
+        category than in a rare one, is seen as well in either. Fisher's test conditions on
+        each category's pooled count, which fixes the weights: the family's false-alarm rate
+        stays at most ``alpha``. P-values are computed only for the categories whose |z|
+        could reach their level. DRIFT when some category's p-value is under its level and
+        its share moved by more than ``category_floor``."""
         ref = np.asarray(reference, dtype=np.int64)
         win = np.asarray(window, dtype=np.int64)
         n_ref, n = int(ref.sum()), int(win.sum())
         bins = max(len(ref), 1)
-        level = alpha / bins
         floor = self.thresholds.category_floor
         if n_ref == 0 or n == 0:
+            level = alpha / bins
             return CategoryShift(-1, 0.0, 0.0, 1.0, level, bins, floor, Verdict.INSUFFICIENT_DATA)
         p, q = ref / n_ref, win / n
         pooled = (ref + win) / (n_ref + n)
-        se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / n_ref))
+        spread = np.sqrt(pooled * (1.0 - pooled))
+        weights = spread / spread.sum() if spread.sum() > 0 else np.full(bins, 1.0 / bins)
+        levels = alpha * weights
+        se = spread * math.sqrt(1.0 / n + 1.0 / n_ref)
         diff = q - p
         z = np.divide(diff, se, out=np.zeros_like(diff), where=se > 0)
         best = int(np.argmax(np.abs(z)))
-        p_best, k_drift = 1.0, -1
-        for k in np.flatnonzero(np.abs(z) >= 2.0):
+        # A two-sided p-value under its level needs |z| near the normal quantile of the level;
+        # the exact test is computed from a margin below it.
+        reach = 0.8 * float(special.ndtri(1.0 - min(float(levels.max()), 0.5) / 2.0))
+        ratio_best, p_best, k_drift = math.inf, 1.0, -1
+        for k in np.flatnonzero((np.abs(z) >= reach) & (levels > 0)):
             if abs(diff[k]) <= floor:
                 continue
             x, x_ref = int(win[k]), int(ref[k])
@@ -578,13 +592,14 @@ class DriftTester:
                 else rise_p_value(x_ref, n_ref, x, n)
             )
             p_value = min(2.0 * one_sided, 1.0)
-            if p_value < p_best:
-                p_best, k_drift = p_value, int(k)
+            if p_value / levels[k] < ratio_best:
+                ratio_best, p_best, k_drift = p_value / levels[k], p_value, int(k)
         shown = k_drift if k_drift >= 0 else best
-        verdict = Verdict.DRIFT if p_best < level else Verdict.NO_DRIFT
+        verdict = Verdict.DRIFT if ratio_best < 1.0 else Verdict.NO_DRIFT
         return CategoryShift(
-            shown, float(z[shown]), float(diff[shown]), p_best, level, bins, floor, verdict
-        )
+            shown, float(z[shown]), float(diff[shown]), p_best, float(levels[shown]), bins,
+            floor, verdict,
+        )  # fmt: skip
 
     def test_quality(
         self, reference: QualityCounts, window: QualityCounts, alpha: float
