@@ -309,6 +309,8 @@ class Demo:
                 gateway_args=(
                     "--report-interval",
                     "0.5",
+                    "--report-bucket-seconds",
+                    "1",
                     "--poll-interval",
                     "0.2",
                     "--record-max-per-second",
