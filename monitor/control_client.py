@@ -17,7 +17,7 @@ from driftgate.core.errors import DriftgateError, Status
 from driftgate.core.rpc import channel
 from driftgate.core.tls import ClientTLS
 
-__all__ = ["ControlError", "DeploymentView", "GatewayControl"]
+__all__ = ["ControlConflict", "ControlError", "DeploymentView", "GatewayControl"]
 
 ACTOR = "driftgate-monitor"
 
@@ -26,6 +26,13 @@ class ControlError(DriftgateError):
     """The gateway refused a control call or could not be reached."""
 
     code = Status.UNAVAILABLE
+
+
+class ControlConflict(ControlError):
+    """The deployment moved since it was read (FAILED_PRECONDITION on ``expected_revision``):
+    an operator, or another monitor, acted first. The caller backs off."""
+
+    code = Status.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,12 @@ class GatewayControl:
             return getattr(self._stub, method)(request, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as exc:
             code = exc.code().name if exc.code() is not None else "UNKNOWN"
-            raise ControlError(f"gateway {self.address} {method}: {code}: {exc.details()}") from exc
+            error = (
+                ControlConflict
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                else ControlError
+            )
+            raise error(f"gateway {self.address} {method}: {code}: {exc.details()}") from exc
 
     def status(self, model: str) -> DeploymentView:
         response = self._call("GetStatus", self._pb.GetStatusRequest(model=model))
@@ -79,8 +91,12 @@ class GatewayControl:
                 return _view(status.state)
         raise ControlError(f"gateway {self.address} does not serve model {model!r}")
 
-    def deploy_canary(self, model: str, version: int, weight: float, reason: str) -> None:
-        self._call(
+    def deploy_canary(
+        self, model: str, version: int, weight: float, reason: str, revision: int | None = None
+    ) -> DeploymentView:
+        """Deploy ``version`` as the canary at ``weight``; with ``revision``, only if the
+        deployment is still at that revision (else ``ControlConflict``)."""
+        response = self._call(
             "Deploy",
             self._pb.DeployRequest(
                 model=model,
@@ -88,18 +104,28 @@ class GatewayControl:
                 role=self._pb.ROLE_CANARY,
                 canary_weight=weight,
                 reason=reason,
+                expected_revision=revision,
             ),
         )
+        return _view(response.state)
 
-    def pin_stable(self, model: str, version: int, reason: str) -> None:
+    def pin_stable(
+        self, model: str, version: int, reason: str, revision: int | None = None
+    ) -> DeploymentView:
         """Deploy ``version`` as the stable (a no-op when it already is): a repository without
-        a pinned stable serves its newest version, which a retrained version would become."""
-        self._call(
+        a pinned stable serves its newest version, which a retrained version would become.
+        With ``revision``, only if the deployment is still at it (else ``ControlConflict``)."""
+        response = self._call(
             "Deploy",
             self._pb.DeployRequest(
-                model=model, version=version, role=self._pb.ROLE_STABLE, reason=reason
+                model=model,
+                version=version,
+                role=self._pb.ROLE_STABLE,
+                reason=reason,
+                expected_revision=revision,
             ),
         )
+        return _view(response.state)
 
     def set_traffic(self, model: str, weight: float, reason: str, revision: int) -> None:
         self._call(
