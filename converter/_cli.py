@@ -105,5 +105,6 @@ def _run(args: argparse.Namespace) -> int:
     print(result.parity.format())
     metrics = result.metadata.get("holdout_metrics")
     if metrics:
-        print("holdout metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+        shown = ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "source_description")
+        print(f"holdout metrics: {shown} ({metrics.get('source_description')})")
     return 0

@@ -1,18 +1,26 @@
 """``convert``: a fitted estimator + its training data -> the next version of a model.
 
-Steps: check the estimator is supported; load the data; export to ONNX (see
-``converter.export`` for the input layout and output names); run the parity check (see
-``converter.parity`` for the tolerance) on held-out rows, or on sampled rows when
-``holdout_fraction`` is 0; profile the data and the model's own predictions
-(``driftgate.core.profile``); compute holdout metrics when labels are given; then write
+Steps: check the estimator is supported; load the data; export ``served_estimator``'s copy
+to ONNX (see ``converter.export`` for the input layout, the output names and why tree
+thresholds are rounded down to float32 on that copy); run the parity check (see
+``converter.parity`` for the tolerance) of the graph against that copy, and check that the
+copy predicts the same float32 rows exactly as the fitted estimator; profile the data and the
+model's own predictions (``driftgate.core.profile``); compute holdout metrics when labels are
+given; then write
 ``model.onnx``, ``model.json``, ``reference.json``, ``estimator.joblib`` and
 ``training_sample.npz`` atomically through ``Repository.write_version``. Any failure before
 the final rename leaves nothing in the repository.
 
-Holdout: ``holdout_fraction`` of the rows (a seeded random split) are used for the parity
-check and the holdout metrics; the metrics are honest only if the estimator was not fitted on
-those rows (``holdout_split`` gives the same split to a trainer). The profile and the stored
-training sample use all rows.
+Holdout metrics (``model.json`` ``holdout_metrics``, the accuracy baseline the monitor
+compares production with) are computed on rows the estimator was not fitted on whenever
+``convert`` can know it: given ``holdout`` (a retrain passes the worker's holdout, the newest
+labelled production rows, which the candidate never saw), the metrics are that table's
+(``"source": "holdout"``). ``convert`` fits nothing itself, so without ``holdout`` it cannot
+know which rows the caller fitted on: the metrics are then those of a seeded random
+``holdout_fraction`` of ``data`` (``"source": "split"``), held out only if the caller fitted on
+``holdout_split``'s training rows, as ``model.json`` says. The parity rows come from that
+split (or from all rows); the profile and the stored training sample use all rows of
+``data``, the rows the model was trained on.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from driftgate.converter.export import (
     check_supported,
     export_onnx,
     make_layout,
+    served_estimator,
 )
 from driftgate.converter.parity import ParityError, ParityReport, Tolerance, compare
 from driftgate.core.errors import InvalidInput
@@ -149,14 +158,23 @@ def _sklearn_outputs(estimator: Any, inputs: Any, task: str) -> dict[str, npt.ND
     return {"variable": np.asarray(estimator.predict(inputs), dtype=np.float64)}
 
 
+_EXACT = Tolerance(atol=0.0, rtol=0.0, min_label_agreement=1.0)
+
+
 def _check_parity(
-    session: Any, estimator: Any, layout: Layout, rows: Table, task: str, tol: Tolerance
+    session: Any, fitted: Any, served: Any, layout: Layout, rows: Table, task: str, s: Tolerance
 ) -> ParityReport:
+    """The graph against ``served`` (the copy it was made from) on the float32 ``rows``;
+    first, ``served`` against ``fitted`` exactly (ParityError if they differ at all)."""
     rows32 = _float32_rows(rows)
+    inputs = layout.sklearn_input(rows32)
+    expected = _sklearn_outputs(served, inputs, task)
+    adjusted = compare(expected, _sklearn_outputs(fitted, inputs, task), _EXACT)
+    if not adjusted.passed:
+        raise ParityError(adjusted)
     names = [o.name for o in session.get_outputs()]
     onnx_outputs = dict(zip(names, session.run(None, layout.feeds(rows32)), strict=True))
-    expected = _sklearn_outputs(estimator, layout.sklearn_input(rows32), task)
-    return compare(onnx_outputs, expected, tol)
+    return compare(onnx_outputs, expected, s)
 
 
 def _parity_rows(rows: int, holdout: npt.NDArray[np.intp], s: ConverterSettings) -> Any:
@@ -196,22 +214,30 @@ def _profile(
     return ReferenceProfile(table.rows, tuple(features), prediction)
 
 
+_SOURCES = {
+    "holdout": "rows given as the holdout, which the estimator was not fitted on",
+    "split": "a seeded random split of the data (holdout_split); held out only if the "
+    "estimator was fitted on the split's training rows",
+}
+
+
 def _holdout_metrics(
-    y_true: Any, y_pred: Any, task: str, classes: list[Any] | None
+    y_true: Any, y_pred: Any, task: str, classes: list[Any] | None, source: str
 ) -> dict[str, Any]:
     from sklearn import metrics
 
+    provenance = {"source": source, "source_description": _SOURCES[source]}
     if task == "classification":
         if classes is not None and isinstance(classes[0], str):
             y_true = np.asarray([str(v) for v in y_true], dtype=object)
-        return {
+        return provenance | {
             "rows": len(y_true),
             "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
             "f1": float(metrics.f1_score(y_true, y_pred, average="macro")),
             "f1_average": "macro",
         }
     y_true = np.asarray(y_true, dtype=np.float64)
-    return {
+    return provenance | {
         "rows": len(y_true),
         "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
         "rmse": float(math.sqrt(metrics.mean_squared_error(y_true, y_pred))),
@@ -291,23 +317,37 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _build(estimator: Any, table: Table, s: ConverterSettings) -> _Artifacts:
+def _metrics(
+    estimator: Any, layout: Layout, table: Table, held: Table | None, split: Any, task: str,
+    classes: list[Any] | None, predictions: Any,
+) -> dict[str, Any] | None:  # fmt: skip
+    if held is not None:
+        if held.target is None or not held.rows:
+            return None
+        held = held.select(layout.features)
+        predicted = estimator.predict(layout.sklearn_input(held))
+        return _holdout_metrics(held.target, predicted, task, classes, "holdout")
+    if table.target is None or not split.size:
+        return None
+    return _holdout_metrics(table.target[split], predictions[split], task, classes, "split")
+
+
+def _build(estimator: Any, table: Table, held: Table | None, s: ConverterSettings) -> _Artifacts:
     task = check_supported(estimator)
     layout = make_layout(estimator, table)
     table = table.select(layout.features)
-    onnx_model = export_onnx(estimator, layout, task, s.opset)
+    served = served_estimator(estimator)
+    onnx_model = export_onnx(served, layout, task, s.opset)
     onnx_bytes = onnx_model.SerializeToString()
     session = _session(onnx_bytes, estimator)
-    _, holdout = holdout_split(table.rows, s.holdout_fraction, s.seed)
-    parity_rows = table.take(_parity_rows(table.rows, holdout, s))
-    report = _check_parity(session, estimator, layout, parity_rows, task, s.tolerance)
+    _, split = holdout_split(table.rows, 0.0 if held else s.holdout_fraction, s.seed)
+    parity_rows = table.take(_parity_rows(table.rows, split, s))
+    report = _check_parity(session, estimator, served, layout, parity_rows, task, s.tolerance)
     if not report.passed:
         raise ParityError(report)
     predictions = estimator.predict(layout.sklearn_input(table))
     classes = [_json_scalar(c) for c in estimator.classes_] if task == "classification" else None
-    metrics = None
-    if table.target is not None and holdout.size:
-        metrics = _holdout_metrics(table.target[holdout], predictions[holdout], task, classes)
+    metrics = _metrics(estimator, layout, table, held, split, task, classes, predictions)
     sample_rng = np.random.default_rng(s.seed + 2)
     sample_size = min(table.rows, s.sample_rows)
     sample = table.take(np.sort(sample_rng.choice(table.rows, sample_size, replace=False)))
@@ -326,12 +366,15 @@ def convert(
     target: str | None = None,
     labels: Any = None,
     settings: ConverterSettings | None = None,
+    holdout: Table | None = None,
 ) -> ConversionResult:
     """Convert ``estimator`` and write it as the next version of ``model``.
 
     ``estimator`` is a fitted scikit-learn object or a joblib file (trusted input: loading
     it runs code). ``data`` is a CSV (with a header), Parquet or ``.npz`` path, a 2-D array,
     a DataFrame or a ``Table``; ``target`` names its label column, or pass ``labels``.
+    ``holdout``: labelled rows the estimator was not fitted on, for the holdout metrics
+    (otherwise a seeded split of ``data``; see the module docstring).
     Raises UnsupportedEstimator, ParityError or InvalidInput, writing nothing.
 
     Usage: ``convert(clf, "train.csv", "churn", "models", target="churned")``.
@@ -341,7 +384,7 @@ def convert(
     fitted = load_estimator(estimator)
     check_supported(fitted)
     table = _load_data(data, target, labels)
-    artifacts = _build(fitted, table, settings)
+    artifacts = _build(fitted, table, holdout, settings)
     table = table.select(artifacts.layout.features)
     metadata = _metadata(model, fitted, table, artifacts)
     repo = repository if isinstance(repository, Repository) else Repository(Path(repository))

@@ -12,10 +12,10 @@ Outputs. Classifiers: ``label`` (``[]`` per row) and ``probabilities`` (FP32,
 ``[n_classes]``), plain tensors without ZipMap. Regressors: ``variable`` (FP32, ``[1]`` per
 row).
 
-Conversion works on shallow copies, never on the caller's estimator: a subclass of a
-supported class is converted as that class (the parity check then catches a subclass whose
-predictions differ); HistGradientBoosting thresholds are rounded down to float32 so a float32
-request takes the branch scikit-learn takes for the same value.
+Conversion works on copies, never on the caller's estimator: a subclass of a supported class
+is converted as that class (the parity check then catches a subclass whose predictions
+differ), and tree ensembles are converted from ``served_estimator``'s copy, whose split
+thresholds are float32 values (see there), the values the ONNX graph holds.
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ import numpy.typing as npt
 from driftgate.converter.data import Table
 from driftgate.core.errors import InvalidInput
 
-__all__ = ["InputSpec", "Layout", "UnsupportedEstimator", "export_onnx", "make_layout"]
+__all__ = [
+    "InputSpec",
+    "Layout",
+    "UnsupportedEstimator",
+    "export_onnx",
+    "make_layout",
+    "served_estimator",
+]
 
 # skl2onnx keeps global registries and warnings.catch_warnings is process-wide.
 _CONVERT_LOCK = threading.Lock()
@@ -54,6 +61,8 @@ def _supported() -> tuple[type, ...]:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
         GradientBoostingClassifier,
         GradientBoostingRegressor,
         HistGradientBoostingClassifier,
@@ -72,6 +81,7 @@ def _supported() -> tuple[type, ...]:
     return (
         LogisticRegression, LinearRegression, Ridge,
         RandomForestClassifier, RandomForestRegressor,
+        ExtraTreesClassifier, ExtraTreesRegressor,
         GradientBoostingClassifier, GradientBoostingRegressor,
         HistGradientBoostingClassifier, HistGradientBoostingRegressor,
         SVC, CalibratedClassifierCV, KNeighborsClassifier, KNeighborsRegressor,
@@ -208,21 +218,63 @@ def _as_supported(part: Any) -> Any:
     return swapped
 
 
-def _float32_thresholds(estimator: Any) -> Any:
-    """HistGradientBoosting compares float64 x to float64 thresholds; ONNX has float32 ones.
+def _round_down_to_float32(threshold: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The largest float32 value <= each threshold, as float64: for every float32 x,
+    ``x <= t`` exactly when ``x <= round_down(t)``."""
+    single = threshold.astype(np.float32)
+    lower = np.nextafter(single, np.float32(-np.inf))
+    return np.where(single.astype(np.float64) > threshold, lower, single).astype(np.float64)
 
-    Rounding each threshold down to float32 keeps ``x <= t`` unchanged for float32 x.
-    """
-    rounded = copy.deepcopy(estimator)
-    for predictors in rounded._predictors:
+
+def _is_tree_ensemble(part: Any) -> bool:
+    return hasattr(part, "_predictors") or (
+        hasattr(part, "n_estimators") and hasattr(part, "estimators_")
+    )
+
+
+def _round_thresholds(part: Any) -> None:
+    """Round the split thresholds of a tree ensemble (in place: ``part`` is a private copy)."""
+    for predictors in getattr(part, "_predictors", None) or []:  # HistGradientBoosting
         for predictor in predictors:
             nodes = predictor.nodes
-            threshold = nodes["num_threshold"]
-            single = threshold.astype(np.float32)
-            lower = np.nextafter(single, np.float32(-np.inf))
-            down = np.where(single.astype(np.float64) > threshold, lower, single)
-            nodes["num_threshold"] = np.where(nodes["is_leaf"] == 1, threshold, down)
-    return rounded
+            down = _round_down_to_float32(nodes["num_threshold"])
+            nodes["num_threshold"] = np.where(nodes["is_leaf"] == 1, nodes["num_threshold"], down)
+    if not hasattr(part, "n_estimators"):
+        return
+    # Forests, extra trees and gradient boosting: DecisionTree estimators.
+    for tree in np.asarray(getattr(part, "estimators_", []), dtype=object).ravel():
+        inner = getattr(tree, "tree_", None)
+        if inner is not None:
+            # Leaves carry -2 (TREE_UNDEFINED), a float32 value: rounding keeps it.
+            inner.threshold[:] = _round_down_to_float32(inner.threshold)
+
+
+def served_estimator(estimator: Any) -> Any:
+    """A deep copy of ``estimator`` whose tree ensembles split on float32 thresholds (the
+    estimator itself when it holds no tree ensemble: nothing to round, nothing copied).
+
+    The ONNX graph holds float32 thresholds and compares them with the float32 values a
+    request carries, whereas scikit-learn holds float64 thresholds: a threshold rounded to
+    the nearest float32 can land on a served value and send it down the other branch (a
+    forest fitted on unrounded data then fails the parity check). Every threshold is rounded
+    *down* to float32 instead, which keeps ``x <= t`` unchanged for every float32 ``x``, so
+    the copy predicts every float32 input exactly as the fitted estimator does: forests,
+    extra trees and gradient boosting cast their inputs to float32 before any split, so the
+    copy predicts *every* input as the original; HistGradientBoosting compares float64
+    inputs, so the copy equals the original on float32 inputs (all the gateway serves).
+
+    Why not refit on float32-cast values instead: that is another model (other splits,
+    other bins) than the one the user fitted and validated, and ``convert`` never refits a
+    user's estimator; rounding changes no prediction the model can be asked for. The parity
+    check compares the ONNX graph with this copy, and ``convert`` checks that the copy and the
+    fitted estimator agree exactly on the parity rows.
+    """
+    if not any(_is_tree_ensemble(part) for part in _components(estimator)):
+        return estimator
+    copied = copy.deepcopy(estimator)
+    for part in _components(copied):
+        _round_thresholds(part)
+    return copied
 
 
 Remap = Callable[[Any], list[int]]
@@ -250,8 +302,6 @@ def _prepare(part: Any, remap: Remap | None) -> Any:
         raise UnsupportedEstimator(
             f"string columns need a ColumnTransformer as the first step, not {type(part).__name__}"
         )
-    if hasattr(part, "_predictors"):
-        return _as_supported(_float32_thresholds(part))
     if hasattr(part, "calibrated_classifiers_"):
         prepared = copy.copy(part)
         prepared.calibrated_classifiers_ = [copy.copy(c) for c in part.calibrated_classifiers_]
@@ -288,7 +338,10 @@ def _rename_outputs(model: Any, names: Sequence[str]) -> None:
 
 
 def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
-    """The ONNX ModelProto for ``estimator``; UnsupportedEstimator if skl2onnx refuses."""
+    """The ONNX ModelProto for ``estimator``; UnsupportedEstimator if skl2onnx refuses.
+
+    Pass ``served_estimator(fitted)``: the graph then holds exactly that copy's thresholds.
+    """
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 

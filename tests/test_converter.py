@@ -22,6 +22,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
@@ -40,6 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from driftgate.converter import ParityError, UnsupportedEstimator, convert, load_table
+from driftgate.converter.export import served_estimator
 from driftgate.core.errors import InvalidInput
 from driftgate.core.repository import Repository
 
@@ -66,6 +69,7 @@ def _regression(nan: bool = False):
 ESTIMATORS = {
     "logistic": lambda: LogisticRegression(max_iter=1000),
     "random-forest-clf": lambda: RandomForestClassifier(n_estimators=15, random_state=0),
+    "extra-trees-clf": lambda: ExtraTreesClassifier(n_estimators=15, random_state=0),
     "gradient-boosting-clf": lambda: GradientBoostingClassifier(n_estimators=15, random_state=0),
     "hist-gb-clf": lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0),
     "svc-probability": lambda: SVC(probability=True, random_state=0),
@@ -78,6 +82,7 @@ ESTIMATORS = {
     "linear": lambda: LinearRegression(),
     "ridge": lambda: Ridge(),
     "random-forest-reg": lambda: RandomForestRegressor(n_estimators=15, random_state=0),
+    "extra-trees-reg": lambda: ExtraTreesRegressor(n_estimators=15, random_state=0),
     "gradient-boosting-reg": lambda: GradientBoostingRegressor(n_estimators=15, random_state=0),
     "hist-gb-reg": lambda: HistGradientBoostingRegressor(max_iter=30, random_state=0),
     "hist-gb-reg-nan": lambda: HistGradientBoostingRegressor(max_iter=30, random_state=0),
@@ -114,6 +119,73 @@ def _check_reference(meta: dict, reference: dict, rows: int) -> None:
             assert len(feature["counts"]) == len(feature["edges"]) + 1
             assert feature["dtype"] == "float32" and feature["counts"][0] == 0
     assert sum(reference["prediction"]["counts"]) == rows
+
+
+TREE_ENSEMBLES = {
+    "random-forest": (RandomForestClassifier, RandomForestRegressor, {"n_estimators": 10}),
+    "extra-trees": (ExtraTreesClassifier, ExtraTreesRegressor, {"n_estimators": 10}),
+    "gradient-boosting": (
+        GradientBoostingClassifier, GradientBoostingRegressor, {"n_estimators": 10},
+    ),
+    "hist-gradient-boosting": (
+        HistGradientBoostingClassifier, HistGradientBoostingRegressor, {"max_iter": 10},
+    ),
+}  # fmt: skip
+
+
+def unrounded_tree_data(rows: int = 600, seed: int = 0):
+    """Unrounded float64 values, one feature narrow on a large offset (a sensor reading, an
+    amount near 50,000): neighbouring values are neighbouring float32 values, so a split
+    threshold rounded to the *nearest* float32 lands on a served value (HistGradientBoosting
+    without the rounding down fails parity on these rows: 4 of 120 probabilities off by 0.07)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 3))
+    X[:, 0] = 50_000 + X[:, 0] * 0.5
+    y_class = (X[:, 0] - 50_000 + X[:, 1] > 0).astype(np.int64)
+    y_value = (X[:, 0] - 50_000) * 3 + X[:, 1] + rng.normal(size=rows) * 0.1
+    return X, y_class, y_value
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("family", sorted(TREE_ENSEMBLES))
+def test_tree_ensembles_convert_unrounded_float64_data_with_parity(tmp_path, family, task):
+    classifier, regressor, params = TREE_ENSEMBLES[family]
+    X, y_class, y_value = unrounded_tree_data()
+    assert np.any(X.astype(np.float32).astype(np.float64) != X)  # really unrounded
+    y = y_class if task == "classification" else y_value
+    estimator = (classifier if task == "classification" else regressor)(random_state=0, **params)
+    estimator.fit(X, y)
+    result = convert(estimator, X, "m", tmp_path, labels=y)
+    parity = result.metadata["parity"]
+    assert parity["passed"] and parity["rows"] == 120
+    if task == "classification":
+        assert parity["label_agreement"] == 1.0
+        assert parity["max_abs_error"]["probabilities"] < 1e-5
+    else:
+        assert parity["max_abs_error"]["variable"] < 1e-4
+    # The copy the graph was made from splits on float32 thresholds and predicts the served
+    # (float32) rows exactly as the fitted estimator.
+    served = served_estimator(estimator)
+    x32 = X.astype(np.float32).astype(np.float64)
+    assert np.array_equal(served.predict(x32), estimator.predict(x32))
+    thresholds = _thresholds(served)
+    assert thresholds.size and np.array_equal(thresholds.astype(np.float32), thresholds)
+    assert not np.array_equal(_thresholds(estimator).astype(np.float32), _thresholds(estimator))
+    # Served values are float32: the graph answers every row as the fitted estimator does.
+    session = ort.InferenceSession(str(result.path / "model.onnx"))
+    onnx_out = session.run(None, {"input": X.astype(np.float32)})
+    if task == "classification":
+        assert np.array_equal(onnx_out[0], estimator.predict(x32))
+    else:
+        np.testing.assert_allclose(onnx_out[0].ravel(), estimator.predict(x32), atol=1e-4)
+
+
+def _thresholds(estimator) -> np.ndarray:
+    if hasattr(estimator, "_predictors"):
+        nodes = [p.nodes for ps in estimator._predictors for p in ps]
+        return np.concatenate([n["num_threshold"][n["is_leaf"] == 0] for n in nodes])
+    trees = np.asarray(estimator.estimators_, dtype=object).ravel()
+    return np.concatenate([t.tree_.threshold[t.tree_.feature >= 0] for t in trees])
 
 
 @pytest.mark.parametrize("kind", sorted(ESTIMATORS))
