@@ -43,7 +43,7 @@ from driftgate.monitor.store import Store, sqlite_url  # noqa: E402
 
 MODEL, VERSION = "bench", 1
 BUCKET = 60
-START = 1_700_000_040  # a bucket boundary
+START = 1_699_920_000  # the start of a (UTC) day
 FEATURES, BINS = 20, 20
 CLASSES = ("no", "yes")
 LATENCY_BOUNDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1e300)
@@ -64,22 +64,31 @@ def _bucket_rows(bucket: int) -> dict[str, list[tuple[Any, ...]]]:
         ],
         "traffic": [(MODEL, VERSION, bucket, 100, k % 2, 100, 0.5)],
         "latency": [(MODEL, VERSION, bucket, le, 10) for le in LATENCY_BOUNDS],
-        "accuracy_sums": [(MODEL, VERSION, bucket, 50, 50, 50, 40.0, 0, 0.0, 0.0)],
+        "accuracy_sums": [(MODEL, VERSION, False, bucket, 50, 50, 50, 40.0, 0, 0.0, 0.0)],
         "confusion": [
-            (MODEL, VERSION, bucket, a, p, 10 + (k % 3 if a == p else 0))
+            (MODEL, VERSION, False, bucket, a, p, 10 + (k % 3 if a == p else 0))
             for a in CLASSES
             for p in CLASSES
         ],
-        "label_losses": [(MODEL, VERSION, bucket, a, 2, i, 25, 8.0) for i, a in enumerate(CLASSES)],
-        "label_lags": [(MODEL, VERSION, bucket, lag_bin(s), 10) for s in (30, 300, 3000, 3e4, 3e5)],
+        "label_losses": [
+            (MODEL, VERSION, False, bucket, a, 2, i, 25, 8.0) for i, a in enumerate(CLASSES)
+        ],
+        "label_lags": [
+            (MODEL, VERSION, False, bucket, lag_bin(s), 10) for s in (30, 300, 3000, 3e4, 3e5)
+        ],
         "reports": [("bench-gateway", k, float(bucket))],
     }
     rows["bin_counts"] += [(MODEL, VERSION, True, "label", bucket, b, 50) for b in range(2)]
     return rows
 
 
-def _fill(store: Store, first: int, buckets: int) -> None:
-    """Bulk-insert ``buckets`` minutes from bucket ``first`` on, a day per transaction."""
+# The accuracy aggregates' value columns (the rest is the key), summed into day rows.
+SUMMED = {"accuracy_sums": 7, "confusion": 1, "label_losses": 2, "label_lags": 1}
+
+
+def _fill(store: Store, first: int, buckets: int, days: bool = True) -> None:
+    """Bulk-insert ``buckets`` minutes from bucket ``first`` on (the start of a day), a day
+    per transaction, with the accuracy aggregates' day rows (``days``)."""
     day = 1440
     for start in range(0, buckets, day):
         chunk: dict[str, list[tuple[Any, ...]]] = {}
@@ -88,7 +97,20 @@ def _fill(store: Store, first: int, buckets: int) -> None:
                 chunk.setdefault(table, []).extend(rows)
         with store.engine.begin() as connection:
             for table, rows in chunk.items():
+                if days and table in SUMMED:
+                    rows = rows + _day_rows(rows, SUMMED[table])
                 _bulk(connection, table, rows)
+
+
+def _day_rows(rows: list[tuple[Any, ...]], values: int) -> list[tuple[Any, ...]]:
+    """The day row of each key of one day's bucket rows (model, version, daily, bucket, ...)."""
+    summed: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        key = (row[0], row[1], True, row[3] // 86400 * 86400, *row[4:-values])
+        total = summed.setdefault(key, [0] * values)
+        for i, value in enumerate(row[-values:]):
+            total[i] += value
+    return [(*key, *total) for key, total in summed.items()]
 
 
 def _bulk(connection: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
@@ -211,7 +233,12 @@ def _prunes(store: Store, buckets: int, times: int) -> Iterator[float]:
         deleted = store.prune(end, max_records=10**9, record_age=1e12, counts_age=age)
         yield (time.perf_counter() - started) * 1e3
         assert deleted["bin_counts"] == FEATURES * BINS + 2, deleted
-    _fill(store, START, times)
+    # The minutes back; the first day's row was pruned with its first minute: back too.
+    _fill(store, START, times, days=False)
+    with store.engine.begin() as connection:
+        for table, values in SUMMED.items():
+            day = [r for m in range(1440) for r in _bucket_rows(START + m * BUCKET)[table]]
+            _bulk(connection, table, _day_rows(day, values))
 
 
 def _table(results: dict[str, Any]) -> str:

@@ -167,6 +167,10 @@ policy_state = sa.Table(
 # Accuracy aggregates (migration 4): per (model, version, bucket of the record's prediction
 # time), updated in the transaction that stores a record or joins its label, so that the
 # accuracy of any window is a sum over its buckets (``monitor.accuracy.AccuracyTotals``).
+# Every record and label is added twice: to its bucket's row and to its day's row (``daily``,
+# keyed by the start of the UTC day holding the bucket's start), so that a window of 90 days
+# sums 90 day rows and the buckets of its partial days, not 129,600 buckets.
+DAY = 86400
 version_tasks = sa.Table(
     "version_tasks",
     metadata,
@@ -181,6 +185,7 @@ accuracy_sums = sa.Table(
     metadata,
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
     sa.Column("bucket", sa.BigInteger, primary_key=True),
     sa.Column("records", sa.BigInteger, nullable=False),
     sa.Column("labels", sa.BigInteger, nullable=False),
@@ -195,6 +200,7 @@ confusion = sa.Table(
     metadata,
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
     sa.Column("bucket", sa.BigInteger, primary_key=True),
     sa.Column("actual", sa.String(LABEL_KEY_LENGTH), primary_key=True),
     sa.Column("predicted", sa.String(LABEL_KEY_LENGTH), primary_key=True),
@@ -205,6 +211,7 @@ label_losses = sa.Table(
     metadata,
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
     sa.Column("bucket", sa.BigInteger, primary_key=True),
     sa.Column("actual", sa.String(LABEL_KEY_LENGTH), primary_key=True),
     # The record's number of probabilities and the column whose log loss is summed.
@@ -218,6 +225,7 @@ label_lags = sa.Table(
     metadata,
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
     sa.Column("bucket", sa.BigInteger, primary_key=True),
     sa.Column("bin", sa.Integer, primary_key=True),  # monitor.accuracy.lag_bin
     sa.Column("count", sa.BigInteger, nullable=False),
@@ -837,20 +845,28 @@ class Store:
     def accuracy_totals(
         self, model: str, version: int, start: float | None, end: float | None
     ) -> AccuracyTotals:
-        """The accuracy aggregates of records made in buckets in [start, end), summed."""
+        """The accuracy aggregates of records made in buckets in [start, end), summed: the
+        day rows of the whole days inside, the bucket rows of the rest."""
         totals = AccuracyTotals()
-
-        def window(table: sa.Table, *columns: Any) -> Any:
-            query = sa.select(*columns).where(table.c.model == model, table.c.version == version)
-            return self._in_window(query, table.c.bucket, start, end)
-
-        summed = window(accuracy_sums, *(sa.func.sum(accuracy_sums.c[n]) for n in _SUM_COLUMNS))
         c, x, g = confusion, label_losses, label_lags
         with self.engine.connect() as connection:
-            values = connection.execute(summed).one()
+            ranges = self._accuracy_ranges(connection, model, version, start, end)
+            if not ranges:
+                return totals
+
+            def window(table: sa.Table, *columns: Any) -> Any:
+                inside = [
+                    sa.and_(table.c.daily == daily, table.c.bucket >= lo, table.c.bucket < hi)
+                    for daily, lo, hi in ranges
+                ]
+                return sa.select(*columns).where(
+                    table.c.model == model, table.c.version == version, sa.or_(*inside)
+                )
+
+            sums = (sa.func.sum(accuracy_sums.c[n]) for n in _SUM_COLUMNS)
+            values = connection.execute(window(accuracy_sums, *sums)).one()
             for name, value in zip(_SUM_COLUMNS, values, strict=True):
-                kind = type(getattr(totals, name))
-                setattr(totals, name, kind(value or 0))
+                setattr(totals, name, type(getattr(totals, name))(value or 0))
             cells = window(c, c.c.actual, c.c.predicted, sa.func.sum(c.c.count))
             totals.confusion = {
                 (a, p): int(n)
@@ -865,6 +881,35 @@ class Store:
             lags = window(g, g.c.bin, sa.func.sum(g.c.count)).group_by(g.c.bin)
             totals.lags = {int(b): int(n) for b, n in connection.execute(lags)}
         return totals
+
+    def _accuracy_ranges(
+        self,
+        connection: Connection,
+        model: str,
+        version: int,
+        start: float | None,
+        end: float | None,
+    ) -> list[tuple[bool, int, int]]:
+        """(daily, from, to) bucket ranges that sum a window exactly once.
+
+        A day row is read only when every bucket of its day is in the window and none was
+        pruned (the window starts at the version's oldest bucket row at the earliest).
+        """
+        oldest = connection.execute(
+            sa.select(sa.func.min(accuracy_sums.c.bucket)).where(
+                accuracy_sums.c.model == model,
+                accuracy_sums.c.version == version,
+                accuracy_sums.c.daily.is_(False),
+            )
+        ).scalar()
+        if oldest is None:
+            return []
+        lo = int(oldest) if start is None else max(math.floor(start), int(oldest))
+        hi = 2**62 if end is None else math.ceil(end)
+        first_day, last_day = -(-lo // DAY) * DAY, hi // DAY * DAY
+        if first_day >= last_day:
+            return [(False, lo, hi)]
+        return [(False, lo, first_day), (True, first_day, last_day), (False, last_day, hi)]
 
     def table_rows(self) -> dict[str, int]:
         """Row count of each data table (the store size a dashboard shows)."""
@@ -1029,36 +1074,37 @@ _SUM_COLUMNS = [c.name for c in accuracy_sums.columns if not c.primary_key]
 class _Sums:
     """The accuracy aggregates one transaction adds, summed per key before one upsert a table.
 
-    Keys are (model, version, bucket of the record's time, ...); what a record and a label
-    add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
+    Keys are (model, version, daily, bucket or day of the record's time, ...); what a record
+    and a label add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
     """
 
     def __init__(self, bucket_seconds: int) -> None:
         self.bucket_seconds = bucket_seconds
-        self.sums: dict[tuple[str, int, int], dict[str, float]] = {}
-        self.confusion: dict[tuple[str, int, int, str, str], int] = {}
-        self.losses: dict[tuple[str, int, int, str, int, int], list[float]] = {}
-        self.lags: dict[tuple[str, int, int, int], int] = {}
+        self.sums: dict[tuple[str, int, bool, int], dict[str, float]] = {}
+        self.confusion: dict[tuple[str, int, bool, int, str, str], int] = {}
+        self.losses: dict[tuple[str, int, bool, int, str, int, int], list[float]] = {}
+        self.lags: dict[tuple[str, int, bool, int, int], int] = {}
 
     def size(self) -> int:
         return len(self.sums) + len(self.confusion) + len(self.losses) + len(self.lags)
 
-    def _row(
+    def _rows(
         self, key: tuple[str, int], time: float
-    ) -> tuple[tuple[str, int, int], dict[str, float]]:
+    ) -> list[tuple[tuple[str, int, bool, int], dict[str, float]]]:
+        """The bucket's and the day's keys and sums of a record made at ``time``."""
         bucket = int(time // self.bucket_seconds) * self.bucket_seconds
-        where = (*key, bucket)
-        return where, self.sums.setdefault(where, dict.fromkeys(_SUM_COLUMNS, 0))
+        wheres = [(*key, False, bucket), (*key, True, bucket // DAY * DAY)]
+        return [(w, self.sums.setdefault(w, dict.fromkeys(_SUM_COLUMNS, 0))) for w in wheres]
 
     def record(
         self, key: tuple[str, int], time: float, task: Task, probabilities: Sequence[float]
     ) -> None:
-        _, row = self._row(key, time)
-        row["records"] += 1
         top = record_top(task, probabilities)
-        if top is not None:
-            row["top_count"] += 1
-            row["top_sum"] += top
+        for _, row in self._rows(key, time):
+            row["records"] += 1
+            if top is not None:
+                row["top_count"] += 1
+                row["top_sum"] += top
 
     def label(
         self,
@@ -1070,26 +1116,26 @@ class _Sums:
         label_time: float,
     ) -> None:
         """A label joined to a record made at ``time`` answering ``answer`` (as stored)."""
-        where, row = self._row(key, time)
         terms = label_terms(
             task, answer["value"], answer["probabilities"], label, max(label_time - time, 0.0)
         )
-        row["labels"] += 1
-        if terms.error is not None:
-            row["error_count"] += 1
-            row["absolute_error_sum"] += abs(terms.error)
-            row["squared_error_sum"] += terms.error**2
-        lag = (*where, terms.lag_bin)
-        self.lags[lag] = self.lags.get(lag, 0) + 1
-        if terms.confusion is None:
-            return
-        actual, predicted = (_label_key(x) for x in terms.confusion)
-        cell = (*where, actual, predicted)
-        self.confusion[cell] = self.confusion.get(cell, 0) + 1
-        for width, column, loss in terms.losses:
-            summed = self.losses.setdefault((*where, actual, width, column), [0, 0.0])
-            summed[0] += 1
-            summed[1] += loss
+        for where, row in self._rows(key, time):
+            row["labels"] += 1
+            if terms.error is not None:
+                row["error_count"] += 1
+                row["absolute_error_sum"] += abs(terms.error)
+                row["squared_error_sum"] += terms.error**2
+            lag = (*where, terms.lag_bin)
+            self.lags[lag] = self.lags.get(lag, 0) + 1
+            if terms.confusion is None:
+                continue
+            actual, predicted = (_label_key(x) for x in terms.confusion)
+            cell = (*where, actual, predicted)
+            self.confusion[cell] = self.confusion.get(cell, 0) + 1
+            for width, column, loss in terms.losses:
+                summed = self.losses.setdefault((*where, actual, width, column), [0, 0.0])
+                summed[0] += 1
+                summed[1] += loss
 
     def write(self, connection: Connection) -> None:
         def keyed(table: sa.Table, key: tuple[Any, ...]) -> dict[str, Any]:
