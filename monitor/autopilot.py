@@ -31,11 +31,16 @@ import numpy as np
 
 from driftgate.converter import load_table, save_table_npz
 from driftgate.core.errors import FailedPrecondition, ModelNotFound
-from driftgate.core.profile import CategoricalBins
+from driftgate.core.profile import (
+    CategoricalBins,
+    NumericBins,
+    count_categories,
+    numeric_counts,
+)
 from driftgate.monitor import canary as analysis
 from driftgate.monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
 from driftgate.monitor.control_client import ControlError, DeploymentView
-from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict, js_distance
+from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict
 from driftgate.monitor.policy import Policy, PolicyError, load_policy
 from driftgate.monitor.retrain import (
     RetrainJob,
@@ -50,6 +55,12 @@ from driftgate.monitor.store import StoredPrediction
 __all__ = ["Autopilot", "ControlPort"]
 
 log = logging.getLogger(__name__)
+
+LABELS_LOOKBACK = 86400.0
+"""Labels of the stable version in this many seconds before a canary make accuracy a
+required check of its analysis (unless the policy names the required checks)."""
+
+Bins = CategoricalBins | NumericBins
 
 Clock = Callable[[], float]
 
@@ -238,7 +249,9 @@ class Autopilot:
     # -- canary analysis ------------------------------------------------------------------
 
     def analyse_canary(self, model: str) -> Decision | None:
-        """One step of the canary analysis of ``model`` (see ``monitor.canary``)."""
+        """One look of the canary analysis of ``model`` (see ``monitor.canary``). Accuracy is
+        a required check by default when the stable version received labels in the day
+        before the analysis began (``LABELS_LOOKBACK``)."""
         policy = self.policy(model)
         if not policy.canary.enabled or self.control is None:
             return None
@@ -259,15 +272,24 @@ class Autopilot:
                 )
             return None
         if state is None or state.canary != view.canary:
-            decision = analysis.begin(policy.canary, model, view.canary, view.stable, now)
+            labelled = self.monitor.accuracy(
+                model, view.stable, Window(now - LABELS_LOOKBACK, now)
+            ).label_count
+            decision = analysis.begin(
+                policy.canary, model, view.canary, view.stable, now, labels_expected=labelled > 0
+            )
             if decision.weight is not None and view.canary_weight != decision.weight:
                 self.control.set_traffic(model, decision.weight, decision.reason, view.revision)
             self.store.put_state(model, "canary", decision.state.to_dict(), now)
-            self.event("canary_started", model, view.canary, decision.reason, decision.figures)
+            started = decision.figures | {"stable_labels_last_day": labelled}
+            self.event("canary_started", model, view.canary, decision.reason, started)
             return decision
         figures = self.canary_figures(model, state, now)
         decision = analysis.analyse(policy.canary, state, figures, now)
         self._act(model, view, decision, now)
+        if decision.action == "hold":
+            # A look that holds still counts (alpha spent, checks passed): keep it.
+            self.store.put_state(model, "canary", decision.state.to_dict(), now)
         return decision
 
     def _act(self, model: str, view: DeploymentView, d: Decision, now: float) -> None:
@@ -293,46 +315,65 @@ class Autopilot:
             self.event("rollback", model, version, d.reason, d.figures)
 
     def canary_figures(self, model: str, state: AnalysisState, now: float) -> CanaryFigures:
-        """Canary and stable figures over the current round."""
+        """Canary and stable figures summed over the same buckets, from the one the analysis
+        began in to now; predictions counted on the stable version's bins."""
         bucket = self.store.bucket_seconds
-        start = math.floor(state.round_started_at / bucket) * bucket
+        start = math.floor(state.started_at / bucket) * bucket
         window = Window(start, now + bucket)
-        versions = [self._version_figures(model, v, window) for v in (state.canary, state.stable)]
-        distributions = [self._predictions(model, v, window) for v in (state.canary, state.stable)]
-        drift: float | None = None
-        rows = 0
-        if all(d is not None and d.sum() > 0 for d in distributions):
-            a, b = distributions
-            assert a is not None and b is not None
-            size = max(len(a), len(b))
-            a, b = np.pad(a, (0, size - len(a))), np.pad(b, (0, size - len(b)))
-            drift = float(js_distance(a, b))
-            rows = int(min(a.sum(), b.sum()))
-        return CanaryFigures(versions[0], versions[1], drift, rows)
+        task = str(self._meta(model, state.stable).get("task") or "classification")
+        reference = self.monitor.reference(model, state.stable)
+        bins = None if reference is None else reference.prediction
+        return CanaryFigures(
+            self._version_figures(model, state.canary, window, bins),
+            self._version_figures(model, state.stable, window, bins),
+            "regression" if task == "regression" else "classification",
+        )
 
-    def _version_figures(self, model: str, version: int, window: Window) -> VersionFigures:
+    def _version_figures(
+        self, model: str, version: int, window: Window, bins: Bins | None = None
+    ) -> VersionFigures:
         traffic = self.store.traffic(model, version, window.start, window.end)
         histogram = self.store.latency(model, version, window.start, window.end)
-        accuracy = self.monitor.accuracy(model, version, Window(window.start, self.clock()))
+        accuracy = self.monitor.accuracy(model, version, window)
+        labels = accuracy.label_count
+        correct = round((accuracy.accuracy or 0.0) * labels)
+        mae, rmse = accuracy.mae or 0.0, accuracy.rmse or 0.0
         return VersionFigures(
             requests=int(traffic["requests"]),
             errors=int(traffic["errors"]),
-            latency_p99=_quantile(histogram, 0.99),
-            labels=accuracy.label_count,
-            accuracy=accuracy.accuracy,
+            latency=tuple(histogram),
+            labels=labels if accuracy.accuracy is not None or accuracy.mae is not None else 0,
+            correct=correct,
+            absolute_error_sum=mae * labels,
+            squared_error_sum=rmse * rmse * labels,
+            predictions=self._predictions(model, version, window, bins),
         )
 
-    def _predictions(self, model: str, version: int, window: Window) -> Any:
-        counts = self.store.counts(model, version, window.start, window.end)
-        stored = next((c for (is_prediction, _), c in counts.items() if is_prediction), None)
-        if not stored:
-            return None
-        size = max(max(stored) + 1, 1)
-        out = np.zeros(size, dtype=np.int64)
-        for index, count in stored.items():
-            if index >= 0:
-                out[index] += count
-        return out
+    def _predictions(
+        self, model: str, version: int, window: Window, bins: Bins | None
+    ) -> tuple[int, ...]:
+        """The version's predictions counted on ``bins`` (the stable version's): the
+        gateway's counts when the version's own bins are the same, else its prediction
+        records binned again (a regressor's edges differ between versions)."""
+        if bins is None:
+            return ()
+        own = self.monitor.reference(model, version)
+        if own is not None and own.prediction == bins:
+            counts = self.store.counts(model, version, window.start, window.end)
+            stored = next((c for (is_prediction, _), c in counts.items() if is_prediction), {})
+            out = np.zeros(_bin_count(bins), dtype=np.int64)
+            for index, count in stored.items():
+                if 0 <= index < out.size:
+                    out[index] += count
+            return tuple(int(c) for c in out)
+        records = self.store.predictions(model, version, window.start, window.end)
+        values = [r.value for r in records]
+        if isinstance(bins, CategoricalBins):
+            binned, _ = count_categories(list(bins.categories), np.asarray(values, dtype=object))
+        else:
+            numbers = np.asarray([_as_float(v) for v in values], dtype=np.float64)
+            binned = numeric_counts(bins.edges, numbers, bins.dtype).counts
+        return tuple(int(c) for c in binned)
 
     # -- retraining -----------------------------------------------------------------------
 
@@ -454,22 +495,17 @@ class Autopilot:
         return RetrainResult(result.outcome, result.reason, result.version, figures)
 
 
-def _quantile(histogram: list[tuple[float, int]], q: float) -> float | None:
-    total = sum(n for _, n in histogram)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    previous = 0.0
-    for le, n in histogram:
-        if seen + n >= rank:
-            if le >= 1e299:
-                return previous
-            # Linear within the bucket, as Prometheus' histogram_quantile does.
-            return previous + (le - previous) * ((rank - seen) / n if n else 1.0)
-        seen += n
-        previous = le
-    return previous
+def _bin_count(bins: Bins) -> int:
+    if isinstance(bins, CategoricalBins):
+        return len(bins.categories) + 1
+    return len(bins.edges) + 1
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,6 @@ from sklearn.linear_model import LogisticRegression
 
 from driftgate.converter import convert
 from driftgate.monitor.autopilot import Autopilot
-from driftgate.monitor.canary import CanaryFigures, VersionFigures
 from driftgate.monitor.control_client import DeploymentView
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.scheduler import PolicyScheduler
@@ -23,7 +22,7 @@ from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import Store, sqlite_url
 
 MODEL = "m"
-POLICY = "[canary]\ninterval = 10\nsteps = [10, 25, 50]\nfailure_threshold = 2\n"
+POLICY = "[canary]\ninterval = 10\nsteps = [10, 25, 50]\ndeadline = 60\n"
 
 
 @dataclass
@@ -80,12 +79,21 @@ def _autopilot(root: Path, data: Path, control: FakeControl, clock: Clock) -> Au
     store = Store(sqlite_url(data), bucket_seconds=1)
     registry = CollectorRegistry()
     monitor = Monitor(settings, store, MonitorMetrics(registry))
-    pilot = Autopilot(monitor, control, data / "retrain", clock=clock)
-    healthy = CanaryFigures(
-        VersionFigures(500, 0, 0.01, 100, 0.9), VersionFigures(2000, 0, 0.01, 400, 0.9), 0.01, 500
-    )
-    pilot.canary_figures = lambda model, state, now: healthy  # type: ignore[method-assign]
-    return pilot
+    return Autopilot(monitor, control, data / "retrain", clock=clock)
+
+
+def _served(pilot: Autopilot, sequence: int, time: float, canary: int, stable: int) -> None:
+    """A gateway's report: requests of the canary (2) and the stable (1), no errors, the same
+    latencies (a quarter each at 1, 2.5, 5 and 10 ms)."""
+    from driftgate.monitor.store import Report, VersionCounts
+
+    bounds = (0.001, 0.0025, 0.005, 0.01)
+    versions = [
+        VersionCounts(MODEL, v, requests=n, rows=n, latency_bounds=bounds,
+                      latency_counts=[n // 4] * 4 + [0])
+        for v, n in ((2, canary), (1, stable))
+    ]  # fmt: skip
+    pilot.store.ingest(Report("gateway-1", sequence, time, versions))
 
 
 def test_a_restart_mid_analysis_resumes_at_the_step_it_reached(tmp_path: Path) -> None:
@@ -93,8 +101,14 @@ def test_a_restart_mid_analysis_resumes_at_the_step_it_reached(tmp_path: Path) -
     control, clock = FakeControl(), Clock()
     first = _autopilot(root, data, control, clock)
     assert first.analyse_canary(MODEL).action == "start"  # type: ignore[union-attr]
+    # 1200 canary requests without an error: enough for the error rate's non-inferiority
+    # test (margin 1 point) at its level per look, 0.01 over 6 planned looks.
+    _served(first, 1, clock.now + 2, canary=1200, stable=4800)
     clock.now += 11
-    assert first.analyse_canary(MODEL).action == "step"  # type: ignore[union-attr]
+    looked = first.analyse_canary(MODEL)
+    assert looked is not None and looked.action == "step"
+    assert looked.figures["checks"]["errors"]["outcome"] == "pass"
+    assert looked.figures["checks"]["errors"]["canary_n"] == 1200
     assert control.weight == 25.0
     first.store.close()  # the monitor stops (or dies) here
 
@@ -102,7 +116,9 @@ def test_a_restart_mid_analysis_resumes_at_the_step_it_reached(tmp_path: Path) -
     clock.now += 5
     assert second.analyse_canary(MODEL).action == "wait"  # type: ignore[union-attr]
     clock.now += 6
-    assert second.analyse_canary(MODEL).action == "step"  # type: ignore[union-attr]
+    resumed = second.analyse_canary(MODEL)
+    assert resumed is not None and resumed.action == "step"
+    assert resumed.state.looks == 2 and "errors" in resumed.state.passed
     clock.now += 11
     assert second.analyse_canary(MODEL).action == "promote"  # type: ignore[union-attr]
     assert control.calls == [("traffic", 10.0), ("traffic", 25.0), ("traffic", 50.0), ("promote",)]
