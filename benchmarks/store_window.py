@@ -14,8 +14,9 @@ the ones a real store has. A built store is kept in ``--cache`` (SQLite) or as d
 Then it times, ``--repeat`` times each, through ``driftgate.monitor.store.Store``:
 the 1-hour window ``counts`` query (what drift evaluation reads every minute),
 ``active_versions`` over the last hour, the accuracy of the last hour and of the whole
-history (``accuracy_totals`` + ``accuracy_from``: what ``Monitor.accuracy`` does), and a
-prune that deletes the oldest minute (the deleted minutes are written back afterwards, so
+history (``accuracy_totals`` + ``accuracy_from``: what ``Monitor.accuracy`` does), the
+row counts of ``table_rows`` (the store-size gauges), and a prune that deletes the oldest
+minute (the deleted minutes are written back afterwards, so
 the cached store keeps its size). Reported: median and p95 in milliseconds, on SQLite and,
 with ``--postgres URL`` or ``DRIFTGATE_TEST_POSTGRES_URL``, on PostgreSQL. Target: the
 1-hour window query under 50 ms on both.
@@ -207,6 +208,8 @@ def measure(store: Store, days: float, repeat: int) -> dict[str, Any]:
             "active_versions_1h": _timed(lambda: store.active_versions(hour), repeat),
             "accuracy_1h": _timed(lambda: _accuracy(store, hour, end), repeat),
             "accuracy_total": _timed(lambda: _accuracy(store, None, end), repeat),
+            # The store-size gauges' row counts, refreshed by every evaluation.
+            "table_rows": _timed(store.table_rows, max(1, repeat // 10)),
         },
     }
     prunes = list(_prunes(store, buckets, min(repeat, 10)))

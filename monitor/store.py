@@ -66,6 +66,8 @@ REQUEST_ID_LENGTH = 256
 # A label or predicted class in the accuracy aggregates' keys; a longer one (rare: a string
 # label may have 4 kB) is keyed by its digest, "sha256:<hex>", which keeps index rows small.
 LABEL_KEY_LENGTH = 256
+# ``Store.table_rows`` counts a table exactly up to this many rows, estimates beyond.
+EXACT_ROWS = 200_000
 # Aggregates made from records stored before migration 4 use this bucket length: windows
 # select whole buckets by their start, so a finer bucket than the store's is harmless.
 BACKFILL_BUCKET_SECONDS = 60
@@ -912,16 +914,31 @@ class Store:
         return [(False, lo, first_day), (True, first_day, last_day), (False, last_day, hi)]
 
     def table_rows(self) -> dict[str, int]:
-        """Row count of each data table (the store size a dashboard shows)."""
+        """Row count of each data table (the store size a dashboard shows).
+
+        Exact up to ``EXACT_ROWS`` rows; a larger table's count is the database's estimate
+        (counting 50 million count rows takes seconds, and evaluation refreshes this every
+        minute): on PostgreSQL the planner's row estimate, on SQLite the span of its row
+        ids, which rows enter in order and leave oldest first.
+        """
         tables = [reports, bin_counts, traffic, latency, predictions, pending_labels, events]
         tables += _AGGREGATES
         with self.engine.connect() as connection:
-            return {
-                t.name: int(
-                    connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                )
-                for t in tables
-            }
+            return {t.name: self._rows(connection, t) for t in tables}
+
+    def _rows(self, connection: Connection, table: sa.Table) -> int:
+        if self._dialect == "postgresql":
+            query = "SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"
+        else:
+            # Each aggregate alone, or SQLite reads the whole table for them.
+            span = (
+                f'(SELECT max(rowid) FROM "{table.name}") - (SELECT min(rowid) FROM "{table.name}")'
+            )
+            query = f"SELECT {span} + 1"
+        estimate = connection.execute(sa.text(query), {"name": table.name}).scalar()
+        if estimate is not None and estimate > EXACT_ROWS:
+            return int(estimate)
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
     # -- events ---------------------------------------------------------------------------
 

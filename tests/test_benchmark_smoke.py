@@ -83,8 +83,26 @@ def test_store_window_benchmark_smoke(tmp_path: Path) -> None:
         assert figures["count_rows"] == 1440 * (20 * 20 + 2)
         assert set(figures["queries"]) == {
             "window_counts_1h", "active_versions_1h", "accuracy_1h", "accuracy_total",
-            "prune_oldest_minute",
+            "table_rows", "prune_oldest_minute",
         }  # fmt: skip
         for timing in figures["queries"].values():
             assert 0 < timing["median_ms"] <= timing["p95_ms"]
     assert "target: 1-hour window under 50 ms on sqlite" in done.stdout
+
+
+def test_canary_judge_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "canary.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "canary_judge.py"), "--quick"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["analyses"] == 200
+    assert {v["target"] for v in report["verdicts"]} >= {
+        "identical canary rolled back",
+        "canary 10 points less accurate promoted",
+    }
+    identical = report["scenarios"]["identical"]
+    assert identical["promoted"] + identical["rolled_back"] == 1.0
+    assert "PASS" in done.stdout
