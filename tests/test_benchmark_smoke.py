@@ -104,5 +104,5 @@ def test_canary_judge_benchmark_smoke(tmp_path: Path) -> None:
         "canary 10 points less accurate promoted",
     }
     identical = report["scenarios"]["identical"]
-    assert identical["promoted"] + identical["rolled_back"] == 1.0
+    assert identical["promoted"] + identical["rolled_back"] == pytest.approx(1.0)
     assert "PASS" in done.stdout
