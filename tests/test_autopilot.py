@@ -203,3 +203,35 @@ def test_drift_windows_are_consecutive_and_each_is_tested_once(tmp_path: Path) -
     second = pilot.evaluate_drift(MODEL)
     assert second["evaluated"] and second["streak"] == 0 and second["drift"]["drifted"] == {}
     assert alarm._value.get() == 0.0
+
+
+def test_canary_predictions_are_counted_on_the_stable_versions_bins(tmp_path: Path) -> None:
+    """Two regressors with different prediction edges: the canary's predictions are binned
+    again from its records on the stable's edges, so the two count vectors are comparable."""
+    from sklearn.linear_model import LinearRegression
+
+    from driftgate.core.profile import numeric_counts
+    from driftgate.monitor.canary import AnalysisState
+    from driftgate.monitor.store import PredictionIn, Report
+
+    root, data = tmp_path / "models", tmp_path / "data"
+    x = np.random.default_rng(1).normal(size=(300, 3)).astype(np.float32)
+    for scale, shift in ((2.0, 0.0), (5.0, 3.0)):
+        target = x[:, 0] * scale + shift
+        convert(LinearRegression().fit(x, target), x, MODEL, root, labels=target)
+    clock = Clock()
+    pilot = _autopilot(root, data, FakeControl(), clock)
+    values = [float(v) for v in np.linspace(-10, 10, 41)]
+    records = [
+        PredictionIn(f"r{i}", clock.now + 1, MODEL, 2, [0.0, 0.0, 0.0], [], value)
+        for i, value in enumerate(values)
+    ]
+    pilot.store.ingest(Report("gateway-1", 1, clock.now + 1, [], records))
+    state = AnalysisState(MODEL, 2, 1, 0, clock.now, clock.now)
+    figures = pilot.canary_figures(MODEL, state, clock.now + 5)
+    stable_bins = pilot.monitor.profile(MODEL, 1).prediction
+    own_bins = pilot.monitor.profile(MODEL, 2).prediction
+    assert stable_bins != own_bins and figures.task == "regression"
+    expected = numeric_counts(stable_bins.edges, values, stable_bins.dtype).counts  # type: ignore[union-attr]
+    assert figures.canary.predictions == tuple(int(c) for c in expected)
+    assert sum(figures.canary.predictions) == 41

@@ -250,3 +250,32 @@ def test_farrington_manning_uses_the_restricted_maximum_likelihood() -> None:
     r1, r2 = p1[ll.argmax()], p2[ll.argmax()]
     z = (5 / 1000 - 20 / 4000 - 0.01) / math.sqrt(r1 * (1 - r1) / 1000 + r2 * (1 - r2) / 4000)
     assert farrington_manning(5, 1000, 20, 4000, 0.01) == pytest.approx(z, rel=1e-4)
+
+
+def _regressor(labels: int, mae: float) -> VersionFigures:
+    # absolute errors with mean ``mae`` and standard deviation ``mae`` (as exponential ones)
+    return VersionFigures(
+        requests=labels,
+        latency=((0.005, labels),),
+        labels=labels,
+        absolute_error_sum=labels * mae,
+        squared_error_sum=labels * 2 * mae * mae,
+    )
+
+
+@pytest.mark.parametrize(("mae", "outcome", "test"), [(1.0, "pass", 0), (1.5, "fail", 1)])
+def test_a_regressor_is_judged_on_its_mean_absolute_error(
+    mae: float, outcome: str, test: int
+) -> None:
+    figures = CanaryFigures(_regressor(2000, mae), _regressor(8000, 1.0), task="regression")
+    state = begin(POLICY, "m", 2, 1, T0, labels_expected=True).state
+    decision = analyse(POLICY, state, figures, T0 + 60)
+    accuracy = decision.figures["checks"]["accuracy"]
+    assert accuracy["outcome"] == outcome
+    assert accuracy["canary_value"] == pytest.approx(mae) and accuracy["canary_n"] == 2000
+    assert accuracy["tests"][test]["rejected"]
+    assert accuracy["tests"][test]["test"] in (
+        "z_mean_absolute_error",
+        "welch_z_mean_absolute_error",
+    )
+    assert (decision.action == "rollback") == (outcome == "fail")
