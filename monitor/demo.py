@@ -57,12 +57,16 @@ latency_p99_slack_ms = 50
 
 [retrain]
 drift_evaluations = 2
-accuracy_drop = 0.15
+# The flipped concept costs v1 about 85 points; 0.5 waits for a window wholly after the shift,
+# so the retrain (at the same time as the second drifted window) has shifted rows to judge on.
+accuracy_drop = 0.5
 min_labels = 150
 window = "10m"
 min_rows = 200
-holdout_fraction = 0.25
-tolerance = 0.02
+holdout_fraction = 0.35
+# A wide margin: the judge needs about 500 holdout rows to show that a candidate disagreeing
+# with v1 on 80% of the rows is no more than 10 points worse (0.02 would need about 12,000).
+tolerance = 0.1
 timeout = 120
 cooldown = "10m"
 """
@@ -147,9 +151,8 @@ class Demo:
         x, y = make_classification(
             8000, 6, n_informative=4, n_redundant=0, class_sep=1.2, random_state=7
         )
-        # Two decimals, as measured data often has: tree thresholds then fall well between
-        # values in float32 too, so the parity check of a retrained forest is not a coin toss.
-        x = np.round(x, 2)
+        # Unrounded values: the converter rounds tree thresholds down to float32 on the copy it
+        # exports (converter.export.served_estimator), so a retrained forest passes parity.
         self.x_train, self.y_train = x[:3000].astype(np.float32), y[:3000]
         self.x_live, self.y_live = x[3000:].astype(np.float32), y[3000:]
 

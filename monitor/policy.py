@@ -48,8 +48,12 @@ accuracy_drop = 0.1       # holdout accuracy (model.json) minus production accur
 min_labels = 100          # labels in the drift window for the accuracy trigger
 window = "7d"             # labelled production rows of this window join the training data
 min_rows = 50             # labelled production rows needed to retrain at all
-holdout_fraction = 0.25   # most recent share of them, kept out to compare with the stable
-tolerance = 0.01          # the candidate may score at most this much worse than the stable
+holdout_fraction = 0.25   # newest share of them, kept out: both versions predict these rows
+tolerance = 0.02          # non-inferiority margin: accuracy points (classifiers), or a share
+                          # of the stable's MAE (regressors), the candidate may be worse by
+false_accept = 0.05       # chance a candidate worse by the tolerance is accepted (test level)
+power = 0.8               # chance an equally good candidate is accepted, given the holdout
+                          # rows the power calculation asks for (fewer: "insufficient evidence")
 trainer = ""              # "module:function(table) -> fitted estimator"; "" clones the stable
 timeout = "10m"           # the training subprocess is killed after this
 cooldown = "1h"           # no automatic retrain this soon after the last one
@@ -177,7 +181,9 @@ class RetrainPolicy:
     window: float = 7 * 86400.0  # labelled production rows of this window are used
     min_rows: int = 50  # labelled production rows needed to retrain
     holdout_fraction: float = 0.25  # newest share of them kept for the comparison
-    tolerance: float = 0.01  # the candidate may be this much worse than the stable
+    tolerance: float = 0.02  # non-inferiority margin (see monitor.retrain_judge)
+    false_accept: float = 0.05  # level of the judge's test
+    power: float = 0.8  # power the holdout's size is calculated for
     trainer: str = ""  # "module:function"; "" clones the stable's estimator
     timeout: float = 600.0  # seconds before the training subprocess is killed
     cooldown: float = 3600.0  # seconds between automatic retrains
@@ -265,6 +271,8 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "retrain.min_rows": ("int", 1, float("inf"), True),
     "retrain.holdout_fraction": ("float", 0.0, 1.0, False),
     "retrain.tolerance": ("float", 0.0, 1.0, True),
+    "retrain.false_accept": ("float", 0.0, 0.5, False),
+    "retrain.power": ("float", 0.5, 0.999, True),
     "retrain.trainer": ("entry", 0, 0, True),
     "retrain.timeout": ("duration", 0.0, float("inf"), False),
     "retrain.cooldown": ("duration", 0.0, float("inf"), True),

@@ -1,16 +1,22 @@
-"""Retraining: the data, the trainer, the comparison with the stable version, the new version.
+"""Retraining: the data, the trainer, the judgement against the stable version, the new version.
 
 Data: the training sample stored with the stable version (``training_sample.npz``) plus the
-labelled production rows of the policy's window, deduplicated by request id. A seeded random
-``holdout_fraction`` of the production rows is kept out of training: the candidate and the
-stable version are both scored on it (accuracy for classifiers, mean absolute error for
-regressors), and the candidate is rejected when it is worse than the stable by more than
-``tolerance``.
+labelled production rows of the policy's window, deduplicated by request id, in time order.
+The newest ``holdout_fraction`` of the production rows is the holdout: the candidate never
+sees it, both versions predict it, and ``monitor.retrain_judge`` compares them row by row
+(McNemar exact for classifiers, a paired t-test on absolute errors for regressors, the policy's
+``tolerance`` as the non-inferiority margin, a holdout of the size a power calculation asks
+for, or the candidate is refused as "insufficient evidence"). A time-ordered holdout judges
+the candidate on the traffic it is about to serve, not on a mixture of old and new.
 
-Trainer: a clone (``sklearn.base.clone``) of the stable version's ``estimator.joblib``,
-fitted on the training split of ``converter.holdout_split`` so that the holdout metrics
-``convert`` writes stay honest; or a user entry point ``module:function`` called with a
-``converter.Table`` (names, columns, target) that returns a fitted estimator.
+Trainer: a clone (``sklearn.base.clone``) of the stable version's ``estimator.joblib``, or a
+user entry point ``module:function`` called with a ``converter.Table`` (names, columns,
+target) that returns a fitted estimator; either is fitted on the whole training table (sample
+plus the older production rows). ``convert`` then gets the holdout as ``holdout``, so the
+``holdout_metrics`` of the new version (the monitor's accuracy baseline) are measured on rows
+it was not trained on, and profiles the training table, so the new version's reference is the
+rows it was trained on, production rows included: traffic that stays shifted is then what the
+new version's reference holds, and does not alarm again as the old one's would.
 
 The fitting, scoring and conversion run in a subprocess (``python -m
 driftgate.monitor.retrain_worker JOB.json RESULT.json``, see ``run_worker``) with a timeout, so
@@ -45,6 +51,8 @@ import numpy as np
 
 from driftgate import converter
 from driftgate.converter import Table
+from driftgate.monitor.retrain_judge import RetrainVerdict, rows_needed_classifier
+from driftgate.monitor.retrain_judge import judge as judge_paired
 from driftgate.monitor.store import StoredPrediction
 
 __all__ = [
@@ -53,7 +61,6 @@ __all__ = [
     "RetrainResult",
     "assemble",
     "execute",
-    "judge",
     "production_table",
     "run_worker",
     "worker_environment",
@@ -70,9 +77,11 @@ class RetrainJob:
     train: str  # .npz of the training table
     holdout: str  # .npz of the holdout table
     trainer: str  # "module:function" or "" for a clone of the stable's estimator
-    tolerance: float
+    tolerance: float  # the non-inferiority margin (retrain.tolerance)
     task: str  # classification or regression
     seed: int = 0
+    alpha: float = 0.05  # level of the judge's test (retrain.alpha)
+    power: float = 0.8  # power the holdout's size is calculated for (retrain.power)
 
 
 @dataclass(frozen=True)
@@ -120,11 +129,12 @@ class RetrainLimits:
 def production_table(
     records: list[StoredPrediction], features: list[tuple[str, bool]], target_kind: str
 ) -> Table:
-    """Labelled records as a Table with the profile's columns; ``features`` is (name, numeric)
-    in profile order, ``target_kind`` the numpy kind of the training target ("i", "f", "U")."""
+    """Labelled records as a Table with the profile's columns, oldest first; ``features`` is
+    (name, numeric) in profile order, ``target_kind`` the numpy kind of the training target
+    ("i", "f", "U")."""
     seen: set[str] = set()
     unique = []
-    for record in records:
+    for record in sorted(records, key=lambda r: r.time):
         if record.label is None or record.request_id in seen:
             continue
         seen.add(record.request_id)
@@ -160,36 +170,14 @@ def _concat(a: Table, b: Table) -> Table:
     return Table(a.names, columns, target, a.target_name)
 
 
-def assemble(
-    sample: Table, production: Table, holdout_fraction: float, seed: int = 0
-) -> tuple[Table, Table]:
-    """(training table, holdout table): the holdout is a seeded random ``holdout_fraction``
-    of the recent labelled ``production`` rows, the training table the sample plus the rest
-    (a random rather than a newest-first split, so that a change that began recently is in
-    both the training data and the holdout)."""
-    train_rows, holdout_rows = converter.holdout_split(production.rows, holdout_fraction, seed)
-    return _concat(sample, production.take(train_rows)), production.take(holdout_rows)
-
-
-def score(task: str, y_true: Any, y_pred: Any) -> float:
-    """Accuracy (classification) or mean absolute error (regression)."""
-    if task == "classification":
-        return float(np.mean(np.asarray(y_true).astype(str) == np.asarray(y_pred).astype(str)))
-    return float(np.mean(np.abs(np.asarray(y_true, float) - np.asarray(y_pred, float))))
-
-
-def judge(task: str, candidate: float, stable: float, tolerance: float) -> tuple[bool, str]:
-    """Is the candidate not worse than the stable beyond ``tolerance``?"""
-    if task == "classification":
-        ok = candidate >= stable - tolerance
-        what = f"holdout accuracy {candidate:.3f} vs stable {stable:.3f}"
-    else:
-        ok = candidate <= stable + tolerance
-        what = f"holdout MAE {candidate:.4g} vs stable {stable:.4g}"
-    return (
-        ok,
-        f"{what} (tolerance {tolerance:g})" if ok else f"worse: {what} (tolerance {tolerance:g})",
-    )
+def assemble(sample: Table, production: Table, holdout_fraction: float) -> tuple[Table, Table]:
+    """(training table, holdout table): the holdout is the newest ``holdout_fraction`` of the
+    labelled ``production`` rows (given oldest first, as ``production_table`` makes them), the
+    training table the sample plus the older production rows."""
+    count = min(max(round(production.rows * holdout_fraction), 1), production.rows)
+    cut = production.rows - count if production.rows and holdout_fraction > 0 else production.rows
+    rows = np.arange(production.rows)
+    return _concat(sample, production.take(rows[:cut])), production.take(rows[cut:])
 
 
 def _load(path: str) -> Table:
@@ -204,41 +192,49 @@ def _fit(job: RetrainJob, stable_estimator: Any, table: Table) -> Any:
     from sklearn.base import clone
 
     layout = converter.make_layout(stable_estimator, table)
-    train_rows, _ = converter.holdout_split(table.rows, 0.2, job.seed)
-    part = table.take(train_rows)
-    return clone(stable_estimator).fit(layout.sklearn_input(part), part.target)
+    return clone(stable_estimator).fit(layout.sklearn_input(table), table.target)
 
 
 def _predict(estimator: Any, table: Table) -> Any:
     return estimator.predict(converter.make_layout(estimator, table).sklearn_input(table))
 
 
+def _result(outcome: str, verdict: RetrainVerdict, figures: dict[str, Any]) -> RetrainResult:
+    return RetrainResult(outcome, verdict.reason, 0, figures | verdict.figures())
+
+
 def execute(job: RetrainJob) -> RetrainResult:
-    """Fit, compare on the holdout, and convert when accepted (runs in the worker)."""
+    """Fit, judge on the holdout, and convert when accepted (runs in the worker)."""
     from driftgate.core.repository import Repository
 
     repository = Repository(Path(job.repository))
     stable_dir = repository.version_dir(job.model, job.stable)
     stable_estimator = converter.load_estimator(stable_dir / "estimator.joblib")
     train, holdout = _load(job.train), _load(job.holdout)
-    candidate = _fit(job, stable_estimator, train)
-    candidate_score = score(job.task, holdout.target, _predict(candidate, holdout))
-    stable_score = score(job.task, holdout.target, _predict(stable_estimator, holdout))
-    ok, reason = judge(job.task, candidate_score, stable_score, job.tolerance)
-    figures = {
+    figures: dict[str, Any] = {
         "training_rows": train.rows,
-        "holdout_rows": holdout.rows,
-        "candidate_score": candidate_score,
-        "stable_score": stable_score,
-        "metric": "accuracy" if job.task == "classification" else "mae",
-        "tolerance": job.tolerance,
         "trainer": job.trainer or f"clone of {type(stable_estimator).__name__}",
     }
-    if not ok:
-        return RetrainResult("rejected", reason, 0, figures)
-    result = converter.convert(candidate, train, job.model, repository)
-    figures["parity"] = result.parity.format()
-    return RetrainResult("succeeded", reason, result.version, figures)
+    stable_predictions = _predict(stable_estimator, holdout)
+    fewest = rows_needed_classifier(0.0, job.tolerance, job.alpha, job.power)
+    if job.task == "classification" and (fewest is None or holdout.rows < fewest):
+        # Not enough rows even for candidates that rarely disagree with the stable: no fit.
+        verdict = judge_paired(
+            job.task, holdout.target, stable_predictions, stable_predictions,
+            job.tolerance, job.alpha, job.power,
+        )  # fmt: skip
+        if verdict.insufficient:
+            return _result("rejected", verdict, figures)
+    candidate = _fit(job, stable_estimator, train)
+    verdict = judge_paired(
+        job.task, holdout.target, stable_predictions, _predict(candidate, holdout),
+        job.tolerance, job.alpha, job.power,
+    )  # fmt: skip
+    if not verdict.accepted:
+        return _result("rejected", verdict, figures)
+    result = converter.convert(candidate, train, job.model, repository, holdout=holdout)
+    figures = figures | verdict.figures() | {"parity": result.parity.format()}
+    return RetrainResult("succeeded", verdict.reason, result.version, figures)
 
 
 # What the worker inherits: enough to find Python, its packages and the thread settings of

@@ -106,3 +106,21 @@ def test_canary_judge_benchmark_smoke(tmp_path: Path) -> None:
     identical = report["scenarios"]["identical"]
     assert identical["promoted"] + identical["rolled_back"] == pytest.approx(1.0)
     assert "PASS" in done.stdout
+
+
+def test_retrain_judge_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "retrain_judge.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "retrain_judge.py"), "--quick"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["holdout_rows"] == 2500 and report["policy"]["tolerance"] == 0.02
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {
+        "equal", "worse_5_points", "at_margin", "regression_equal", "regression_worse_10_percent",
+    }  # fmt: skip
+    assert all(s["judgements"] == 200 for s in scenarios.values())
+    assert scenarios["worse_5_points"]["accepted"] < scenarios["equal"]["accepted"]
+    assert "candidate 5 points worse accepted" in done.stdout
