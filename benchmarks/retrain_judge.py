@@ -2,8 +2,9 @@
 
 Every simulated judgement goes through the project's own judge (``monitor.retrain_judge.judge``
 with ``Policy().retrain``'s tolerance, false_accept and power), on a holdout of the size the
-policy defaults give: ``holdout_fraction`` (25%) of ``--production-rows`` (10,000) labelled
-production rows, 2,500 rows. Each holdout row is drawn with both versions' outcomes paired.
+policy defaults give: ``holdout_fraction`` (25%) of ``--production-rows`` (16,000) labelled
+production rows, 4,000 rows (2,982 are needed at 15% discordance and the 2-point margin).
+Each holdout row is drawn with both versions' outcomes paired.
 
 Classifiers (stable accuracy 0.85; the two versions disagree on ``--discordance``, 15%, of the
 rows, the usual share for two fits of one model family on overlapping data):
@@ -16,9 +17,10 @@ rows, the usual share for two fits of one model family on overlapping data):
   ``false_accept`` of judgements: the test's level, checked.
 
 Regressors (errors of two correlated fits, correlation 0.64 of the errors):
-``regression_equal`` (same MAE) and ``regression_worse_10_percent`` (MAE 10% higher), on a
+``regression_equal`` (same MAE), ``regression_worse_10_percent`` (MAE 10% higher) and
+``regression_at_margin`` (MAE higher by the tolerance, 2%: the test's level), on a
 holdout of ``--regression-rows`` (15,000): a margin of 2% of the MAE needs about 11,300 rows
-here, so the 2,500 of the classifier scenarios would all be insufficient evidence.
+here, so the 4,000 of the classifier scenarios would all be insufficient evidence.
 
 "Rejected" counts insufficient evidence too; the power calculation promises ``power`` only for
 the judgements it lets through, so the false-reject targets are on those (``judged``).
@@ -113,6 +115,9 @@ def run(
         "regression_worse_10_percent": (
             "regression", lambda: _regressor_holdout(rng, regression_rows, 1.1),
         ),
+        "regression_at_margin": (
+            "regression", lambda: _regressor_holdout(rng, regression_rows, 1 + p.tolerance),
+        ),
     }  # fmt: skip
     return {
         "policy": {
@@ -141,10 +146,12 @@ def verdicts(report: dict[str, Any]) -> list[tuple[str, float, str, float, bool]
         ("worse_5_points", "accepted", "candidate 5 points worse accepted (false accept)", "<=",
          policy["false_accept"]),
         ("at_margin", "accepted", "candidate worse by the tolerance accepted (the level)", "<=",
-         policy["false_accept"] * 1.2),
+         policy["false_accept"]),
         ("regression_equal", "rejected_when_judged", "equal regressor rejected when judged",
          "<=", 1 - policy["power"]),
         ("regression_worse_10_percent", "accepted", "regressor 10% worse accepted", "<=",
+         policy["false_accept"]),
+        ("regression_at_margin", "accepted", "regressor worse by the tolerance accepted", "<=",
          policy["false_accept"]),
     ]  # fmt: skip
     out = []
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--judgements", type=int, default=2000, help="per scenario (2000)")
     parser.add_argument("--quick", action="store_true", help="200 judgements per scenario")
-    parser.add_argument("--production-rows", type=int, default=10_000, help="labelled (10000)")
+    parser.add_argument("--production-rows", type=int, default=16_000, help="labelled (16000)")
     parser.add_argument("--discordance", type=float, default=0.15, help="share of rows (0.15)")
     parser.add_argument("--regression-rows", type=int, default=15_000, help="holdout (15000)")
     parser.add_argument("--seed", type=int, default=0)

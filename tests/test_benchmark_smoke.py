@@ -116,10 +116,11 @@ def test_retrain_judge_benchmark_smoke(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["holdout_rows"] == 2500 and report["policy"]["tolerance"] == 0.02
+    assert report["holdout_rows"] == 4000 and report["policy"]["tolerance"] == 0.02
     scenarios = report["scenarios"]
     assert set(scenarios) == {
         "equal", "worse_5_points", "at_margin", "regression_equal", "regression_worse_10_percent",
+        "regression_at_margin",
     }  # fmt: skip
     assert all(s["judgements"] == 200 for s in scenarios.values())
     assert scenarios["worse_5_points"]["accepted"] < scenarios["equal"]["accepted"]
