@@ -51,7 +51,11 @@ import numpy as np
 
 from driftgate import converter
 from driftgate.converter import Table
-from driftgate.monitor.retrain_judge import RetrainVerdict, rows_needed_classifier
+from driftgate.monitor.retrain_judge import (
+    RetrainVerdict,
+    insufficient_reason,
+    rows_needed_classifier,
+)
 from driftgate.monitor.retrain_judge import judge as judge_paired
 from driftgate.monitor.store import StoredPrediction
 
@@ -215,16 +219,13 @@ def execute(job: RetrainJob) -> RetrainResult:
         "training_rows": train.rows,
         "trainer": job.trainer or f"clone of {type(stable_estimator).__name__}",
     }
-    stable_predictions = _predict(stable_estimator, holdout)
     fewest = rows_needed_classifier(0.0, job.tolerance, job.alpha, job.power)
     if job.task == "classification" and (fewest is None or holdout.rows < fewest):
-        # Not enough rows even for candidates that rarely disagree with the stable: no fit.
-        verdict = judge_paired(
-            job.task, holdout.target, stable_predictions, stable_predictions,
-            job.tolerance, job.alpha, job.power,
-        )  # fmt: skip
-        if verdict.insufficient:
-            return _result("rejected", verdict, figures)
+        # Too few rows even for a candidate that rarely disagrees with the stable: no fit.
+        figures |= {"insufficient": True, "holdout_rows": holdout.rows, "rows_needed": fewest,
+                    "margin": job.tolerance, "alpha": job.alpha, "power": job.power}  # fmt: skip
+        return RetrainResult("rejected", insufficient_reason(fewest, holdout.rows), 0, figures)
+    stable_predictions = _predict(stable_estimator, holdout)
     candidate = _fit(job, stable_estimator, train)
     verdict = judge_paired(
         job.task, holdout.target, stable_predictions, _predict(candidate, holdout),

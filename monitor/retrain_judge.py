@@ -50,6 +50,7 @@ from scipy import stats
 __all__ = [
     "MIN_ROWS",
     "RetrainVerdict",
+    "insufficient_reason",
     "judge",
     "judge_classifier",
     "judge_regressor",
@@ -155,7 +156,8 @@ def _mcnemar_p(b: int, c: int, n: int, margin: float) -> float:
     return min(1.0, p_value + GAMMA)
 
 
-def _insufficient(needed: int | None, rows: int) -> str:
+def insufficient_reason(needed: int | None, rows: int) -> str:
+    """The reason of a refusal to judge: rows needed and rows had."""
     if needed is None:
         return (
             f"insufficient evidence: a tolerance of 0 leaves no margin, so no number of rows "
@@ -184,7 +186,7 @@ def judge_classifier(
     details = {"candidate_only_right": b, "stable_only_right": c, "discordant": b + c}
     base = (_MCNEMAR, None, None, n, needed, tolerance, alpha, power, "accuracy", acc_c, acc_s)
     if needed is None or n < needed:
-        return RetrainVerdict(False, True, _insufficient(needed, n), *base, details)
+        return RetrainVerdict(False, True, insufficient_reason(needed, n), *base, details)
     p_value = _mcnemar_p(b, c, n, tolerance)
     accepted = p_value < alpha
     what = (
@@ -225,7 +227,7 @@ def judge_regressor(
     details = {"relative_tolerance": tolerance, "difference_sd": spread}
     base = (_PAIRED_T, None, None, n, needed, margin, alpha, power, "mae", mae_c, mae_s)
     if needed is None or n < needed:
-        return RetrainVerdict(False, True, _insufficient(needed, n), *base, details)
+        return RetrainVerdict(False, True, insufficient_reason(needed, n), *base, details)
     statistic, p_value = _paired_t_p(difference + margin)
     accepted = p_value < alpha
     what = (
