@@ -486,11 +486,15 @@ class Autopilot:
             trainer=p.trainer,
             tolerance=p.tolerance,
             task=str(self._meta(model, stable).get("task") or "classification"),
+            alpha=p.false_accept,
+            power=p.power,
         )
         result = run_worker(job, workdir, p.timeout)
         figures = dict(result.figures or {}) | {
             "production_rows": production.rows,
+            "production_training_rows": production.rows - holdout.rows,
             "sample_rows": sample.rows,
+            "holdout": "newest labelled production rows",
         }
         return RetrainResult(result.outcome, result.reason, result.version, figures)
 
