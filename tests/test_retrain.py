@@ -578,3 +578,16 @@ def test_a_candidate_on_too_few_rows_is_insufficient_evidence(tmp_path):
     assert result.reason.endswith(" holdout rows needed, 100 had")
     assert result.figures is not None and result.figures["rows_needed"] > 100
     assert not (Path(job.repository) / "m" / "2").exists()
+
+
+def test_the_judges_settings_come_from_the_retrain_policy() -> None:
+    from driftgate.monitor.policy import PolicyError, parse_policy
+
+    defaults = parse_policy({}).retrain
+    assert (defaults.tolerance, defaults.false_accept, defaults.power) == (0.02, 0.05, 0.8)
+    custom = parse_policy({"retrain": {"false_accept": 0.01, "power": 0.9}}).retrain
+    assert (custom.false_accept, custom.power) == (0.01, 0.9)
+    with pytest.raises(PolicyError, match=r"retrain\.power: expected a value >= 0\.5"):
+        parse_policy({"retrain": {"power": 1.0}})
+    with pytest.raises(PolicyError, match=r"retrain\.false_accept"):
+        parse_policy({"retrain": {"false_accept": 0}})
