@@ -286,10 +286,16 @@ class Autopilot:
             return decision
         figures = self.canary_figures(model, state, now)
         decision = analysis.analyse(policy.canary, state, figures, now)
+        if decision.action == "rollback":
+            for check in decision.checks:
+                if check.outcome == "fail":  # each failed check on its own, then the rollback
+                    reason = f"{check.name} check failed: {check.detail}"
+                    self.event("canary_check_failed", model, state.canary, reason, check.figures())
         self._act(model, view, decision, now)
         if decision.action == "hold":
             # A look that holds still counts (alpha spent, checks passed): keep it.
             self.store.put_state(model, "canary", decision.state.to_dict(), now)
+            log.info("canary %s v%d: %s", model, state.canary, decision.reason)
         return decision
 
     def _act(self, model: str, view: DeploymentView, d: Decision, now: float) -> None:
@@ -358,7 +364,7 @@ class Autopilot:
         if bins is None:
             return ()
         own = self.monitor.reference(model, version)
-        if own is not None and own.prediction == bins:
+        if own is not None and own.prediction is not None and _same_bins(own.prediction, bins):
             counts = self.store.counts(model, version, window.start, window.end)
             stored = next((c for (is_prediction, _), c in counts.items() if is_prediction), {})
             out = np.zeros(_bin_count(bins), dtype=np.int64)
@@ -497,6 +503,16 @@ class Autopilot:
             "holdout": "newest labelled production rows",
         }
         return RetrainResult(result.outcome, result.reason, result.version, figures)
+
+
+def _same_bins(a: Bins, b: Bins) -> bool:
+    """Whether two versions' prediction bins are the same bins (their training counts may
+    differ)."""
+    if isinstance(a, CategoricalBins) and isinstance(b, CategoricalBins):
+        return a.categories == b.categories
+    if isinstance(a, NumericBins) and isinstance(b, NumericBins):
+        return a.edges == b.edges and a.dtype == b.dtype
+    return False
 
 
 def _bin_count(bins: Bins) -> int:

@@ -162,6 +162,7 @@ def test_a_canary_15_points_less_accurate_is_rolled_back_by_the_accuracy_test(
                 timeout=10,
             )  # fmt: skip
         rollback = _wait_for(monitor.address, "rollback", timeout=45)
+        kinds = [e.kind for e in _events(monitor.address)]
     finally:
         stop.set()
         sender.join(30)
@@ -169,6 +170,7 @@ def test_a_canary_15_points_less_accurate_is_rolled_back_by_the_accuracy_test(
         monitor.terminate()
 
     assert rollback.version == 2
+    assert kinds[-2:] == ["canary_check_failed", "rollback"], kinds
     assert rollback.reason.startswith("canary worse than stable: accuracy")
     figures = json.loads(rollback.figures_json)
     accuracy = figures["checks"]["accuracy"]
