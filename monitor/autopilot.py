@@ -10,7 +10,9 @@ canary analysis, the drift streak, the last retrain) lives in the store's ``poli
 Event kinds: ``drift_alarm``, ``accuracy_drop``, ``retrain_started``, ``retrain_succeeded``,
 ``retrain_failed``, ``retrain_rejected``, ``canary_started``, ``canary_step``,
 ``canary_check_failed``, ``promotion``, ``rollback``, ``canary_ended`` (the canary went away
-by another hand), ``policy_error``.
+by another hand), ``action_superseded`` (a control call refused because the deployment moved
+since it was read: the operator's change stands), ``stable_pinned`` (no gateway configured:
+the stable pinned in ``deployment.json`` before a retrain), ``policy_error``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from driftgate.converter import load_table, save_table_npz
+from driftgate.core.deployment import DeploymentStore, deploy
 from driftgate.core.errors import FailedPrecondition, ModelNotFound
 from driftgate.core.profile import (
     CategoricalBins,
@@ -39,7 +42,12 @@ from driftgate.core.profile import (
 )
 from driftgate.monitor import canary as analysis
 from driftgate.monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
-from driftgate.monitor.control_client import ControlError, DeploymentView
+from driftgate.monitor.control_client import (
+    ACTOR,
+    ControlConflict,
+    ControlError,
+    DeploymentView,
+)
 from driftgate.monitor.drift import DriftTester, DriftThresholds, Verdict
 from driftgate.monitor.policy import Policy, PolicyError, load_policy
 from driftgate.monitor.retrain import (
@@ -69,8 +77,12 @@ class ControlPort(Protocol):
     """The gateway's Control service, as the autopilot uses it."""
 
     def status(self, model: str) -> DeploymentView: ...
-    def deploy_canary(self, model: str, version: int, weight: float, reason: str) -> None: ...
-    def pin_stable(self, model: str, version: int, reason: str) -> None: ...
+    def deploy_canary(
+        self, model: str, version: int, weight: float, reason: str, revision: int | None = None
+    ) -> DeploymentView: ...
+    def pin_stable(
+        self, model: str, version: int, reason: str, revision: int | None = None
+    ) -> DeploymentView: ...
     def set_traffic(self, model: str, weight: float, reason: str, revision: int) -> None: ...
     def promote(self, model: str, reason: str, revision: int) -> None: ...
     def rollback(self, model: str, reason: str, revision: int) -> None: ...
@@ -299,26 +311,42 @@ class Autopilot:
         return decision
 
     def _act(self, model: str, view: DeploymentView, d: Decision, now: float) -> None:
+        """Carry out a decision. Every control call carries the revision the decision read:
+        if an operator (or another monitor) changed the deployment since, the gateway refuses
+        it, and the policy backs off with an ``action_superseded`` event, changing nothing;
+        the next look reads the deployment afresh."""
         assert self.control is not None
         version = d.state.canary
         if d.action in ("wait", "hold"):
+            return
+        try:
+            if d.action == "step":
+                assert d.weight is not None
+                self.control.set_traffic(model, d.weight, d.reason, view.revision)
+            elif d.action == "promote":
+                self.control.promote(model, d.reason, view.revision)
+            elif d.action == "rollback":
+                self.control.rollback(model, d.reason, view.revision)
+        except ControlConflict as exc:
+            self.event(
+                "action_superseded",
+                model,
+                version,
+                f"{d.action} not made: the deployment changed since revision {view.revision} "
+                f"was read ({exc})",
+                {"action": d.action, "revision": view.revision, "decision": d.figures},
+            )
             return
         if d.action == "retry":
             self.store.put_state(model, "canary", d.state.to_dict(), now)
             self.event("canary_check_failed", model, version, d.reason, d.figures)
         elif d.action == "step":
-            assert d.weight is not None
-            self.control.set_traffic(model, d.weight, d.reason, view.revision)
             self.store.put_state(model, "canary", d.state.to_dict(), now)
             self.event("canary_step", model, version, d.reason, d.figures)
-        elif d.action == "promote":
-            self.control.promote(model, d.reason, view.revision)
+        elif d.action in ("promote", "rollback"):
             self.store.put_state(model, "canary", None, now)
-            self.event("promotion", model, version, d.reason, d.figures)
-        elif d.action == "rollback":
-            self.control.rollback(model, d.reason, view.revision)
-            self.store.put_state(model, "canary", None, now)
-            self.event("rollback", model, version, d.reason, d.figures)
+            kind = "promotion" if d.action == "promote" else "rollback"
+            self.event(kind, model, version, d.reason, d.figures)
 
     def canary_figures(self, model: str, state: AnalysisState, now: float) -> CanaryFigures:
         """Canary and stable figures summed over the same buckets, from the one the analysis
@@ -410,11 +438,13 @@ class Autopilot:
             return self._retrain_end(
                 model, stable, RetrainResult("rejected", "a canary analysis is in progress"), reason
             )
-        if self.control is not None:
-            try:
-                self.control.pin_stable(model, stable, "pin the stable before a retrain")
-            except ControlError as exc:
-                return self._retrain_end(model, stable, RetrainResult("failed", str(exc)), reason)
+        try:
+            revision = self._pin_before_retrain(model, stable)
+        except ControlConflict as exc:
+            moved = RetrainResult("rejected", f"the deployment moved while it was read: {exc}")
+            return self._retrain_end(model, stable, moved, reason)
+        except (ControlError, FailedPrecondition) as exc:
+            return self._retrain_end(model, stable, RetrainResult("failed", str(exc)), reason)
         workdir = Path(tempfile.mkdtemp(prefix=f"retrain-{model}-", dir=self._workdir()))
         try:
             result = self._prepare_and_run(model, stable, policy, now, workdir)
@@ -425,13 +455,57 @@ class Autopilot:
         if result.outcome == "succeeded" and self.control is not None:
             weight = policy.canary.steps[0]
             try:
-                self.control.deploy_canary(model, result.version, weight, f"retrained: {reason}")
+                self.control.deploy_canary(
+                    model, result.version, weight, f"retrained: {reason}", revision
+                )
+            except ControlConflict as exc:
+                # An operator (or another monitor) changed the deployment during the retrain:
+                # their change stands; the new version stays in the repository, unserved.
+                result = RetrainResult(
+                    "rejected",
+                    f"version {result.version} written, not deployed: the deployment changed "
+                    f"since revision {revision} was read before the retrain ({exc})",
+                    result.version, result.figures,
+                )  # fmt: skip
             except ControlError as exc:
                 result = RetrainResult(
                     "failed", f"version {result.version} written, deploy refused: {exc}",
                     result.version, result.figures,
                 )  # fmt: skip
         return self._retrain_end(model, stable, result, reason)
+
+    def _pin_before_retrain(self, model: str, stable: int) -> int | None:
+        """Pin ``stable`` before a retrain writes a newer version, so that the new version can
+        never serve by being the highest; the revision the canary deploy must find.
+
+        Through the gateway: read the status, refuse (``ControlConflict``) if a canary is
+        deployed, pin with the revision read. Without a gateway the monitor never deploys,
+        but it still pins the stable in the repository's ``deployment.json`` (the gateways
+        read it) and says so in a ``stable_pinned`` event; returns None."""
+        if self.control is not None:
+            view = self.control.status(model)
+            if view.canary:
+                raise ControlConflict(
+                    f"version {view.canary} is deployed as a canary of model {model!r}; a "
+                    "retrain would replace it"
+                )
+            reason = "pin the stable before a retrain"
+            return self.control.pin_stable(model, view.stable, reason, view.revision).revision
+        deployments = DeploymentStore(self.monitor.repository)
+        state, changed = deployments.change(
+            model, "Deploy", lambda s: deploy(s, stable), actor=ACTOR,
+            reason="pin the stable before a retrain (no gateway configured)",
+        )  # fmt: skip
+        if changed:
+            self.event(
+                "stable_pinned",
+                model,
+                stable,
+                f"version {stable} pinned as the stable in deployment.json before a retrain "
+                "(no gateway configured): the retrained version will not serve unless deployed",
+                {"revision": state.revision},
+            )
+        return None
 
     def _workdir(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,8 @@ EVENT_KINDS = (
     "promotion",
     "rollback",
     "canary_ended",
+    "action_superseded",
+    "stable_pinned",
     "policy_error",
 )
 _VERSION = ("model", "version")
