@@ -39,7 +39,8 @@ Series and labels (the README lists them with their use):
 - ``driftgate_monitor_store_rows{table}``, ``driftgate_monitor_store_bytes``.
 - ``driftgate_monitor_events_total{model, kind}``: policy decisions (drift_alarm,
   accuracy_drop, retrain_started/succeeded/failed/rejected, canary_started, canary_step,
-  canary_check_failed, promotion, rollback, canary_ended, policy_error).
+  canary_check_failed, promotion, rollback, canary_ended, action_superseded, stable_pinned,
+  policy_error).
 """
 
 from __future__ import annotations
