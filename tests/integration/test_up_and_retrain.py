@@ -47,6 +47,12 @@ def _events(monitor: str) -> list[dict]:
     return events
 
 
+def _labels_joined(monitor: str) -> int:
+    result = _driftgate("accuracy", MODEL, "--monitor", monitor, "--window", "total", "--json")
+    assert result.returncode == 0, result.stderr
+    return int(json.loads(result.stdout).get("label_count", 0))
+
+
 def test_up_serves_and_retrain_deploys_a_canary(tmp_path: Path) -> None:
     x, y = make_classification(1200, 5, n_informative=4, n_redundant=0, random_state=11)
     x = x.astype(np.float32).round(2)
@@ -65,7 +71,10 @@ def test_up_serves_and_retrain_deploys_a_canary(tmp_path: Path) -> None:
          "--data-dir", str(tmp_path / "data"), "--grpc-port", "0", "--metrics-port", "0",
          "--monitor-grpc-port", "0", "--monitor-metrics-port", "0",
          "--report-interval", "0.2", "--ready-file", str(ready)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+        # Every prediction recorded (the default caps records at 200 a second): the judge
+        # counts on all 300 labelled rows.
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "DRIFTGATE_RECORD_MAX_PER_SECOND": "0"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -93,6 +102,10 @@ def test_up_serves_and_retrain_deploys_a_canary(tmp_path: Path) -> None:
                 fb.SendLabelsRequest(labels=labels), timeout=10
             )
 
+        deadline = time.monotonic() + 30
+        while _labels_joined(monitor) < 300:  # the judge needs the holdout whole
+            assert time.monotonic() < deadline, "the 300 labels were not joined within 30 s"
+            time.sleep(0.2)
         asked = _driftgate("retrain", MODEL, "--monitor", monitor)
         assert asked.returncode == 0, asked.stderr
         assert "queued" in asked.stdout
