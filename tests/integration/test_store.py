@@ -19,11 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.profile import FeatureProfile, NumericBins, ReferenceProfile
 from driftgate.monitor.accuracy import Accuracy, JoinedPrediction, accuracy_from, accuracy_of
+from driftgate.monitor.metrics import MonitorMetrics
+from driftgate.monitor.service import Monitor
+from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import (
     MIGRATIONS,
     Distribution,
@@ -640,3 +644,38 @@ def test_large_tables_are_sized_by_estimate(store: Store) -> None:
         connection.execute(sa.text("ANALYZE"))  # as autovacuum does on PostgreSQL
     assert store.table_rows()["bin_counts"] == pytest.approx(250_000, rel=0.02)
     assert store.table_rows()["traffic"] == 0
+
+
+def test_total_accuracy_gauge_outlives_pruned_records(url: str, tmp_path: Path) -> None:
+    """The monitor's whole-history accuracy keeps the records that retention deleted: it is
+    summed from the aggregates, which live as long as the counts."""
+    version = tmp_path / "models" / "churn" / "1"
+    version.mkdir(parents=True)
+    meta = {"task": "classification", "class_labels": ["no", "yes"]}
+    (version / "model.json").write_text(json.dumps(meta))
+    settings = MonitorSettings(
+        data_dir=tmp_path, repository=tmp_path / "models", record_retention_seconds=60,
+        label_delay_seconds=60,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    store = Store(url)
+    monitor = Monitor(settings, store, MonitorMetrics(registry))
+    try:
+        store.ingest(_answers(1, "churn", CLASSIFIER_ANSWERS))
+        store.add_labels(
+            [LabelIn(r, "yes", T0 + 60, "churn") for r, _, _ in CLASSIFIER_ANSWERS], T0
+        )
+        later = T0 + 2 * 86400
+        assert monitor.prune(now=later)["predictions"] == 6
+        # A report of the version's traffic in the last hour makes it active.
+        store.ingest(Report("gw", 1, later - 60, [VersionCounts("churn", 1, requests=1)]))
+        monitor.evaluate(now=later)
+        labels = {"model": "churn", "version": "1", "metric": "accuracy"}
+        total = registry.get_sample_value(
+            "driftgate_monitor_accuracy", labels | {"window": "total"}
+        )
+        assert total == pytest.approx(3 / 6)
+        hour = registry.get_sample_value("driftgate_monitor_accuracy", labels | {"window": "1h"})
+        assert hour is None  # no record in the last hour
+    finally:
+        store.close()
