@@ -172,17 +172,16 @@ class Monitor:
         return accuracy_from(totals, task, [str(c) for c in meta.get("class_labels") or ()])
 
     def _model_json(self, model: str, version: int) -> dict[str, Any]:
-        """The version's model.json ({} without one); read once, versions are immutable."""
+        """The version's model.json ({} without one); read once found, as versions are
+        immutable (a version may be written after its first mention)."""
         key = (model, version)
         if key not in self._metadata:
-            meta: dict[str, Any] = {}
             with contextlib.suppress(ModelNotFound):
                 # model.json only: the monitor never opens the ONNX graph.
                 path = self.repository.version_dir(model, version) / "model.json"
                 if path.is_file():
-                    meta = json.loads(path.read_text(encoding="utf-8"))
-            self._metadata[key] = meta
-        return self._metadata[key]
+                    self._metadata[key] = json.loads(path.read_text(encoding="utf-8"))
+        return self._metadata.get(key, {})
 
     def _tasks(self, report: Report) -> dict[tuple[str, int], Task]:
         """What each version of the report's records predicts, as its model.json says."""
