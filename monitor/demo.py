@@ -44,7 +44,6 @@ min_rows = 100
 [canary]
 interval = {interval}
 steps = [20, 50]
-failure_threshold = 2
 deadline = 40
 min_requests = 20
 
