@@ -67,6 +67,11 @@ def repository(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> Path:
     root = tmp_path / "models"
     x, y = data
     convert(LogisticRegression(max_iter=500).fit(x, y), x, MODEL, root, labels=y)
+    # The retraining judge needs holdout rows in proportion to its margin: the ~100 labelled
+    # rows of test (c) judge a candidate with a wide one, on their newest 60%.
+    (root / MODEL / "policy.toml").write_text(
+        "[retrain]\nholdout_fraction = 0.6\ntolerance = 0.3\n"
+    )
     return root
 
 
