@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftgate.converter.calibration import fit_calibration
 from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
 from driftgate.converter.export import (
     Layout,
@@ -276,6 +277,7 @@ class _Artifacts:
     profile: ReferenceProfile
     metrics: dict[str, Any] | None
     sample: Table
+    calibration: dict[str, Any] | None = None
 
 
 def _metadata(model: str, estimator: Any, table: Table, a: _Artifacts) -> dict[str, Any]:
@@ -310,6 +312,8 @@ def _metadata(model: str, estimator: Any, table: Table, a: _Artifacts) -> dict[s
             "sample": {"file": SAMPLE_FILE, "rows": a.sample.rows},
         },
         "holdout_metrics": a.metrics,
+        # The label-free estimate's map of confidence to accuracy (converter.calibration).
+        "calibration": a.calibration,
     }
 
 
@@ -352,9 +356,29 @@ def _build(estimator: Any, table: Table, held: Table | None, s: ConverterSetting
     sample_size = min(table.rows, s.sample_rows)
     sample = table.take(np.sort(sample_rng.choice(table.rows, sample_size, replace=False)))
     profile = _profile(table, layout, predictions, classes, s)
+    calibration = _calibration(estimator, layout, table, held, split) if classes else None
     return _Artifacts(
-        onnx_model, onnx_bytes, layout, task, classes, report, profile, metrics, sample
-    )
+        onnx_model, onnx_bytes, layout, task, classes, report, profile, metrics, sample,
+        calibration,
+    )  # fmt: skip
+
+
+def _calibration(
+    estimator: Any, layout: Layout, table: Table, held: Table | None, split: Any
+) -> dict[str, Any] | None:
+    """The calibration block, fitted on the rows of the holdout metrics, as served (float32)."""
+    if held is not None:
+        rows, source = held.select(layout.features), "holdout"
+    else:
+        rows, source = table.take(split), "split"
+    if rows.target is None or not rows.rows:
+        return None
+    probabilities = np.asarray(estimator.predict_proba(layout.sklearn_input(_float32_rows(rows))))
+    predicted = np.asarray(estimator.classes_)[probabilities.argmax(axis=1)]
+    truth = rows.target
+    if isinstance(predicted[0], str):
+        truth = np.asarray([str(v) for v in truth], dtype=object)
+    return fit_calibration(probabilities, predicted == truth, source)
 
 
 def convert(

@@ -2,11 +2,21 @@
 
 Classifiers: accuracy, macro F1 (binary: F1 of the positive class, the second class label),
 log loss (probabilities clipped to [1e-15, 1 - 1e-15], as scikit-learn does), per-class
-recall, and, beside the labelled figures, an estimate from the model's own probabilities:
-the mean top-class probability over every prediction of the window, labelled or not (it is
-the model's expected accuracy if it is calibrated, and needs no label). Regressors: MAE and
-RMSE. Both: label coverage and label-lag percentiles (p50, p90, p99) read from a fixed
-log-spaced histogram (``LAG_EDGES``: a lag is known to within 6%).
+recall, and, beside the labelled figures, the label-free estimate of accuracy (confidence-based
+performance estimation, as NannyML's CBPE): the mean over the window's predictions of the
+calibrated probability that the top class is right, ``Calibration`` being the isotonic map
+the converter fitted on held-out rows (``converter.calibration``, stored in model.json). It is
+given for every prediction of the window (``estimated_accuracy``, needs no label) and for the
+labelled ones alone (``estimated_accuracy_labelled``), which ``accuracy`` measures: the two
+figures of the same rows, whose gap is concept drift or a miscalibrated map. Top-class
+probabilities are counted in ``TOP_BINS`` fixed bins with their sum, and the map is applied
+to each bin's mean probability (``expected_accuracy``): the estimate is defined on the bins,
+so the store's histograms give it exactly. Without a map (a model.json written before
+calibration, or too few held-out rows) the map is the identity: the mean top-class
+probability. Regressors: MAE and RMSE; nothing is estimated without labels (a point
+prediction carries no confidence to calibrate). Both: label coverage and label-lag
+percentiles (p50, p90, p99) read from a fixed log-spaced histogram (``LAG_EDGES``: a lag
+is known to within 6%).
 
 Two ways to the same figures: ``accuracy_of`` from the records themselves (the definition),
 and ``accuracy_from`` from ``AccuracyTotals``, sums that add up record by record and bucket
@@ -28,16 +38,20 @@ __all__ = [
     "LAG_EDGES",
     "MAX_LOSS_COLUMNS",
     "Accuracy",
+    "TOP_BINS",
     "AccuracyTotals",
+    "Calibration",
     "JoinedPrediction",
     "LabelTerms",
     "Task",
     "accuracy_from",
     "accuracy_of",
+    "expected_accuracy",
     "label_terms",
     "lag_bin",
     "lag_percentiles",
     "record_top",
+    "top_bin",
 ]
 
 _CLIP = 1e-15
@@ -50,6 +64,51 @@ MAX_LOSS_COLUMNS = 64
 """Without the class list (no model.json), the log loss of every column of a labelled
 record's probabilities is kept, as the window decides which column is the label's; wider
 records get no log loss."""
+
+
+TOP_BINS = 50
+"""Top-class probability histogram bins: bin i holds [i / 50, (i + 1) / 50), the last 1.0 too."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The converter's map of top-class probability to the probability that the top class is
+    right: linear interpolation through the breakpoints, constant beyond the ends."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    @classmethod
+    def from_model_json(cls, meta: Mapping[str, object]) -> Calibration | None:
+        """The map of a model.json's ``calibration`` block; None without one."""
+        block = meta.get("calibration")
+        if not isinstance(block, Mapping) or not block.get("x"):
+            return None
+        return cls(tuple(map(float, block["x"])), tuple(map(float, block["y"])))
+
+    def __call__(self, probability: float) -> float:
+        return float(np.interp(probability, self.x, self.y))
+
+
+def top_bin(probability: float) -> int:
+    """The ``TOP_BINS`` bin of a top-class probability."""
+    return min(max(int(probability * TOP_BINS), 0), TOP_BINS - 1)
+
+
+def expected_accuracy(
+    histogram: Mapping[int, tuple[int, float]], calibration: Calibration | None
+) -> float | None:
+    """The label-free estimate from a histogram (bin -> records, sum of their top-class
+    probabilities): each bin's records weigh the map of their mean probability."""
+    total = sum(n for n, _ in histogram.values())
+    if not total:
+        return None
+    expected = 0.0
+    for n, summed in histogram.values():
+        if n:
+            mean = summed / n
+            expected += n * (calibration(mean) if calibration else mean)
+    return expected / total
 
 
 @dataclass(frozen=True)
@@ -83,6 +142,11 @@ class Accuracy:
     log_loss: float | None = None
     recall: dict[str, float] = field(default_factory=dict)
     estimated_accuracy: float | None = None
+    """Label-free estimate over every prediction of the window."""
+    estimated_accuracy_labelled: float | None = None
+    """The same estimate over the labelled predictions, the rows ``accuracy`` is measured on."""
+    estimate_calibrated: bool = False
+    """Whether the estimate applied the converter's calibration (else the identity map)."""
     mae: float | None = None
     rmse: float | None = None
     label_lag_seconds: dict[str, float] = field(default_factory=dict)
@@ -95,7 +159,9 @@ class AccuracyTotals:
     ``confusion`` counts labelled records by (label, prediction) as strings (classifiers);
     ``losses`` holds, per (label, number of probabilities, column), the records and the sum
     of their log loss were that column the label's (-1: none applies); ``lags`` counts
-    labels per ``lag_bin``.
+    labels per ``lag_bin``; ``top_bins`` holds, per (labelled, ``top_bin``), the records and
+    the sum of their top-class probabilities (labelled False: every record with
+    probabilities; True: those whose label joined).
     """
 
     records: int = 0
@@ -108,6 +174,7 @@ class AccuracyTotals:
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)
     losses: dict[tuple[str, int, int], tuple[int, float]] = field(default_factory=dict)
     lags: dict[int, int] = field(default_factory=dict)
+    top_bins: dict[tuple[bool, int], tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,7 +189,10 @@ class LabelTerms:
 
 
 def accuracy_of(
-    records: Sequence[JoinedPrediction], task: str, class_labels: Sequence[str] = ()
+    records: Sequence[JoinedPrediction],
+    task: str,
+    class_labels: Sequence[str] = (),
+    calibration: Calibration | None = None,
 ) -> Accuracy:
     """Figures for ``records``; ``task`` is "classification" or "regression"."""
     labelled = [r for r in records if r.label is not None]
@@ -136,8 +206,35 @@ def accuracy_of(
     if task == "regression":
         _regression(result, labelled)
     else:
-        _classification(result, records, labelled, [str(c) for c in class_labels])
+        _classification(result, labelled, [str(c) for c in class_labels])
+        _estimate(result, _top_histograms(records), calibration)
     return result
+
+
+def _top_histograms(
+    records: Sequence[JoinedPrediction],
+) -> dict[tuple[bool, int], tuple[int, float]]:
+    """``AccuracyTotals.top_bins`` of ``records``, record by record."""
+    bins: dict[tuple[bool, int], tuple[int, float]] = {}
+    for r in records:
+        if not len(r.probabilities):
+            continue
+        top = float(max(r.probabilities))
+        for labelled in (False, True) if r.label is not None else (False,):
+            n, summed = bins.get((labelled, top_bin(top)), (0, 0.0))
+            bins[labelled, top_bin(top)] = (n + 1, summed + top)
+    return bins
+
+
+def _estimate(
+    result: Accuracy,
+    top_bins: Mapping[tuple[bool, int], tuple[int, float]],
+    calibration: Calibration | None,
+) -> None:
+    for labelled, name in ((False, "estimated_accuracy"), (True, "estimated_accuracy_labelled")):
+        histogram = {b: v for (flag, b), v in top_bins.items() if flag is labelled}
+        setattr(result, name, expected_accuracy(histogram, calibration))
+    result.estimate_calibrated = calibration is not None
 
 
 def _regression(result: Accuracy, labelled: Sequence[JoinedPrediction]) -> None:
@@ -150,13 +247,9 @@ def _regression(result: Accuracy, labelled: Sequence[JoinedPrediction]) -> None:
 
 def _classification(
     result: Accuracy,
-    records: Sequence[JoinedPrediction],
     labelled: Sequence[JoinedPrediction],
     classes: list[str],
 ) -> None:
-    top = [max(r.probabilities) for r in records if len(r.probabilities)]
-    if top:
-        result.estimated_accuracy = float(np.mean(top))
     if not labelled:
         return
     truth = np.array([str(r.label) for r in labelled])
@@ -256,7 +349,12 @@ def label_terms(
     return LabelTerms(lag, confusion=(actual, str(prediction)), losses=losses)
 
 
-def accuracy_from(totals: AccuracyTotals, task: str, class_labels: Sequence[str] = ()) -> Accuracy:
+def accuracy_from(
+    totals: AccuracyTotals,
+    task: str,
+    class_labels: Sequence[str] = (),
+    calibration: Calibration | None = None,
+) -> Accuracy:
     """The figures ``accuracy_of`` gives for the records summed in ``totals``."""
     t = totals
     result = Accuracy(
@@ -270,8 +368,7 @@ def accuracy_from(totals: AccuracyTotals, task: str, class_labels: Sequence[str]
             result.mae = t.absolute_error_sum / t.labels
             result.rmse = math.sqrt(t.squared_error_sum / t.labels)
         return result
-    if t.top_count:
-        result.estimated_accuracy = t.top_sum / t.top_count
+    _estimate(result, t.top_bins, calibration)
     confusion = {k: n for k, n in t.confusion.items() if n}
     labelled = sum(confusion.values())
     if not labelled:

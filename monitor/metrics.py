@@ -25,7 +25,14 @@ Series and labels (the README lists them with their use):
   drift has ``driftgate_monitor_drift_verdict`` 3 too).
 - ``driftgate_monitor_accuracy{model, version, metric, window}`` and
   ``driftgate_monitor_accuracy_estimate{model, version, metric, window}`` (window: the
-  default window's length such as ``1h``, or ``total``).
+  default window's length such as ``1h``, or ``total``): labelled figures, and the label-free
+  estimate over every prediction of the window (``monitor.accuracy``: the calibrated expected
+  accuracy; the raw mean top-class probability for a model.json without calibration).
+- ``driftgate_monitor_accuracy_estimate_labelled{model, version, metric, window}``: the same
+  estimate over the labelled predictions only, the rows ``driftgate_monitor_accuracy`` is
+  measured on, so that the two compare like with like. A second gauge rather than a label on
+  the first: the existing series keep their identity, and no ``sum``/``max`` over the estimate
+  mixes two overlapping sets of rows.
 - ``driftgate_monitor_label_coverage{model, version, window}``,
   ``driftgate_monitor_labels_total{result}`` (accepted, duplicate, unknown: held,
   ambiguous: named no model while several models have the request id, invalid: in a batch
@@ -137,7 +144,15 @@ class MonitorMetrics:
         )
         self.accuracy_estimate = Gauge(
             "driftgate_monitor_accuracy_estimate",
-            "Accuracy estimated from the model's own probabilities (mean top-class probability)",
+            "Label-free accuracy estimate over every prediction of the window (calibrated "
+            "expected accuracy, CBPE)",
+            (*_VERSION, "metric", "window"),
+            registry=registry,
+        )
+        self.accuracy_estimate_labelled = Gauge(
+            "driftgate_monitor_accuracy_estimate_labelled",
+            "The label-free accuracy estimate over the labelled predictions of the window, the "
+            "rows driftgate_monitor_accuracy is measured on",
             (*_VERSION, "metric", "window"),
             registry=registry,
         )

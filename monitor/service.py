@@ -21,7 +21,7 @@ import numpy as np
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
 from driftgate.core.repository import Repository, validate_model_name
-from driftgate.monitor.accuracy import Accuracy, accuracy_from
+from driftgate.monitor.accuracy import Accuracy, Calibration, accuracy_from
 from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
@@ -169,7 +169,8 @@ class Monitor:
         meta = self._model_json(model, version)
         stored = self.store.version_task(model, version)
         task = str(meta.get("task") or (stored.kind if stored else "classification"))
-        return accuracy_from(totals, task, [str(c) for c in meta.get("class_labels") or ()])
+        classes = [str(c) for c in meta.get("class_labels") or ()]
+        return accuracy_from(totals, task, classes, Calibration.from_model_json(meta))
 
     def _model_json(self, model: str, version: int) -> dict[str, Any]:
         """The version's model.json ({} without one); read once found, as versions are
@@ -266,6 +267,10 @@ class Monitor:
                 m.accuracy.labels(model, v, name, label).set(value)
         if a.estimated_accuracy is not None:
             m.accuracy_estimate.labels(model, v, "accuracy", label).set(a.estimated_accuracy)
+        if a.estimated_accuracy_labelled is not None:
+            m.accuracy_estimate_labelled.labels(model, v, "accuracy", label).set(
+                a.estimated_accuracy_labelled
+            )
 
     def refresh_store_size(self) -> None:
         for table, rows in self.store.table_rows().items():

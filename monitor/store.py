@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from driftgate.monitor.accuracy import AccuracyTotals, Task, label_terms, record_top
+from driftgate.monitor.accuracy import AccuracyTotals, Task, label_terms, record_top, top_bin
 
 __all__ = [
     "INSTANCE_ID_LENGTH",
@@ -234,6 +234,27 @@ label_lags = sa.Table(
 )
 _AGGREGATES = (accuracy_sums, confusion, label_losses, label_lags)
 
+# Top-class probability histograms (migration 5), for the label-free accuracy estimate: per
+# (model, version, daily, bucket) as the other aggregates, and per ``labelled`` (False: every
+# record with probabilities, added when it is stored; True: the same record again when its
+# label joins) and ``monitor.accuracy.top_bin``, the records and the sum of their top-class
+# probabilities. The estimate applies the model's calibration when read, so a histogram
+# serves any map.
+top_histograms = sa.Table(
+    "top_histograms",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("labelled", sa.Boolean, primary_key=True),
+    sa.Column("bin", sa.Integer, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("top_sum", sa.Float, nullable=False),
+)
+_ESTIMATE_AGGREGATES = (top_histograms,)
+sa.Index("top_histograms_bucket", top_histograms.c.bucket)  # pruning; made with the table
+
 # Migration 4's indexes: a window of a version is a range of (model, version, bucket); the
 # pruning and the active versions go by bucket.
 _INDEXES = (
@@ -319,7 +340,7 @@ def _backfill_aggregates(connection: Connection) -> None:
         predictions.c.model, predictions.c.version, predictions.c.time,
         predictions.c.prediction, predictions.c.label, predictions.c.label_time,
     ).order_by(predictions.c.id)  # fmt: skip
-    sums = _Sums(BACKFILL_BUCKET_SECONDS)
+    sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False)
     rows = connection.execute(query.execution_options(yield_per=5000))
     for row in rows:
         answer = json.loads(row.prediction)
@@ -332,9 +353,37 @@ def _backfill_aggregates(connection: Connection) -> None:
             sums.label(key, row.time, tasks[key], answer, label, row.label_time)
         if sums.size() > 50_000:
             sums.write(connection)
-            sums = _Sums(BACKFILL_BUCKET_SECONDS)
+            sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False)
     sums.write(connection)
     _remember_tasks(connection, tasks)
+
+
+def _migration_5(connection: Connection) -> None:
+    """Top-class probability histograms, backfilled from the stored records (bucketed by
+    ``BACKFILL_BUCKET_SECONDS``, as migration 4's; records already pruned are not counted)."""
+    metadata.create_all(connection, tables=[top_histograms])
+    known = _tasks_of(connection, _stored_versions(connection))
+    query = sa.select(
+        predictions.c.model, predictions.c.version, predictions.c.time,
+        predictions.c.prediction, predictions.c.label.is_not(None).label("labelled"),
+    ).order_by(predictions.c.id)  # fmt: skip
+    sums = _Sums(BACKFILL_BUCKET_SECONDS)
+    for row in connection.execute(query.execution_options(yield_per=5000)):
+        key = (row.model, int(row.version))
+        answer = json.loads(row.prediction)
+        task = known.get(key) or _guess_task(answer["value"], answer["probabilities"])
+        sums.top(key, row.time, task, answer["probabilities"], labelled=False)
+        if row.labelled:
+            sums.top(key, row.time, task, answer["probabilities"], labelled=True)
+        if sums.size() > 50_000:
+            sums.write(connection)
+            sums = _Sums(BACKFILL_BUCKET_SECONDS)
+    sums.write(connection)
+
+
+def _stored_versions(connection: Connection) -> list[tuple[str, int]]:
+    query = sa.select(predictions.c.model, predictions.c.version).distinct()
+    return [(m, int(v)) for m, v in connection.execute(query)]
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
@@ -342,6 +391,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 """Ordered schema migrations; the schema version is the number applied."""
 
@@ -882,6 +932,14 @@ class Store:
             }
             lags = window(g, g.c.bin, sa.func.sum(g.c.count)).group_by(g.c.bin)
             totals.lags = {int(b): int(n) for b, n in connection.execute(lags)}
+            h = top_histograms
+            tops = window(
+                h, h.c.labelled, h.c.bin, sa.func.sum(h.c.count), sa.func.sum(h.c.top_sum)
+            ).group_by(h.c.labelled, h.c.bin)
+            totals.top_bins = {
+                (bool(flag), int(b)): (int(n), float(x))
+                for flag, b, n, x in connection.execute(tops)
+            }
         return totals
 
     def _accuracy_ranges(
@@ -922,7 +980,7 @@ class Store:
         ids, which rows enter in order and leave oldest first.
         """
         tables = [reports, bin_counts, traffic, latency, predictions, pending_labels, events]
-        tables += _AGGREGATES
+        tables += [*_AGGREGATES, *_ESTIMATE_AGGREGATES]
         with self.engine.connect() as connection:
             return {t.name: self._rows(connection, t) for t in tables}
 
@@ -1055,7 +1113,7 @@ class Store:
                         bin_counts.c.bucket < cut,
                     )
                 ).rowcount
-            for table in (traffic, latency, *_AGGREGATES):
+            for table in (traffic, latency, *_AGGREGATES, *_ESTIMATE_AGGREGATES):
                 deleted[table.name] = connection.execute(
                     sa.delete(table).where(table.c.bucket < cut)
                 ).rowcount
@@ -1095,15 +1153,18 @@ class _Sums:
     and a label add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
     """
 
-    def __init__(self, bucket_seconds: int) -> None:
+    def __init__(self, bucket_seconds: int, histograms: bool = True) -> None:
         self.bucket_seconds = bucket_seconds
+        self.histograms = histograms  # False: migration 4, before top_histograms exists
         self.sums: dict[tuple[str, int, bool, int], dict[str, float]] = {}
         self.confusion: dict[tuple[str, int, bool, int, str, str], int] = {}
         self.losses: dict[tuple[str, int, bool, int, str, int, int], list[float]] = {}
         self.lags: dict[tuple[str, int, bool, int, int], int] = {}
+        self.tops: dict[tuple[str, int, bool, int, bool, int], list[float]] = {}
 
     def size(self) -> int:
-        return len(self.sums) + len(self.confusion) + len(self.losses) + len(self.lags)
+        sizes = (self.sums, self.confusion, self.losses, self.lags, self.tops)
+        return sum(len(x) for x in sizes)
 
     def _rows(
         self, key: tuple[str, int], time: float
@@ -1122,6 +1183,25 @@ class _Sums:
             if top is not None:
                 row["top_count"] += 1
                 row["top_sum"] += top
+        self.top(key, time, task, probabilities, labelled=False)
+
+    def top(
+        self,
+        key: tuple[str, int],
+        time: float,
+        task: Task,
+        probabilities: Sequence[float],
+        labelled: bool,
+    ) -> None:
+        """Count a record's top-class probability in its histograms (all or labelled)."""
+        top = record_top(task, probabilities)
+        if top is None or not self.histograms:
+            return
+        bucket = int(time // self.bucket_seconds) * self.bucket_seconds
+        for where in ((*key, False, bucket), (*key, True, bucket // DAY * DAY)):
+            summed = self.tops.setdefault((*where, labelled, top_bin(top)), [0, 0.0])
+            summed[0] += 1
+            summed[1] += top
 
     def label(
         self,
@@ -1136,6 +1216,7 @@ class _Sums:
         terms = label_terms(
             task, answer["value"], answer["probabilities"], label, max(label_time - time, 0.0)
         )
+        self.top(key, time, task, answer["probabilities"], labelled=True)
         for where, row in self._rows(key, time):
             row["labels"] += 1
             if terms.error is not None:
@@ -1177,6 +1258,14 @@ class _Sums:
             connection,
             label_lags,
             [keyed(label_lags, k) | {"count": n} for k, n in self.lags.items()],
+        )
+        _add(
+            connection,
+            top_histograms,
+            [
+                keyed(top_histograms, k) | {"count": n, "top_sum": x}
+                for k, (n, x) in self.tops.items()
+            ],
         )
 
 
