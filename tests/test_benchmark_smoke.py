@@ -125,3 +125,22 @@ def test_retrain_judge_benchmark_smoke(tmp_path: Path) -> None:
     assert all(s["judgements"] == 200 for s in scenarios.values())
     assert scenarios["worse_5_points"]["accepted"] < scenarios["equal"]["accepted"]
     assert "candidate 5 points worse accepted" in done.stdout
+
+
+def test_label_free_estimate_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "estimate.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "label_free_estimate.py"), "--quick"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    cases = report["cases"]
+    assert set(cases) == {
+        "shift +0.0", "shift +1.0", "shift +2.0", "shift +4.0", "concept flip +4.0",
+    }  # fmt: skip
+    assert report["window_rows"] == 2000 and report["calibrations"][0]["rows"] == 600
+    # Undrifted, the calibrated estimate is within 3 points; under the concept flip no
+    # label-free estimate can follow the accuracy (the alert's case).
+    assert cases["shift +0.0"]["calibrated"]["mae"] < 0.03
+    assert cases["concept flip +4.0"]["calibrated"]["bias"] > 0.5
