@@ -6,7 +6,8 @@ thresholds are rounded down to float32 on that copy); run the parity check (see
 ``converter.parity`` for the tolerance) of the graph against that copy, and check that the
 copy predicts the same float32 rows exactly as the fitted estimator; profile the data and the
 model's own predictions (``driftgate.core.profile``); compute holdout metrics when labels are
-given; then write
+given, and for a classifier the calibration of its confidence on the same held-out rows
+(``converter.calibration``, the monitor's label-free estimate); then write
 ``model.onnx``, ``model.json``, ``reference.json``, ``estimator.joblib`` and
 ``training_sample.npz`` atomically through ``Repository.write_version``. Any failure before
 the final rename leaves nothing in the repository.
