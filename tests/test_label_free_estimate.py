@@ -142,3 +142,22 @@ def test_identity_map_is_the_mean_top_probability() -> None:
     assert top_bin(1.0) == top_bin(0.99) == TOP_BINS - 1 and top_bin(0.0) == 0
     assert expected_accuracy(histogram, None) == pytest.approx((1.25 + 0.9 + 1.99) / 5)
     assert expected_accuracy({}, None) is None
+
+
+def test_a_given_holdout_is_what_the_calibration_is_fitted_on(tmp_path: Path) -> None:
+    """As a retrain converts: the rows given as the holdout (which the estimator never saw)
+    calibrate it, string class labels included."""
+    x, y = _data(1500, 11)
+    names = np.array(["stay", "leave"])[y]
+    forest = RandomForestClassifier(20, max_depth=6, random_state=0).fit(x[:1000], names[:1000])
+    holdout = converter.table_from_object(x[1000:], names[1000:])
+    result = converter.convert(
+        forest, x[:1000], "churn", tmp_path, labels=names[:1000], holdout=holdout
+    )
+    block = result.metadata["calibration"]
+    assert (block["source"], block["rows"]) == ("holdout", 500)
+    expected = np.mean(forest.predict(x[1000:]) == names[1000:])
+    assert block["holdout_accuracy"] == pytest.approx(expected)
+    assert block["holdout_accuracy"] == pytest.approx(
+        result.metadata["holdout_metrics"]["accuracy"]
+    )
