@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from driftgate.converter import load_table, save_table_npz
-from driftgate.core.deployment import DeploymentStore, deploy
+from driftgate.core.deployment import DeploymentStore
 from driftgate.core.errors import FailedPrecondition, ModelNotFound
 from driftgate.core.profile import (
     CategoricalBins,
@@ -479,9 +479,11 @@ class Autopilot:
         never serve by being the highest; the revision the canary deploy must find.
 
         Through the gateway: read the status, refuse (``ControlConflict``) if a canary is
-        deployed, pin with the revision read. Without a gateway the monitor never deploys,
-        but it still pins the stable in the repository's ``deployment.json`` (the gateways
-        read it) and says so in a ``stable_pinned`` event; returns None."""
+        deployed or the stable is no longer ``stable``, pin with the revision read. Without a
+        gateway the monitor never deploys, but it still pins the stable in the repository's
+        ``deployment.json`` (the gateways read it) and says so in a ``stable_pinned`` event;
+        a recorded deployment (an operator's stable, canary or shadow) is left as it is, and
+        a stable that moved since it was read refuses the retrain; returns None."""
         if self.control is not None:
             view = self.control.status(model)
             if view.canary:
@@ -489,13 +491,33 @@ class Autopilot:
                     f"version {view.canary} is deployed as a canary of model {model!r}; a "
                     "retrain would replace it"
                 )
+            if view.stable != stable:
+                raise ControlConflict(
+                    f"the stable version of model {model!r} is {view.stable} at revision "
+                    f"{view.revision}, not version {stable} read before the retrain"
+                )
             reason = "pin the stable before a retrain"
             return self.control.pin_stable(model, view.stable, reason, view.revision).revision
         deployments = DeploymentStore(self.monitor.repository)
+        # An unchanged state: DeploymentStore records an implicit stable (the highest version)
+        # as a pin and leaves a recorded one, with its canary and shadow, as the operator left
+        # it (deploying ``stable`` would drop their canary, or revert a stable they just set).
         state, changed = deployments.change(
-            model, "Deploy", lambda s: deploy(s, stable), actor=ACTOR,
+            model, "Deploy", lambda s: s, actor=ACTOR,
             reason="pin the stable before a retrain (no gateway configured)",
         )  # fmt: skip
+        pinned = deployments.read(model).stable
+        if not pinned:
+            raise FailedPrecondition(
+                f"deployment.json of model {model!r} names no stable version and it cannot be "
+                "pinned (a canary without a stable?); no retrain, whose version would serve "
+                "by being the highest"
+            )
+        if pinned != stable:
+            raise ControlConflict(
+                f"version {pinned} is the stable of model {model!r} in deployment.json at "
+                f"revision {state.revision}, not version {stable} read before the retrain"
+            )
         if changed:
             self.event(
                 "stable_pinned",
