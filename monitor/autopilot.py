@@ -543,7 +543,9 @@ class Autopilot:
                 "retrain_succeeded",
                 model,
                 result.version,
-                f"version {result.version} trained and deployed as a canary: {result.reason}",
+                f"version {result.version} trained and "
+                + ("deployed as a canary" if self.control is not None else "written, not deployed")
+                + f": {result.reason}",
                 figures,
             )
         else:
