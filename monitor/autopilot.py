@@ -237,7 +237,7 @@ class Autopilot:
         self.store.put_state(model, "drift", state, now)
         reason = ""
         if state["streak"] >= policy.retrain.drift_evaluations:
-            reason = f"drift in {state['streak']} consecutive evaluations"
+            reason = f"drift in {state['streak']} consecutive windows"
         elif low:
             reason = "accuracy drop"
         if reason and policy.retrain.enabled and self._may_retrain(model, policy, now):
