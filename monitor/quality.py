@@ -1,6 +1,6 @@
 """Data-quality counts of a feature and the exact test that compares them with the reference's.
 
-Pure numpy (and ``math``). A feature's data quality in a window is the number of its values
+Pure numpy and scipy. A feature's data quality in a window is the number of its values
 that are missing, infinite or out of range among all the values seen (``QualityCounts``);
 the reference profile holds the same counts for the training data. ``rise_p_value`` is the
 one-sided p-value of Fisher's exact test that the window's rate is above the reference's:
@@ -13,10 +13,9 @@ counts are small and discrete). ``monitor.drift`` runs it per feature and kind.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
+from scipy import stats
 
 __all__ = ["KINDS", "QualityCounts", "rise_p_value"]
 
@@ -32,8 +31,6 @@ KINDS = ("missing", "infinite", "out_of_range")
 - ``out_of_range``: numeric values below the training minimum or above the maximum (the open
   end bins), categorical values outside the profile's categories (the "other" bin).
 """
-
-_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -55,44 +52,7 @@ class QualityCounts:
 def rise_p_value(window: int, rows: int, reference: int, reference_rows: int) -> float:
     """P-value of Fisher's exact test, one-sided, of "the window's rate is above the
     reference's": P(X >= window) for X hypergeometric with ``reference_rows + rows`` rows in
-    all, ``reference + window`` of them with the trait, ``rows`` drawn for the window."""
-    total, marked, drawn = reference_rows + rows, reference + window, rows
-    low, high = max(0, drawn - (total - marked)), min(marked, drawn)
-    if window <= low:
-        return 1.0
-    if window > drawn * marked / total:  # above the mean: sum the upper tail from here
-        return min(math.exp(_log_tail(total, marked, drawn, window, high)), 1.0)
-    # at or below the mean: one minus the lower tail, which is the short side to sum
-    return max(1.0 - math.exp(_log_tail(total, marked, drawn, window - 1, low)), 0.0)
-
-
-def _log_choose(a: int, b: int) -> float:
-    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-
-
-def _log_tail(total: int, marked: int, drawn: int, start: int, stop: int) -> float:
-    """log of the hypergeometric probabilities summed from ``start`` to ``stop`` (inclusive,
-    either direction; ``start`` lies on the far side of the mode, so the terms only fall),
-    in chunks, stopping once a term is below e^-50 of the sum so far."""
-    step = 1 if stop >= start else -1
-    log_term = (
-        _log_choose(marked, start)
-        + _log_choose(total - marked, drawn - start)
-        - _log_choose(total, drawn)
-    )
-    rest = total - marked - drawn
-    log_sum, k = -math.inf, start
-    while step * (stop - k) >= 0:
-        m = min(abs(stop - k) + 1, _CHUNK)
-        ks = k + step * np.arange(m, dtype=np.float64)
-        with np.errstate(divide="ignore"):  # the ratio past the support's end is 0
-            if step > 0:
-                ratio = np.log((marked - ks) * (drawn - ks)) - np.log((ks + 1) * (rest + ks + 1))
-            else:
-                ratio = np.log(ks * (rest + ks)) - np.log((marked - ks + 1) * (drawn - ks + 1))
-        logs = log_term + np.concatenate([[0.0], np.cumsum(ratio)])
-        log_sum = float(np.logaddexp(log_sum, np.logaddexp.reduce(logs[:m])))
-        k, log_term = k + step * m, float(logs[m])
-        if log_term < log_sum - 50.0:
-            break
-    return log_sum
+    all, ``reference + window`` of them with the trait, ``rows`` drawn for the window
+    (``scipy.stats.hypergeom``, exact at any count)."""
+    total, marked = reference_rows + rows, reference + window
+    return float(stats.hypergeom.sf(window - 1, total, marked, rows))

@@ -3,6 +3,7 @@ verdicts and gauges for a window whose feature went missing (no socket)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtr
-from scipy.stats import hypergeom
+from scipy.stats import fisher_exact
 
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core.profile import numeric_bins
@@ -32,10 +33,21 @@ FEATURES = 20
     st.floats(0.0, 1.0),
 )
 def test_p_value_is_fishers_exact_one_sided(ref: tuple[int, int, int], share: float) -> None:
+    # Fisher's test of the 2 x 2 table (window, reference) x (with the trait, without),
+    # one-sided "the window's rate is greater".
     n_ref, x_ref, n = ref
     x = int(round(share * n))
-    expected = hypergeom.sf(x - 1, n_ref + n, x_ref + x, n)
-    assert rise_p_value(x, n, x_ref, n_ref) == pytest.approx(expected, abs=1e-9)
+    expected = fisher_exact([[x, n - x], [x_ref, n_ref - x_ref]], alternative="greater").pvalue
+    assert rise_p_value(x, n, x_ref, n_ref) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_p_value_on_a_small_table_by_enumeration() -> None:
+    # 3 of 5 window rows and 1 of 10 training rows: P(X >= 3), X the window's share of the 4.
+    def term(k: int) -> float:
+        return math.comb(4, k) * math.comb(11, 5 - k) / math.comb(15, 5)
+
+    assert rise_p_value(3, 5, 1, 10) == pytest.approx(term(3) + term(4), rel=1e-12)
+    assert rise_p_value(0, 5, 1, 10) == pytest.approx(1.0)
 
 
 class Table:
