@@ -18,7 +18,7 @@ WORKDIR /src
 RUN python -m venv /opt/driftgate
 COPY requirements.lock requirements-dev.lock ./
 RUN pip install -r requirements.lock \
-    && grep -E '^psycopg(-binary)?==' requirements-dev.lock > postgres.txt \
+    && awk '/^psycopg(-binary)?==/{p=1} p{print} p&&!/\\$/{p=0}' requirements-dev.lock > postgres.txt \
     && pip install --no-deps -r postgres.txt
 COPY pyproject.toml README.md ./
 COPY driftgate ./driftgate
