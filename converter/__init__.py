@@ -6,7 +6,9 @@ Usage::
     result = convert(fitted_estimator, "train.csv", "churn", "models", target="churned")
     print(result.version, result.parity.format())
 
-See ``converter.convert`` for the steps, ``converter.export`` for the ONNX input layout and
+See ``converter.convert`` for the steps, ``converter.support`` for what is accepted (every
+estimator skl2onnx has a converter registered for) and the task of each, ``converter.export``
+for the ONNX input layout and
 output names, ``converter.parity`` for the tolerance, ``driftgate.core.profile`` for the binning
 rule shared with the gateway.
 """
@@ -21,8 +23,9 @@ from driftgate.converter.convert import (
     load_estimator,
 )
 from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
-from driftgate.converter.export import Layout, UnsupportedEstimator, make_layout, supported_names
+from driftgate.converter.export import Layout, make_layout
 from driftgate.converter.parity import ParityError, ParityReport, Tolerance
+from driftgate.converter.support import UnsupportedEstimator, check_supported, supported_names
 from driftgate.core.profile import ReferenceProfile, bin_index
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Tolerance",
     "UnsupportedEstimator",
     "bin_index",
+    "check_supported",
     "convert",
     "holdout_split",
     "load_estimator",

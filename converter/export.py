@@ -1,4 +1,5 @@
-"""scikit-learn -> ONNX with skl2onnx: the supported estimators, the input layout, the graph.
+"""scikit-learn -> ONNX with skl2onnx: the input layout and the graph (``converter.support``
+says what is supported).
 
 Input layout. A purely numeric model gets one input ``input`` (FP32, ``[n_features]``). A
 model with string columns gets grouped inputs: ``numeric`` (FP32, the numeric columns in the
@@ -8,13 +9,14 @@ rewritten to positions in the grouped layout before conversion. Grouping keeps a
 two tensors however many columns there are, and parity is the same as with one input per
 column. ``features`` in ``model.json`` says which column each input carries.
 
-Outputs. Classifiers: ``label`` (``[]`` per row) and ``probabilities`` (FP32,
-``[n_classes]``), plain tensors without ZipMap. Regressors: ``variable`` (FP32, ``[1]`` per
-row).
+Outputs (named by ``converter.support.output_names``). Classifiers: ``label`` (``[]`` per row)
+and ``probabilities`` (FP32, ``[n_classes]``), plain tensors without ZipMap, or ``scores``
+(the decision function) for a classifier without probabilities. Regressors: ``variable``
+(FP32, ``[1]`` per row). Outlier detectors: ``label`` (1 inlier, -1 outlier) and ``scores``.
 
-Conversion works on copies, never on the caller's estimator: a subclass of a supported class
+Conversion works on copies, never on the caller's estimator: a subclass of a registered class
 is converted as that class (the parity check then catches a subclass whose predictions
-differ), and tree ensembles are converted from ``served_estimator``'s copy, whose split
+differ), and trees are converted from ``served_estimator``'s copy, whose split
 thresholds are float32 values (see there), the values the ONNX graph holds.
 """
 
@@ -24,7 +26,7 @@ import copy
 import importlib
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +34,22 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgate.converter.data import Table
+from driftgate.converter.support import (
+    CLASSIFICATION,
+    UnsupportedEstimator,
+    check_supported,
+    components,
+    output_names,
+    registered_base,
+)
 from driftgate.core.errors import InvalidInput
 
 __all__ = [
     "InputSpec",
     "Layout",
     "UnsupportedEstimator",
+    "check_supported",  # re-exported: it lived here before converter.support
+    "declare_output_shapes",
     "export_onnx",
     "make_layout",
     "served_estimator",
@@ -51,89 +63,6 @@ _IGNORED_WARNINGS = (
     (DeprecationWarning, "Field onnx.AttributeProto.ints: Expected an int, got a boolean"),
     (FutureWarning, "Attribute `prob[AB]_` was deprecated"),
 )
-
-
-class UnsupportedEstimator(InvalidInput):
-    """The estimator (or a step of it) is not among the supported kinds."""
-
-
-def _supported() -> tuple[type, ...]:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import (
-        ExtraTreesClassifier,
-        ExtraTreesRegressor,
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from sklearn.svm import SVC
-
-    return (
-        LogisticRegression, LinearRegression, Ridge,
-        RandomForestClassifier, RandomForestRegressor,
-        ExtraTreesClassifier, ExtraTreesRegressor,
-        GradientBoostingClassifier, GradientBoostingRegressor,
-        HistGradientBoostingClassifier, HistGradientBoostingRegressor,
-        SVC, CalibratedClassifierCV, KNeighborsClassifier, KNeighborsRegressor,
-        MLPClassifier, MLPRegressor,
-        Pipeline, ColumnTransformer, StandardScaler, SimpleImputer, OneHotEncoder,
-    )  # fmt: skip
-
-
-def supported_names() -> list[str]:
-    """Class names of the supported estimators and transformers."""
-    return [cls.__name__ for cls in _supported()]
-
-
-def _supported_base(cls: type) -> type | None:
-    supported = _supported()
-    return next((base for base in cls.__mro__ if base in supported), None)
-
-
-def _components(estimator: Any) -> Iterator[Any]:
-    yield estimator
-    children: list[Any] = []
-    if hasattr(estimator, "steps"):
-        children = [step for _, step in estimator.steps]
-    elif hasattr(estimator, "transformers_"):
-        children = [t for _, t, _ in estimator.transformers_]
-    elif hasattr(estimator, "calibrated_classifiers_"):
-        children = [c.estimator for c in estimator.calibrated_classifiers_]
-    for child in children:
-        if child is not None and not isinstance(child, str):
-            yield from _components(child)
-
-
-def check_supported(estimator: Any) -> str:
-    """Return the task ("classification"/"regression") or raise UnsupportedEstimator."""
-    from sklearn.base import is_classifier, is_regressor
-
-    for part in _components(estimator):
-        if _supported_base(type(part)) is None:
-            raise UnsupportedEstimator(
-                f"unsupported estimator {type(part).__name__}; supported: "
-                + ", ".join(supported_names())
-            )
-    if is_classifier(estimator):
-        if not hasattr(estimator, "predict_proba"):
-            raise UnsupportedEstimator(
-                f"{type(estimator).__name__} has no predict_proba: classifiers must export "
-                "probabilities (use SVC(probability=True) or CalibratedClassifierCV)"
-            )
-        return "classification"
-    if is_regressor(estimator):
-        return "regression"
-    raise UnsupportedEstimator(f"{type(estimator).__name__} is neither classifier nor regressor")
 
 
 @dataclass(frozen=True)
@@ -182,7 +111,8 @@ def make_layout(estimator: Any, table: Table) -> Layout:
     names = getattr(estimator, "feature_names_in_", None)
     uses_names = names is not None
     features = [str(n) for n in names] if names is not None else list(table.names)
-    expected = getattr(estimator, "n_features_in_", len(features))
+    # A CatBoost model loaded from a joblib file reports 0 (its model blob keeps no count).
+    expected = getattr(estimator, "n_features_in_", None) or len(features)
     if len(features) != expected:
         raise InvalidInput(f"the estimator expects {expected} features, the data has {features}")
     table = table.select(features)
@@ -210,7 +140,7 @@ def _column_positions(spec: Any, names: Sequence[str]) -> list[int]:
 
 
 def _as_supported(part: Any) -> Any:
-    base = _supported_base(type(part))
+    base = registered_base(type(part))
     if base is None or base is type(part):
         return part
     swapped = copy.copy(part)
@@ -226,32 +156,28 @@ def _round_down_to_float32(threshold: npt.NDArray[np.float64]) -> npt.NDArray[np
     return np.where(single.astype(np.float64) > threshold, lower, single).astype(np.float64)
 
 
-def _is_tree_ensemble(part: Any) -> bool:
-    return hasattr(part, "_predictors") or (
-        hasattr(part, "n_estimators") and hasattr(part, "estimators_")
-    )
+def _has_trees(part: Any) -> bool:
+    return hasattr(part, "_predictors") or getattr(part, "tree_", None) is not None
 
 
 def _round_thresholds(part: Any) -> None:
-    """Round the split thresholds of a tree ensemble (in place: ``part`` is a private copy)."""
+    """Round the split thresholds of one tree or one HistGradientBoosting model (in place:
+    ``part`` is a private copy). Ensembles need nothing more: ``components`` reaches every
+    tree of a forest, of gradient boosting, bagging, AdaBoost or an isolation forest."""
     for predictors in getattr(part, "_predictors", None) or []:  # HistGradientBoosting
         for predictor in predictors:
             nodes = predictor.nodes
             down = _round_down_to_float32(nodes["num_threshold"])
             nodes["num_threshold"] = np.where(nodes["is_leaf"] == 1, nodes["num_threshold"], down)
-    if not hasattr(part, "n_estimators"):
-        return
-    # Forests, extra trees and gradient boosting: DecisionTree estimators.
-    for tree in np.asarray(getattr(part, "estimators_", []), dtype=object).ravel():
-        inner = getattr(tree, "tree_", None)
-        if inner is not None:
-            # Leaves carry -2 (TREE_UNDEFINED), a float32 value: rounding keeps it.
-            inner.threshold[:] = _round_down_to_float32(inner.threshold)
+    inner = getattr(part, "tree_", None)
+    if inner is not None:
+        # Leaves carry -2 (TREE_UNDEFINED), a float32 value: rounding keeps it.
+        inner.threshold[:] = _round_down_to_float32(inner.threshold)
 
 
 def served_estimator(estimator: Any) -> Any:
-    """A deep copy of ``estimator`` whose tree ensembles split on float32 thresholds (the
-    estimator itself when it holds no tree ensemble: nothing to round, nothing copied).
+    """A deep copy of ``estimator`` whose trees split on float32 thresholds, at any depth (the
+    estimator itself when it holds no tree: nothing to round, nothing copied).
 
     The ONNX graph holds float32 thresholds and compares them with the float32 values a
     request carries, whereas scikit-learn holds float64 thresholds: a threshold rounded to
@@ -269,10 +195,10 @@ def served_estimator(estimator: Any) -> Any:
     check compares the ONNX graph with this copy, and ``convert`` checks that the copy and the
     fitted estimator agree exactly on the parity rows.
     """
-    if not any(_is_tree_ensemble(part) for part in _components(estimator)):
+    if not any(_has_trees(part) for _, part in components(estimator)):
         return estimator
     copied = copy.deepcopy(estimator)
-    for part in _components(copied):
+    for _, part in components(copied):
         _round_thresholds(part)
     return copied
 
@@ -337,12 +263,29 @@ def _rename_outputs(model: Any, names: Sequence[str]) -> None:
         out.name = renames.get(out.name, out.name)
 
 
+def _to_onnx(prepared: Any, initial_types: Any, task: str, opset: int) -> Any:
+    from skl2onnx import to_onnx
+
+    target = {"": opset, "ai.onnx.ml": 3}
+    if task != CLASSIFICATION:
+        return to_onnx(prepared, initial_types=initial_types, target_opset=target)
+    try:
+        return to_onnx(
+            prepared, initial_types=initial_types, options={"zipmap": False}, target_opset=target
+        )
+    except NameError as exc:
+        # A classifier without ZipMap (LinearSVC, RidgeClassifier): plain tensors already.
+        if "zipmap" not in str(exc):
+            raise
+        return to_onnx(prepared, initial_types=initial_types, target_opset=target)
+
+
 def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
-    """The ONNX ModelProto for ``estimator``; UnsupportedEstimator if skl2onnx refuses.
+    """The ONNX ModelProto for ``estimator``; UnsupportedEstimator with skl2onnx's reason if
+    it refuses. Outputs are renamed to ``support.output_names``.
 
     Pass ``served_estimator(fitted)``: the graph then holds exactly that copy's thresholds.
     """
-    from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     tensor_types = {"FP32": FloatTensorType, "BYTES": StringTensorType}
@@ -350,21 +293,34 @@ def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
     initial_types = [
         (s.name, tensor_types[s.datatype]([None, len(s.features)])) for s in layout.inputs
     ]
-    options = {"zipmap": False} if task == "classification" else None
     with _CONVERT_LOCK, warnings.catch_warnings():
         for category, message in _IGNORED_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
         try:
-            model = to_onnx(
-                prepared,
-                initial_types=initial_types,
-                options=options,
-                target_opset={"": opset, "ai.onnx.ml": 3},
-            )
-        except (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError) as exc:
+            model = _to_onnx(prepared, initial_types, task, opset)
+        except Exception as exc:  # skl2onnx raises many kinds; each one means "cannot convert"
+            name = type(estimator).__name__
             raise UnsupportedEstimator(
-                f"skl2onnx cannot convert {type(estimator).__name__}: {exc}"
+                f"skl2onnx cannot convert {name}: {type(exc).__name__}: {exc}. Replace the "
+                "part it names with a supported one (driftgate.converter.supported_names()), "
+                "or register a converter with skl2onnx.update_registered_converter"
             ) from exc
-    wanted = ["label", "probabilities"] if task == "classification" else ["variable"]
-    _rename_outputs(model, wanted)
+    _rename_outputs(model, output_names(estimator, task))
     return model
+
+
+def declare_output_shapes(model: Any, outputs: dict[str, npt.NDArray[Any]]) -> bool:
+    """Make the graph's declared output shapes say what ONNX Runtime returned (skl2onnx
+    declares ``[N, 2]`` for a binary linear classifier's scores, which are ``[N, 1]``), so
+    that ModelMetadata tells clients the truth. True if a declaration changed."""
+    changed = False
+    for out in model.graph.output:
+        actual = outputs.get(out.name)
+        dims = out.type.tensor_type.shape.dim
+        if actual is None or actual.ndim != len(dims):
+            continue
+        for dim, size in list(zip(dims, actual.shape, strict=True))[1:]:
+            if dim.HasField("dim_value") and dim.dim_value != size:
+                dim.dim_value = int(size)
+                changed = True
+    return changed
