@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from driftgate.core.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, add_command
 
 __all__ = ["register"]
 
@@ -19,21 +22,29 @@ The estimator file is unpickled with joblib: it is TRUSTED INPUT, loading it run
 
 Parity check: ONNX Runtime and scikit-learn run on the held-out rows (or sampled rows when
 --holdout-fraction is 0), both fed the same float32-rounded values. Labels must agree on at
-least 99.9%% of the rows; probabilities and regression values must satisfy
+least 99.9% of the rows; probabilities and regression values must satisfy
 |onnx - sklearn| <= atol + rtol * |sklearn| (defaults atol=1e-4, rtol=1e-3). A failing check
-writes nothing, prints a report (max error per output, worst rows) and exits 2.
+writes nothing, prints a report (max error per output, worst rows) on stderr and exits 1.
 
-Exit status: 0 on success; 2 for a parity failure, an unsupported estimator or bad input.
+exit codes:
+  0  written
+  1  refused: the parity check failed (nothing written)
+  2  usage: bad arguments, an unsupported estimator, unreadable data or estimator
+
+--json prints {"model", "version", "path", "parity": {"rows", "passed", "label_agreement",
+"label_mismatches", "atol", "rtol", "min_label_agreement", "max_abs_error": {output: error},
+...}, "holdout_metrics": {...} or null} on stdout; a failed parity check prints its
+"parity" object the same way, with "written": false.
 """
 
 
 def register(subparsers: Any) -> None:
     """Add the ``convert`` subcommand to the ``driftgate`` parser."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "convert",
-        help="convert a scikit-learn estimator into the next version of a model",
+        "convert a scikit-learn estimator into the next version of a model",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model_name", metavar="MODEL_NAME", help="model name in the repository")
     parser.add_argument(
@@ -47,8 +58,9 @@ def register(subparsers: Any) -> None:
         "--repository",
         type=Path,
         default=Path(os.environ.get("DRIFTGATE_REPOSITORY", "./models")),
-        help="model repository directory (env DRIFTGATE_REPOSITORY; default ./models)",
+        help="model repository directory (DRIFTGATE_REPOSITORY; default ./models)",
     )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument(
         "--bins",
         type=int,
@@ -64,7 +76,7 @@ def register(subparsers: Any) -> None:
         default=0.2,
         help="share of rows (seeded split) for the parity check and holdout metrics; 0 = none",
     )
-    parser.add_argument("--parity-rows", type=int, default=2_000, help="max rows checked")
+    parser.add_argument("--parity-rows", type=int, default=2_000, help="most rows checked")
     parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance")
     parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default domain)")
@@ -96,15 +108,28 @@ def _run(args: argparse.Namespace) -> int:
             settings=settings,
         )
     except ParityError as exc:
+        if args.json:
+            print_json({"written": False, "parity": exc.report.to_dict()})
         print(f"driftgate convert: parity check failed, nothing written\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except DriftgateError as exc:
-        print(f"driftgate convert: error: {exc.message}", file=sys.stderr)
-        return 2
+        print(f"driftgate convert: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    metrics = result.metadata.get("holdout_metrics")
+    if args.json:
+        print_json(
+            {"written": True, "model": result.model, "version": result.version,
+             "path": str(result.path), "parity": result.parity.to_dict(),
+             "holdout_metrics": metrics or None}
+        )  # fmt: skip
+        return EXIT_OK
     print(f"wrote {result.model} version {result.version} to {result.path}")
     print(result.parity.format())
-    metrics = result.metadata.get("holdout_metrics")
     if metrics:
         shown = ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "source_description")
         print(f"holdout metrics: {shown} ({metrics.get('source_description')})")
-    return 0
+    return EXIT_OK
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))

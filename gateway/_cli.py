@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Role
-from driftgate.core.cli import env
+from driftgate.core.cli import UsageError, add_command, env
 from driftgate.core.rpc import write_ready_file
 from driftgate.core.security import (
     add_client_tls_flags,
@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     defaults = GatewaySettings()
     batching = defaults.batching
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "serve",
-        help="serve a model repository over gRPC (KServe v2 / Triton protocol)",
+        "serve a model repository over gRPC (KServe v2 / Triton protocol)",
         description="Serve every model in a repository over gRPC with the KServe v2 / Triton "
         "inference protocol, gRPC health and reflection, and Prometheus metrics. Each flag "
         "can also be set with the environment variable named in its help.",
@@ -264,11 +265,16 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         "report_max_buckets",
     ):
         if getattr(args, flag) < 1:
-            raise SystemExit(
-                f"driftgate serve: --{flag.replace('_', '-')} must be at least 1, "
-                f"got {getattr(args, flag)}"
+            raise UsageError(
+                f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}"
             )
-    preferred = tuple(int(s) for s in str(args.preferred_batch_sizes).split(",") if s.strip())
+    try:
+        preferred = tuple(int(s) for s in str(args.preferred_batch_sizes).split(",") if s.strip())
+    except ValueError:
+        raise UsageError(
+            "--preferred-batch-sizes: expected comma-separated integers, got "
+            f"{args.preferred_batch_sizes!r}"
+        ) from None
     return GatewaySettings(
         repository=args.repository,
         host=args.host,

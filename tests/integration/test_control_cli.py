@@ -81,11 +81,11 @@ def test_canary_rollout_and_rollback_with_the_cli(replicas: list[DriftgateProces
         time.sleep(0.05)
 
     code, out, _ = driftgate(second, "traffic", "forest", "--canary", "50", "--json")
-    assert code == 0 and json.loads(out)["state"]["canary"] == {"version": "2", "weight": 50.0}
+    assert code == 0 and json.loads(out)["state"]["canary"] == {"version": 2, "weight": 50.0}
     code, out, _ = driftgate(first, "shadow", "forest", "3")
     assert code == 0 and out.split("\n")[1].split()[-2] == "3"
     code, out, _ = driftgate(first, "shadow", "forest", "--off", "--json")
-    assert code == 0 and json.loads(out)["state"]["shadow"] == "0"
+    assert code == 0 and json.loads(out)["state"]["shadow"] == 0
     code, out, _ = driftgate(first, "status", "forest")
     rows = [line.split() for line in out.strip().split("\n")]
     assert rows[0][:5] == ["MODEL", "REV", "VERSION", "ROLE", "WEIGHT"]
@@ -93,17 +93,17 @@ def test_canary_rollout_and_rollback_with_the_cli(replicas: list[DriftgateProces
     code, out, _ = driftgate(first, "status", "--json")
     versions = json.loads(out)["models"][0]["versions"]
     assert [(v["version"], v["role"]) for v in versions] == [
-        ("1", "ROLE_STABLE"),
-        ("2", "ROLE_CANARY"),
+        (1, "ROLE_STABLE"),
+        (2, "ROLE_CANARY"),
     ]
     code, out, _ = driftgate(first, "promote", "forest", "--expected-revision", "0")
     assert code == 1
     code, out, _ = driftgate(first, "promote", "forest", "--expected-revision", "4", "--json")
-    assert code == 0 and json.loads(out)["state"]["stable"] == "2"
+    assert code == 0 and json.loads(out)["state"]["stable"] == 2
     code, out, _ = driftgate(first, "rollback", "forest", "--reason", "accuracy drop")
     assert code == 0 and out.split("\n")[1].split()[:3] == ["forest", "6", "1"]
     code, out, _ = driftgate(first, "rollback", "forest", "--to", "2", "--json")
-    assert code == 0 and json.loads(out)["state"]["stable"] == "2"
+    assert code == 0 and json.loads(out)["state"]["stable"] == 2
     code, out, _ = driftgate(first, "history", "forest")
     lines = out.strip().split("\n")
     assert lines[0].split()[:4] == ["REV", "TIME", "(UTC)", "ACTION"] and len(lines) == 8

@@ -174,8 +174,8 @@ def test_gateway_serves_inference_over_tls_and_refuses_plaintext(
         ok = _driftgate("health", *address, "--tls-ca", str(pki.ca.cert_path))
         assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stdout + ok.stderr
         plain = _driftgate("health", *address, "--timeout", "2")
-        assert plain.returncode == 1, plain.stdout + plain.stderr
-        assert "UNAVAILABLE" in plain.stdout
+        assert plain.returncode == 3, plain.stdout + plain.stderr  # unreachable without TLS
+        assert "UNAVAILABLE" in plain.stderr and not plain.stdout
         assert gateway.process.poll() is None
     finally:
         assert gateway.terminate() == 0, gateway.log
