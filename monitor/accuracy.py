@@ -8,7 +8,10 @@ calibrated probability that the top class is right, ``Calibration`` being the is
 the converter fitted on held-out rows (``converter.calibration``, stored in model.json). It is
 given for every prediction of the window (``estimated_accuracy``, needs no label) and for the
 labelled ones alone (``estimated_accuracy_labelled``), which ``accuracy`` measures: the two
-figures of the same rows, whose gap is concept drift or a miscalibrated map. Top-class
+figures of the same rows, whose gap is concept drift or a miscalibrated map; and the expected
+confusion matrix of both (``expected_confusion``: a predicted class's expected correct records
+by its own map where the converter fitted one, its expected errors split as its cross-fitted
+errors were), beside the labelled ``confusion``. Top-class
 probabilities are counted in ``TOP_BINS`` fixed bins with their sum, and the map is applied
 to each bin's mean probability (``expected_accuracy``): the estimate is defined on the bins,
 so the store's histograms give it exactly. Without a map (a model.json written before
@@ -47,6 +50,7 @@ __all__ = [
     "accuracy_from",
     "accuracy_of",
     "expected_accuracy",
+    "expected_confusion",
     "label_terms",
     "lag_bin",
     "lag_percentiles",
@@ -70,13 +74,20 @@ TOP_BINS = 50
 """Top-class probability histogram bins: bin i holds [i / 50, (i + 1) / 50), the last 1.0 too."""
 
 
+Map = tuple[tuple[float, ...], tuple[float, ...]]
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The converter's map of top-class probability to the probability that the top class is
-    right: linear interpolation through the breakpoints, constant beyond the ends."""
+    right: linear interpolation through the breakpoints, constant beyond the ends; with, where
+    the converter fitted them, one map per predicted class (``classes``) and the cross-fitted
+    confusion counts (``confusion[predicted][actual]``) of the expected confusion matrix."""
 
     x: tuple[float, ...]
     y: tuple[float, ...]
+    classes: Mapping[str, Map] = field(default_factory=dict)
+    confusion: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_model_json(cls, meta: Mapping[str, object]) -> Calibration | None:
@@ -84,10 +95,22 @@ class Calibration:
         block = meta.get("calibration")
         if not isinstance(block, Mapping) or not block.get("x"):
             return None
-        return cls(tuple(map(float, block["x"])), tuple(map(float, block["y"])))
+        maps = block.get("classes") or {}
+        confusion = block.get("confusion") or {}
+        return cls(
+            tuple(map(float, block["x"])),
+            tuple(map(float, block["y"])),
+            {
+                str(k): (tuple(map(float, m["x"])), tuple(map(float, m["y"])))
+                for k, m in maps.items()
+            },
+            {str(k): {str(a): int(n) for a, n in row.items()} for k, row in confusion.items()},
+        )
 
-    def __call__(self, probability: float) -> float:
-        return float(np.interp(probability, self.x, self.y))
+    def __call__(self, probability: float, predicted: str | None = None) -> float:
+        """P(top class right | its probability), by the predicted class's map if it has one."""
+        x, y = self.classes.get(predicted, (self.x, self.y)) if predicted else (self.x, self.y)
+        return float(np.interp(probability, x, y))
 
 
 def top_bin(probability: float) -> int:
@@ -109,6 +132,45 @@ def expected_accuracy(
             mean = summed / n
             expected += n * (calibration(mean) if calibration else mean)
     return expected / total
+
+
+def expected_confusion(
+    histogram: Mapping[tuple[str, int], tuple[int, float]],
+    calibration: Calibration | None,
+    classes: Sequence[str] = (),
+) -> dict[tuple[str, str], float]:
+    """The expected confusion matrix, (actual, predicted) -> records, from a histogram of
+    (predicted class, bin) -> records, sum of their top-class probabilities: a predicted
+    class's expected correct records weigh its map (``Calibration``, by class where fitted) of
+    each bin's mean; its expected errors are split among the other classes as its
+    cross-fitted errors were (evenly where it made none, or without a calibration). Without
+    the class list, only the diagonal and what the cross-fitted errors name are known."""
+    rows: dict[str, list[float]] = {}
+    for (predicted, _), (n, summed) in histogram.items():
+        if n:
+            mean = summed / n
+            right = calibration(mean, predicted) if calibration else mean
+            row = rows.setdefault(predicted, [0.0, 0.0])
+            row[0], row[1] = row[0] + n, row[1] + n * right
+    cells: dict[tuple[str, str], float] = {}
+    for predicted, (records, correct) in rows.items():
+        cells[predicted, predicted] = correct
+        for actual, share in _error_shares(predicted, calibration, classes).items():
+            wrong = (records - correct) * share
+            cells[actual, predicted] = cells.get((actual, predicted), 0.0) + wrong
+    return cells
+
+
+def _error_shares(
+    predicted: str, calibration: Calibration | None, classes: Sequence[str]
+) -> dict[str, float]:
+    """How a predicted class's errors split among the true classes."""
+    seen = calibration.confusion.get(predicted, {}) if calibration else {}
+    weights = {a: float(n) for a, n in seen.items() if a != predicted and n > 0}
+    if not weights:
+        weights = {a: 1.0 for a in classes if a != predicted}
+    total = sum(weights.values())
+    return {a: w / total for a, w in weights.items()} if total else {}
 
 
 @dataclass(frozen=True)
@@ -147,6 +209,13 @@ class Accuracy:
     """The same estimate over the labelled predictions, the rows ``accuracy`` is measured on."""
     estimate_calibrated: bool = False
     """Whether the estimate applied the converter's calibration (else the identity map)."""
+    confusion: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Labelled records by (label, prediction)."""
+    expected_confusion: dict[tuple[str, str], float] = field(default_factory=dict)
+    """The label-free estimate of the confusion matrix over every prediction of the window,
+    (label, prediction) -> records (``expected_confusion``)."""
+    expected_confusion_labelled: dict[tuple[str, str], float] = field(default_factory=dict)
+    """The same over the labelled predictions, beside ``confusion`` on the same rows."""
     mae: float | None = None
     rmse: float | None = None
     label_lag_seconds: dict[str, float] = field(default_factory=dict)
@@ -161,7 +230,8 @@ class AccuracyTotals:
     of their log loss were that column the label's (-1: none applies); ``lags`` counts
     labels per ``lag_bin``; ``top_bins`` holds, per (labelled, ``top_bin``), the records and
     the sum of their top-class probabilities (labelled False: every record with
-    probabilities; True: those whose label joined).
+    probabilities; True: those whose label joined); ``class_bins`` the same per (labelled,
+    predicted class, ``top_bin``).
     """
 
     records: int = 0
@@ -175,6 +245,7 @@ class AccuracyTotals:
     losses: dict[tuple[str, int, int], tuple[int, float]] = field(default_factory=dict)
     lags: dict[int, int] = field(default_factory=dict)
     top_bins: dict[tuple[bool, int], tuple[int, float]] = field(default_factory=dict)
+    class_bins: dict[tuple[bool, str, int], tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -206,34 +277,47 @@ def accuracy_of(
     if task == "regression":
         _regression(result, labelled)
     else:
-        _classification(result, labelled, [str(c) for c in class_labels])
-        _estimate(result, _top_histograms(records), calibration)
+        names = [str(c) for c in class_labels]
+        _classification(result, labelled, names)
+        top_bins, class_bins = _top_histograms(records)
+        _estimate(result, top_bins, class_bins, calibration, names)
     return result
 
 
 def _top_histograms(
     records: Sequence[JoinedPrediction],
-) -> dict[tuple[bool, int], tuple[int, float]]:
-    """``AccuracyTotals.top_bins`` of ``records``, record by record."""
+) -> tuple[
+    dict[tuple[bool, int], tuple[int, float]], dict[tuple[bool, str, int], tuple[int, float]]
+]:
+    """``AccuracyTotals.top_bins`` and ``class_bins`` of ``records``, record by record."""
     bins: dict[tuple[bool, int], tuple[int, float]] = {}
+    by_class: dict[tuple[bool, str, int], tuple[int, float]] = {}
     for r in records:
         if not len(r.probabilities):
             continue
         top = float(max(r.probabilities))
+        b = top_bin(top)
         for labelled in (False, True) if r.label is not None else (False,):
-            n, summed = bins.get((labelled, top_bin(top)), (0, 0.0))
-            bins[labelled, top_bin(top)] = (n + 1, summed + top)
-    return bins
+            n, summed = bins.get((labelled, b), (0, 0.0))
+            bins[labelled, b] = (n + 1, summed + top)
+            n, summed = by_class.get((labelled, str(r.prediction), b), (0, 0.0))
+            by_class[labelled, str(r.prediction), b] = (n + 1, summed + top)
+    return bins, by_class
 
 
 def _estimate(
     result: Accuracy,
     top_bins: Mapping[tuple[bool, int], tuple[int, float]],
+    class_bins: Mapping[tuple[bool, str, int], tuple[int, float]],
     calibration: Calibration | None,
+    classes: Sequence[str],
 ) -> None:
     for labelled, name in ((False, "estimated_accuracy"), (True, "estimated_accuracy_labelled")):
         histogram = {b: v for (flag, b), v in top_bins.items() if flag is labelled}
         setattr(result, name, expected_accuracy(histogram, calibration))
+        by_class = {(k, b): v for (flag, k, b), v in class_bins.items() if flag is labelled}
+        matrix = expected_confusion(by_class, calibration, classes)
+        setattr(result, name.replace("estimated_accuracy", "expected_confusion"), matrix)
     result.estimate_calibrated = calibration is not None
 
 
@@ -254,6 +338,7 @@ def _classification(
         return
     truth = np.array([str(r.label) for r in labelled])
     predicted = np.array([str(r.prediction) for r in labelled])
+    result.confusion = dict(Counter(zip(truth.tolist(), predicted.tolist(), strict=True)))
     result.accuracy = float(np.mean(truth == predicted))
     names = classes or sorted(set(truth) | set(predicted))
     f1s = []
@@ -368,13 +453,15 @@ def accuracy_from(
             result.mae = t.absolute_error_sum / t.labels
             result.rmse = math.sqrt(t.squared_error_sum / t.labels)
         return result
-    _estimate(result, t.top_bins, calibration)
+    names = [str(c) for c in class_labels]
+    _estimate(result, t.top_bins, t.class_bins, calibration, names)
     confusion = {k: n for k, n in t.confusion.items() if n}
+    result.confusion = dict(confusion)
     labelled = sum(confusion.values())
     if not labelled:
         return result
     result.accuracy = sum(n for (a, p), n in confusion.items() if a == p) / labelled
-    names = [str(c) for c in class_labels] or sorted({x for pair in confusion for x in pair})
+    names = names or sorted({x for pair in confusion for x in pair})
     f1s = []
     for name in names:
         tp = float(confusion.get((name, name), 0))

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -132,6 +132,11 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
             rmse=a.rmse,
             recall=a.recall,
             estimated_accuracy=a.estimated_accuracy,
+            estimated_accuracy_labelled=a.estimated_accuracy_labelled,
+            estimate_calibrated=a.estimate_calibrated,
+            confusion=_cells(a.confusion),
+            expected_confusion=_cells(a.expected_confusion),
+            expected_confusion_labelled=_cells(a.expected_confusion_labelled),
         )
         if window.start is not None:
             response.window_start.CopyFrom(_timestamp(window.start))
@@ -301,6 +306,13 @@ def _quality(q: QualityDrift) -> pb.DataQuality:
 
 def _seconds(ts: Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
+
+
+def _cells(matrix: Mapping[tuple[str, str], float]) -> list[pb.ConfusionCell]:
+    """A confusion matrix as cells, in a stable order."""
+    return [
+        pb.ConfusionCell(actual=a, predicted=p, count=n) for (a, p), n in sorted(matrix.items())
+    ]
 
 
 def _timestamp(seconds: float) -> Timestamp:

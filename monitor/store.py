@@ -252,8 +252,24 @@ top_histograms = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.Column("top_sum", sa.Float, nullable=False),
 )
-_ESTIMATE_AGGREGATES = (top_histograms,)
+# The same per predicted class (migration 6), for the expected confusion matrix: the
+# record's prediction as the confusion table keys it.
+class_histograms = sa.Table(
+    "class_histograms",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("daily", sa.Boolean, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("labelled", sa.Boolean, primary_key=True),
+    sa.Column("predicted", sa.String(LABEL_KEY_LENGTH), primary_key=True),
+    sa.Column("bin", sa.Integer, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("top_sum", sa.Float, nullable=False),
+)
+_ESTIMATE_AGGREGATES = (top_histograms, class_histograms)
 sa.Index("top_histograms_bucket", top_histograms.c.bucket)  # pruning; made with the table
+sa.Index("class_histograms_bucket", class_histograms.c.bucket)
 
 # Migration 4's indexes: a window of a version is a range of (model, version, bucket); the
 # pruning and the active versions go by bucket.
@@ -340,20 +356,20 @@ def _backfill_aggregates(connection: Connection) -> None:
         predictions.c.model, predictions.c.version, predictions.c.time,
         predictions.c.prediction, predictions.c.label, predictions.c.label_time,
     ).order_by(predictions.c.id)  # fmt: skip
-    sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False)
+    sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False, classes=False)
     rows = connection.execute(query.execution_options(yield_per=5000))
     for row in rows:
         answer = json.loads(row.prediction)
         key = (row.model, int(row.version))
         if key not in tasks:
             tasks[key] = _guess_task(answer["value"], answer["probabilities"])
-        sums.record(key, row.time, tasks[key], answer["probabilities"])
+        sums.record(key, row.time, tasks[key], answer)
         if row.label is not None:
             label = json.loads(row.label)["value"]
             sums.label(key, row.time, tasks[key], answer, label, row.label_time)
         if sums.size() > 50_000:
             sums.write(connection)
-            sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False)
+            sums = _Sums(BACKFILL_BUCKET_SECONDS, histograms=False, classes=False)
     sums.write(connection)
     _remember_tasks(connection, tasks)
 
@@ -362,22 +378,36 @@ def _migration_5(connection: Connection) -> None:
     """Top-class probability histograms, backfilled from the stored records (bucketed by
     ``BACKFILL_BUCKET_SECONDS``, as migration 4's; records already pruned are not counted)."""
     metadata.create_all(connection, tables=[top_histograms])
+    _backfill_histograms(connection, histograms=True, classes=False)
+
+
+def _migration_6(connection: Connection) -> None:
+    """Top-class probability histograms per predicted class, backfilled as migration 5's."""
+    metadata.create_all(connection, tables=[class_histograms])
+    _backfill_histograms(connection, histograms=False, classes=True)
+
+
+def _backfill_histograms(connection: Connection, histograms: bool, classes: bool) -> None:
     known = _tasks_of(connection, _stored_versions(connection))
     query = sa.select(
         predictions.c.model, predictions.c.version, predictions.c.time,
         predictions.c.prediction, predictions.c.label.is_not(None).label("labelled"),
     ).order_by(predictions.c.id)  # fmt: skip
-    sums = _Sums(BACKFILL_BUCKET_SECONDS)
+
+    def fresh() -> _Sums:
+        return _Sums(BACKFILL_BUCKET_SECONDS, histograms=histograms, classes=classes)
+
+    sums = fresh()
     for row in connection.execute(query.execution_options(yield_per=5000)):
         key = (row.model, int(row.version))
         answer = json.loads(row.prediction)
         task = known.get(key) or _guess_task(answer["value"], answer["probabilities"])
-        sums.top(key, row.time, task, answer["probabilities"], labelled=False)
+        sums.top(key, row.time, task, answer, labelled=False)
         if row.labelled:
-            sums.top(key, row.time, task, answer["probabilities"], labelled=True)
+            sums.top(key, row.time, task, answer, labelled=True)
         if sums.size() > 50_000:
             sums.write(connection)
-            sums = _Sums(BACKFILL_BUCKET_SECONDS)
+            sums = fresh()
     sums.write(connection)
 
 
@@ -392,6 +422,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 """Ordered schema migrations; the schema version is the number applied."""
 
@@ -656,7 +687,7 @@ class Store:
                 inserted.discard((r.model, r.request_id))
                 answer = json.loads(str(row["prediction"]))  # what a query of it reads
                 key = (r.model, r.version)
-                sums.record(key, r.time, tasks[key], answer["probabilities"])
+                sums.record(key, r.time, tasks[key], answer)
         self._join_pending(connection, [(r.model, r.request_id) for r in records], sums)
         sums.write(connection)
 
@@ -940,6 +971,13 @@ class Store:
                 (bool(flag), int(b)): (int(n), float(x))
                 for flag, b, n, x in connection.execute(tops)
             }
+            k = class_histograms
+            columns = (k.c.labelled, k.c.predicted, k.c.bin)
+            by_class = window(k, *columns, sa.func.sum(k.c.count), sa.func.sum(k.c.top_sum))
+            totals.class_bins = {
+                (bool(flag), str(p), int(b)): (int(n), float(x))
+                for flag, p, b, n, x in connection.execute(by_class.group_by(*columns))
+            }
         return totals
 
     def _accuracy_ranges(
@@ -1153,17 +1191,19 @@ class _Sums:
     and a label add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
     """
 
-    def __init__(self, bucket_seconds: int, histograms: bool = True) -> None:
+    def __init__(self, bucket_seconds: int, histograms: bool = True, classes: bool = True) -> None:
         self.bucket_seconds = bucket_seconds
         self.histograms = histograms  # False: migration 4, before top_histograms exists
+        self.classes = classes  # False: migrations 4 and 5, before class_histograms exists
         self.sums: dict[tuple[str, int, bool, int], dict[str, float]] = {}
         self.confusion: dict[tuple[str, int, bool, int, str, str], int] = {}
         self.losses: dict[tuple[str, int, bool, int, str, int, int], list[float]] = {}
         self.lags: dict[tuple[str, int, bool, int, int], int] = {}
         self.tops: dict[tuple[str, int, bool, int, bool, int], list[float]] = {}
+        self.class_tops: dict[tuple[str, int, bool, int, bool, str, int], list[float]] = {}
 
     def size(self) -> int:
-        sizes = (self.sums, self.confusion, self.losses, self.lags, self.tops)
+        sizes = (self.sums, self.confusion, self.losses, self.lags, self.tops, self.class_tops)
         return sum(len(x) for x in sizes)
 
     def _rows(
@@ -1174,34 +1214,36 @@ class _Sums:
         wheres = [(*key, False, bucket), (*key, True, bucket // DAY * DAY)]
         return [(w, self.sums.setdefault(w, dict.fromkeys(_SUM_COLUMNS, 0))) for w in wheres]
 
-    def record(
-        self, key: tuple[str, int], time: float, task: Task, probabilities: Sequence[float]
-    ) -> None:
-        top = record_top(task, probabilities)
+    def record(self, key: tuple[str, int], time: float, task: Task, answer: dict[str, Any]) -> None:
+        """A record made at ``time`` answering ``answer`` (as stored)."""
+        top = record_top(task, answer["probabilities"])
         for _, row in self._rows(key, time):
             row["records"] += 1
             if top is not None:
                 row["top_count"] += 1
                 row["top_sum"] += top
-        self.top(key, time, task, probabilities, labelled=False)
+        self.top(key, time, task, answer, labelled=False)
 
     def top(
-        self,
-        key: tuple[str, int],
-        time: float,
-        task: Task,
-        probabilities: Sequence[float],
-        labelled: bool,
+        self, key: tuple[str, int], time: float, task: Task, answer: dict[str, Any], labelled: bool
     ) -> None:
-        """Count a record's top-class probability in its histograms (all or labelled)."""
-        top = record_top(task, probabilities)
-        if top is None or not self.histograms:
+        """Count a record's top-class probability in its histograms (all or labelled), overall
+        and by its predicted class."""
+        top = record_top(task, answer["probabilities"])
+        if top is None:
             return
         bucket = int(time // self.bucket_seconds) * self.bucket_seconds
+        predicted = _label_key(str(answer["value"]))
         for where in ((*key, False, bucket), (*key, True, bucket // DAY * DAY)):
-            summed = self.tops.setdefault((*where, labelled, top_bin(top)), [0, 0.0])
-            summed[0] += 1
-            summed[1] += top
+            cells = []
+            if self.histograms:
+                cells.append(self.tops.setdefault((*where, labelled, top_bin(top)), [0, 0.0]))
+            if self.classes:
+                cell = (*where, labelled, predicted, top_bin(top))
+                cells.append(self.class_tops.setdefault(cell, [0, 0.0]))
+            for summed in cells:
+                summed[0] += 1
+                summed[1] += top
 
     def label(
         self,
@@ -1216,7 +1258,7 @@ class _Sums:
         terms = label_terms(
             task, answer["value"], answer["probabilities"], label, max(label_time - time, 0.0)
         )
-        self.top(key, time, task, answer["probabilities"], labelled=True)
+        self.top(key, time, task, answer, labelled=True)
         for where, row in self._rows(key, time):
             row["labels"] += 1
             if terms.error is not None:
@@ -1265,6 +1307,14 @@ class _Sums:
             [
                 keyed(top_histograms, k) | {"count": n, "top_sum": x}
                 for k, (n, x) in self.tops.items()
+            ],
+        )
+        _add(
+            connection,
+            class_histograms,
+            [
+                keyed(class_histograms, k) | {"count": n, "top_sum": x}
+                for k, (n, x) in self.class_tops.items()
             ],
         )
 

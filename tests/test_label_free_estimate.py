@@ -25,6 +25,7 @@ from driftgate.monitor.accuracy import (
     accuracy_from,
     accuracy_of,
     expected_accuracy,
+    expected_confusion,
     top_bin,
 )
 
@@ -37,7 +38,8 @@ def test_calibration_recovers_a_known_confidence_map() -> None:
     top = rng.uniform(0.5, 1.0, 20_000)
     probabilities = np.column_stack([top, 1 - top])
     correct = rng.uniform(size=top.size) < top**2
-    block = fit_calibration(probabilities, correct, "split")
+    truth = np.where(correct, "a", "b")  # column 0 ("a") is every row's top class
+    block = fit_calibration(probabilities, truth, ["a", "b"], "split")
     assert block is not None
     assert block["method"] == "isotonic" and block["rows"] == 20_000
     assert 2 <= len(block["x"]) == len(block["y"]) <= MAX_BREAKPOINTS
@@ -50,11 +52,17 @@ def test_calibration_recovers_a_known_confidence_map() -> None:
     mapped = np.mean([calibration(p) for p in fresh])
     assert mapped == pytest.approx(np.mean(fresh**2), abs=0.005)
     assert block["brier_calibrated"] < block["brier_raw"]
+    # Every row is predicted "a": its class map is the pooled map, and "b" has none.
+    assert set(block["classes"]) == {"a"} and block["classes"]["a"]["x"] == block["x"]
+    assert block["confusion"] == {
+        "a": {"a": int(correct.sum()), "b": int((~correct).sum())},
+        "b": {"a": 0, "b": 0},
+    }
 
 
 def test_too_few_rows_fit_no_calibration() -> None:
     probabilities = np.full((49, 2), 0.5)
-    assert fit_calibration(probabilities, np.ones(49, dtype=bool), "split") is None
+    assert fit_calibration(probabilities, np.zeros(49, dtype=int), [0, 1], "split") is None
     assert Calibration.from_model_json({"calibration": None}) is None
     assert Calibration.from_model_json({}) is None
 
@@ -67,9 +75,10 @@ def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_calibrated_estimate_matches_accuracy_on_undrifted_rows(tmp_path: Path) -> None:
-    """Fitted on the converter's split training rows, calibrated on its 20% holdout, then
-    2,000 fresh rows of the same distribution: estimate within 3 standard errors of the
-    measured accuracy; the raw mean top-class probability is further off than that."""
+    """Fitted on the converter's split training rows, calibrated on cross-fitted
+    probabilities of all 3,000 rows, then 2,000 fresh rows of the same distribution:
+    estimate within 3 standard errors of the measured accuracy; the raw mean top-class
+    probability is further off than that."""
     x, y = _data(10_000, 7)
     x_train, y_train, x_new, y_new = x[:3000], y[:3000], x[3000:5000], y[3000:5000]
     fit_rows, _ = converter.holdout_split(len(x_train), 0.2, 0)
@@ -77,7 +86,7 @@ def test_calibrated_estimate_matches_accuracy_on_undrifted_rows(tmp_path: Path) 
     forest.fit(x_train[fit_rows], y_train[fit_rows])
     result = converter.convert(forest, x_train, "demo", tmp_path, labels=y_train)
     block = result.metadata["calibration"]
-    assert block["source"] == "split" and block["rows"] == 600
+    assert block["source"] == "cross-fit" and block["rows"] == 3000
     calibration = Calibration.from_model_json(result.metadata)
 
     probabilities = forest.predict_proba(x_new)
@@ -144,9 +153,10 @@ def test_identity_map_is_the_mean_top_probability() -> None:
     assert expected_accuracy({}, None) is None
 
 
-def test_a_given_holdout_is_what_the_calibration_is_fitted_on(tmp_path: Path) -> None:
-    """As a retrain converts: the rows given as the holdout (which the estimator never saw)
-    calibrate it, string class labels included."""
+def test_a_given_holdout_joins_the_cross_fitted_rows(tmp_path: Path) -> None:
+    """As a retrain converts: the training rows and the rows given as the holdout are
+    cross-fitted together (string class labels included); with cross-fitting off, the
+    holdout alone calibrates, and the block says why."""
     x, y = _data(1500, 11)
     names = np.array(["stay", "leave"])[y]
     forest = RandomForestClassifier(20, max_depth=6, random_state=0).fit(x[:1000], names[:1000])
@@ -155,9 +165,80 @@ def test_a_given_holdout_is_what_the_calibration_is_fitted_on(tmp_path: Path) ->
         forest, x[:1000], "churn", tmp_path, labels=names[:1000], holdout=holdout
     )
     block = result.metadata["calibration"]
-    assert (block["source"], block["rows"]) == ("holdout", 500)
-    expected = np.mean(forest.predict(x[1000:]) == names[1000:])
-    assert block["holdout_accuracy"] == pytest.approx(expected)
-    assert block["holdout_accuracy"] == pytest.approx(
-        result.metadata["holdout_metrics"]["accuracy"]
+    assert (block["source"], block["rows"]) == ("cross-fit", 1500)
+    assert sum(sum(row.values()) for row in block["confusion"].values()) == 1500
+    assert set(block["classes"]) == {"stay", "leave"}
+
+    off = converter.ConverterSettings(calibration_folds=0)
+    result = converter.convert(
+        forest, x[:1000], "churn", tmp_path, labels=names[:1000], holdout=holdout, settings=off
     )
+    block = result.metadata["calibration"]
+    assert (block["source"], block["rows"]) == ("holdout", 500)
+    assert "folds < 2" in block["not_cross_fitted"]
+    expected = np.mean(forest.predict(x[1000:]) == names[1000:])
+    assert block["accuracy"] == pytest.approx(expected)
+    assert block["accuracy"] == pytest.approx(result.metadata["holdout_metrics"]["accuracy"])
+
+
+def test_a_class_too_rare_to_cross_fit_falls_back_to_the_holdout(tmp_path: Path) -> None:
+    """Three rows of a class cannot be split into five stratified folds: the map is fitted on
+    the split's held-out rows, and model.json says why."""
+    x, y = _data(1000, 5)
+    y = y.copy()
+    y[:3] = 2
+    forest = RandomForestClassifier(10, max_depth=4, random_state=0).fit(x, y)
+    result = converter.convert(forest, x, "rare", tmp_path, labels=y)
+    block = result.metadata["calibration"]
+    assert block["source"] == "split" and block["rows"] == 200
+    assert "fewer than 5 folds" in block["not_cross_fitted"]
+
+
+def test_expected_confusion_by_hand() -> None:
+    """Three classes; "a" has its own map, "b" the pooled one, "c" no cross-fitted errors."""
+    calibration = Calibration(
+        (0.0, 1.0),
+        (0.0, 1.0),  # pooled: the identity
+        classes={"a": ((0.0, 1.0), (0.5, 0.5))},  # "a" is right half the time
+        confusion={"a": {"a": 10, "b": 3, "c": 1}, "b": {"b": 5}, "c": {"c": 4, "a": 0}},
+    )
+    histogram = {("a", top_bin(0.9)): (4, 3.6), ("b", top_bin(0.8)): (10, 8.0), ("c", 0): (2, 1.0)}
+    cells = expected_confusion(histogram, calibration, ["a", "b", "c"])
+    # "a": 4 predictions, 2 expected right, 2 wrong split 3:1 between "b" and "c".
+    assert cells["a", "a"] == pytest.approx(2.0)
+    assert cells["b", "a"] == pytest.approx(1.5) and cells["c", "a"] == pytest.approx(0.5)
+    # "b": the identity map of mean 0.8 -> 8 right; no cross-fitted errors: 2 split evenly.
+    assert cells["b", "b"] == pytest.approx(8.0)
+    assert cells["a", "b"] == pytest.approx(1.0) and cells["c", "b"] == pytest.approx(1.0)
+    # "c": mean 0.5 -> 1 right, 1 wrong split evenly (its cross-fitted "a" count is 0).
+    assert cells["c", "c"] == pytest.approx(1.0)
+    assert cells["a", "c"] == pytest.approx(0.5) and cells["b", "c"] == pytest.approx(0.5)
+    assert sum(cells.values()) == pytest.approx(16.0)
+    # Without a calibration the map is the identity and errors split evenly.
+    plain = expected_confusion(histogram, None, ["a", "b", "c"])
+    assert plain["a", "a"] == pytest.approx(3.6) and plain["b", "a"] == pytest.approx(0.2)
+    assert expected_confusion({}, calibration, ["a", "b"]) == {}
+
+
+def test_expected_confusion_matches_the_measured_one_on_undrifted_rows(tmp_path: Path) -> None:
+    """The demo's forest, calibrated at conversion: on 2,000 fresh rows each cell of the
+    expected confusion matrix is within 4 standard errors of the measured count."""
+    x, y = _data(10_000, 7)
+    forest = RandomForestClassifier(40, max_depth=10, random_state=0).fit(x[:3000], y[:3000])
+    result = converter.convert(forest, x[:3000], "demo", tmp_path, labels=y[:3000])
+    calibration = Calibration.from_model_json(result.metadata)
+    assert calibration is not None and set(calibration.classes) == {"0", "1"}
+    probabilities = forest.predict_proba(x[3000:5000])
+    predicted = forest.classes_[probabilities.argmax(axis=1)]
+    records = [
+        JoinedPrediction(str(p), list(map(float, row)), str(label), 10.0)
+        for p, row, label in zip(predicted, probabilities, y[3000:5000], strict=True)
+    ]
+    figures = accuracy_of(records, "classification", ["0", "1"], calibration)
+    assert sum(figures.confusion.values()) == 2000
+    for cell, expected in figures.expected_confusion.items():
+        measured = figures.confusion.get(cell, 0)
+        share = expected / 2000
+        se = math.sqrt(2000 * share * (1 - share)) + 1
+        assert abs(expected - measured) < 4 * se, (cell, expected, measured)
+    assert figures.expected_confusion == figures.expected_confusion_labelled

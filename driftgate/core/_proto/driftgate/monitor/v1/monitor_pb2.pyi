@@ -236,7 +236,7 @@ class GetAccuracyRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetAccuracyResponse(_message.Message):
-    __slots__ = ("model", "version", "window_start", "window_end", "label_count", "prediction_count", "coverage", "accuracy", "f1", "log_loss", "mae", "rmse", "label_lag", "recall", "estimated_accuracy", "label_lag_p90", "label_lag_p99")
+    __slots__ = ("model", "version", "window_start", "window_end", "label_count", "prediction_count", "coverage", "accuracy", "f1", "log_loss", "mae", "rmse", "label_lag", "recall", "estimated_accuracy", "label_lag_p90", "label_lag_p99", "estimated_accuracy_labelled", "estimate_calibrated", "confusion", "expected_confusion", "expected_confusion_labelled")
     class RecallEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,11 @@ class GetAccuracyResponse(_message.Message):
     ESTIMATED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LABEL_LAG_P90_FIELD_NUMBER: _ClassVar[int]
     LABEL_LAG_P99_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ACCURACY_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CONFUSION_LABELLED_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     window_start: _timestamp_pb2.Timestamp
@@ -278,7 +283,22 @@ class GetAccuracyResponse(_message.Message):
     estimated_accuracy: float
     label_lag_p90: _duration_pb2.Duration
     label_lag_p99: _duration_pb2.Duration
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_count: _Optional[int] = ..., prediction_count: _Optional[int] = ..., coverage: _Optional[float] = ..., accuracy: _Optional[float] = ..., f1: _Optional[float] = ..., log_loss: _Optional[float] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., label_lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., recall: _Optional[_Mapping[str, float]] = ..., estimated_accuracy: _Optional[float] = ..., label_lag_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_lag_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    estimated_accuracy_labelled: float
+    estimate_calibrated: bool
+    confusion: _containers.RepeatedCompositeFieldContainer[ConfusionCell]
+    expected_confusion: _containers.RepeatedCompositeFieldContainer[ConfusionCell]
+    expected_confusion_labelled: _containers.RepeatedCompositeFieldContainer[ConfusionCell]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_count: _Optional[int] = ..., prediction_count: _Optional[int] = ..., coverage: _Optional[float] = ..., accuracy: _Optional[float] = ..., f1: _Optional[float] = ..., log_loss: _Optional[float] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., label_lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., recall: _Optional[_Mapping[str, float]] = ..., estimated_accuracy: _Optional[float] = ..., label_lag_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., label_lag_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., estimated_accuracy_labelled: _Optional[float] = ..., estimate_calibrated: _Optional[bool] = ..., confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., expected_confusion: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ..., expected_confusion_labelled: _Optional[_Iterable[_Union[ConfusionCell, _Mapping]]] = ...) -> None: ...
+
+class ConfusionCell(_message.Message):
+    __slots__ = ("actual", "predicted", "count")
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    actual: str
+    predicted: str
+    count: float
+    def __init__(self, actual: _Optional[str] = ..., predicted: _Optional[str] = ..., count: _Optional[float] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("model", "limit")
