@@ -306,7 +306,21 @@ def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
                 "or register a converter with skl2onnx.update_registered_converter"
             ) from exc
     _rename_outputs(model, output_names(estimator, task))
+    _portable_locale(model)
     return model
+
+
+def _portable_locale(model: Any) -> None:
+    """Lowercase text in the C.UTF-8 locale: skl2onnx leaves a vectorizer's StringNormalizer
+    to ONNX Runtime's default, en_US.UTF-8, which the session must construct and which
+    minimal images (Debian slim) lack; C.UTF-8 ships with the C library."""
+    from onnx import helper
+
+    for node in model.graph.node:
+        if node.op_type == "StringNormalizer":
+            kept = [a for a in node.attribute if a.name != "locale"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("locale", "C.UTF-8")])
 
 
 def declare_output_shapes(model: Any, outputs: dict[str, npt.NDArray[Any]]) -> bool:

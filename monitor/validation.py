@@ -278,7 +278,8 @@ def _latency(where: str, v: VersionCounts) -> int:
 def _record(where: str, r: PredictionIn, known: _Known, now: float) -> None:
     _identifier(f"{where}.request_id", r.request_id, REQUEST_ID_LENGTH)
     profile = known.profile(where, r.model, r.version)
-    features = profile.features if profile is not None else ()
+    # Measures derived from a text column are counted, never carried in a record.
+    features = tuple(f for f in profile.features if f.derived is None) if profile else ()
     _texts(f"{where}.categorical_values", r.categorical, MAX_STRING_BYTES)
     if isinstance(r.value, str):
         _text(f"{where}.prediction.string_value", r.value, MAX_STRING_BYTES)

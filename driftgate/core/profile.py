@@ -348,25 +348,37 @@ def categorical_bins(
 
 @dataclass(frozen=True)
 class FeatureProfile:
-    """One feature: where it arrives (input name, column within its last dimension) and bins."""
+    """One feature: where it arrives (input name, column within its last dimension) and bins.
+
+    A feature ``derived`` from a text column (``driftgate.core.text``: "tokens", "chars",
+    "oov") bins a measure of each document of that column, not the value itself; ``text``
+    holds the analyzer (and for "oov" the vocabulary) the measure needs. Derived features are
+    counted and tested like any numeric feature, and never carried in prediction records
+    (the column itself is, as its categorical feature)."""
 
     name: str
     input: str
     column: int
     bins: Bins
+    derived: str | None = None
+    text: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.derived is None else {"derived": self.derived, "text": self.text}
         return {"name": self.name, "input": self.input, "column": self.column} | (
-            self.bins.to_dict()
+            self.bins.to_dict() | extra
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureProfile:
+        derived = data.get("derived")
         return cls(
             name=str(data["name"]),
             input=str(data["input"]),
             column=int(data["column"]),
             bins=_bins_from_dict(data),
+            derived=None if derived is None else str(derived),
+            text=data.get("text") if derived is not None else None,
         )
 
 
