@@ -34,8 +34,9 @@ from driftgate.core.deployment import (
 from driftgate.core.errors import InvalidInput, ModelNotFound
 from driftgate.core.repository import validate_model_name
 from driftgate.core.rpc import authorize
+from driftgate.core.telemetry import CAUSE_METADATA
 from driftgate.gateway.manager import ModelManager, ModelState
-from driftgate.gateway.metrics import GatewayMetrics, latency_quantiles, reason_label
+from driftgate.gateway.metrics import GatewayMetrics, cause_label, latency_quantiles
 from driftgate.gateway.shadow import ShadowMirror
 
 __all__ = ["ACTOR_METADATA", "ControlServicer"]
@@ -45,6 +46,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 #: metadata key a client may set to name the person or job behind a call (for the history)
 ACTOR_METADATA = "driftgate-actor"
 
+#: the actions counted by cause on driftgate_promotions_total and driftgate_rollbacks_total
+_COUNTED = ("Promote", "Rollback")
 _ROLES = {
     "stable": pb.ROLE_STABLE,
     "canary": pb.ROLE_CANARY,
@@ -125,6 +128,9 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
     ) -> pb.DeploymentState:
         self._authorize(context)
         model = validate_model_name(request.model)
+        cause = (
+            cause_label(action, _metadata(context, CAUSE_METADATA)) if action in _COUNTED else ""
+        )
         expected = request.expected_revision if request.HasField("expected_revision") else None
         state, changed = await asyncio.to_thread(
             self._store.change,
@@ -137,9 +143,9 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
         )
         if changed:
             if action == "Promote":
-                self._metrics.promotions.labels(model, reason_label(request.reason)).inc()
+                self._metrics.promotions.labels(model, cause).inc()
             elif action == "Rollback":
-                self._metrics.rollbacks.labels(model, reason_label(request.reason)).inc()
+                self._metrics.rollbacks.labels(model, cause).inc()
             await self._manager.refresh_model(model)
         return _state(state)
 
@@ -204,11 +210,15 @@ def _version(version: int) -> int:
 
 def _actor(context: Context) -> str:
     peer = context.peer() or "unknown"
+    name = _metadata(context, ACTOR_METADATA)
+    return peer if name is None else f"{name[:64]} ({peer})"
+
+
+def _metadata(context: Context, wanted: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == ACTOR_METADATA:
-            name = value if isinstance(value, str) else value.decode("utf-8", "replace")
-            return f"{name[:64]} ({peer})"
-    return peer
+        if key == wanted:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
 
 
 def _timestamp(seconds: float) -> Timestamp:

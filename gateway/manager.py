@@ -409,6 +409,8 @@ class ModelManager:
         if self._hub is not None:
             # One last report with this generation's counts, then gone.
             self._hub.retire(runtime.model, runtime.version, runtime.generation)
+        if runtime.version not in state.loaded:  # not loaded again meanwhile
+            self._metrics.forget(runtime.model, runtime.version)
         log.info(
             "%s version %d (generation %d) retired",
             runtime.model,

@@ -3,8 +3,11 @@
 Per-version serving figures are not kept in metric objects: ``ServingCollector`` reads the
 live ``VersionRecord`` of every loaded version at scrape time (the documented way to export
 state that comes and goes), so a retired version's series disappear with it and the figures
-are the same ones ModelStatistics and ``driftgate status`` report. Events that outlive a
-version (loads, load failures, promotions, rollbacks, shadow outcomes) are ordinary counters.
+are the same ones ModelStatistics and ``driftgate status`` report. Events are ordinary
+counters; those of a version (load time, load failures, shadow outcomes) are removed with
+``forget`` once the version is released, so that no series outlives what it describes.
+Promotions and rollbacks are counted by a bounded ``cause`` (``driftgate.core.telemetry``),
+never by their free-text reason. Traffic is a ratio (0-1), as Prometheus recommends.
 
 With ``--workers N`` each worker serves its own registry on a private loopback port and the
 parent's ``/metrics`` merges them (``WorkerMetrics``): counters and histograms are summed,
@@ -29,6 +32,14 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from driftgate.core.errors import InvalidInput, quote
+from driftgate.core.telemetry import (
+    CAUSE_METADATA,
+    OPERATOR,
+    PROMOTION_CAUSES,
+    ROLLBACK_CAUSES,
+    register_process_metrics,
+)
 from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
 from driftgate.gateway.dataplane.record import Histogram as Buckets
 
@@ -37,8 +48,8 @@ __all__ = [
     "ServingCollector",
     "ServingView",
     "WorkerMetrics",
+    "cause_label",
     "latency_quantiles",
-    "reason_label",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,9 +57,20 @@ log = logging.getLogger(__name__)
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LABELS = ("model", "version")
 #: gauges that count things: merged across workers by addition, the rest by maximum
-SUMMED_GAUGES = frozenset({"driftgate_queue_depth", "driftgate_inference_in_flight"})
+SUMMED_GAUGES = frozenset(
+    {
+        "driftgate_queue_depth",
+        "driftgate_inference_in_flight",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+    }
+)
 #: gauges where the oldest worker matters (a stuck worker's last scan must show)
-MIN_GAUGES = frozenset({"driftgate_repository_last_scan_timestamp_seconds"})
+MIN_GAUGES = frozenset(
+    {"driftgate_repository_last_scan_timestamp_seconds", "process_start_time_seconds"}
+)
+_SHADOW_OUTCOMES = ("agree", "disagree", "error", "dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +80,7 @@ class ServingView:
     model: str
     version: int
     role: str
-    weight: float
+    weight: float  # percent of the model's traffic, as deployment.json holds it
     record: VersionRecord
     queue_depth: int
     in_flight: int
@@ -120,9 +142,9 @@ class ServingCollector(Collector):
             "1 for each version loaded in memory, with its role (stable, canary, shadow, standby)",
             labels=(*_LABELS, "role"),
         )
-        weight = GaugeMetricFamily(
-            "driftgate_traffic_weight",
-            "Percentage of a model's traffic each version receives, by role",
+        ratio = GaugeMetricFamily(
+            "driftgate_traffic_ratio",
+            "Share of a model's traffic (0-1) each version receives, by role",
             labels=(*_LABELS, "role"),
         )
         for view in snap.versions:
@@ -141,7 +163,7 @@ class ServingCollector(Collector):
             in_flight.add_metric(labels, view.in_flight)
             loaded.add_metric([*labels, view.role], 1)
             if view.role != "standby":
-                weight.add_metric([*labels, view.role], view.weight)
+                ratio.add_metric([*labels, view.role], view.weight / 100.0)
         revision = GaugeMetricFamily(
             "driftgate_deployment_revision",
             "Revision of the deployment state this gateway serves",
@@ -150,7 +172,7 @@ class ServingCollector(Collector):
         for model, number in sorted(snap.revisions.items()):
             revision.add_metric([model], number)
         yield from (requests, request_seconds, queue_seconds, compute_seconds, batch_size)
-        yield from (executions, bookkeeping, depth, in_flight, loaded, weight, revision)
+        yield from (executions, bookkeeping, depth, in_flight, loaded, ratio, revision)
 
 
 def _histogram(name: str, documentation: str) -> HistogramMetricFamily:
@@ -186,14 +208,16 @@ class GatewayMetrics:
         )
         self.rollbacks = Counter(
             "driftgate_rollbacks",
-            "Rollbacks made through this gateway's control service, by reason",
-            ("model", "reason"),
+            "Rollbacks made through this gateway's control service, by cause (operator, "
+            "canary_failed, insufficient_evidence); the reason is in the history",
+            ("model", "cause"),
             registry=registry,
         )
         self.promotions = Counter(
             "driftgate_promotions",
-            "Canary promotions made through this gateway's control service, by reason",
-            ("model", "reason"),
+            "Canary promotions made through this gateway's control service, by cause "
+            "(operator, canary_passed); the reason is in the history",
+            ("model", "cause"),
             registry=registry,
         )
         self.shadow_requests = Counter(
@@ -223,15 +247,35 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        register_process_metrics(registry)
+
     def watch(self, snapshot: Callable[[], ServingSnapshot]) -> None:
         """Export the serving figures that ``snapshot`` returns at every scrape."""
         self.registry.register(ServingCollector(snapshot))
 
+    def forget(self, model: str, version: int) -> None:
+        """Remove the series of a released version (its load time, load failures, shadow
+        figures): Prometheus then marks them stale instead of showing the last value forever."""
+        labels = (model, str(version))
+        for family in (self.load_seconds, self.load_failures, self.shadow_agreement):
+            family.remove(*labels)
+        self.shadow_seconds.remove(*labels)
+        for outcome in _SHADOW_OUTCOMES:
+            self.shadow_requests.remove(*labels, outcome)
 
-def reason_label(reason: str) -> str:
-    """A reason as a label value: short, one line, "unspecified" when empty."""
-    line = " ".join(reason.split())[:64]
-    return line or "unspecified"
+
+def cause_label(action: str, cause: str | None) -> str:
+    """The ``cause`` label of a Promote or Rollback: ``operator`` when none was named, else
+    the named cause, which must be in the action's vocabulary (InvalidInput otherwise)."""
+    if not cause:
+        return OPERATOR
+    vocabulary = PROMOTION_CAUSES if action == "Promote" else ROLLBACK_CAUSES
+    if cause not in vocabulary:
+        raise InvalidInput(
+            f"{action}: metadata {CAUSE_METADATA!r} must be one of {', '.join(vocabulary)}, "
+            f"got {quote(cause, 64)}"
+        )
+    return cause
 
 
 def latency_quantiles(record: VersionRecord) -> tuple[float, float]:

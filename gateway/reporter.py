@@ -41,6 +41,7 @@ became of the reports, and a batch of labels the monitor refuses for good is set
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -66,6 +67,7 @@ from driftgate.core.repository import validate_model_name
 from driftgate.core.rpc import aio_channel
 from driftgate.core.tls import ClientTLS
 from driftgate.gateway.statistics import (
+    DROP_CAUSES,
     LATENCY_BOUNDS,
     MAX_RECORD_ID_BYTES,
     PredictionRecord,
@@ -212,11 +214,14 @@ class LabelBuffer:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._labels: deque[Any] = deque()
+        #: labels refused because the buffer was full (the sender was told to retry)
+        self.refused = 0
 
     def add(self, labels: Sequence[Any]) -> int:
         check_labels(labels)
         incoming = list(labels)
         if len(self._labels) + len(incoming) > self.capacity:
+            self.refused += len(incoming)
             raise ResourceExhausted(
                 f"the label buffer is full ({self.capacity} labels waiting for the monitor); "
                 "retry later"
@@ -367,7 +372,8 @@ class MonitorReporter:
         self._taken_at = time.time()  # the end of the last delta taken
         self._unacked: Any = None
         self._sequence = 0
-        self.dropped_records = 0
+        #: prediction records dropped, by cause (``statistics.DROP_CAUSES``)
+        self.dropped: collections.Counter[str] = collections.Counter()
         self.acknowledged = 0
         #: reports the monitor refused for good, set aside (their counts are lost)
         self.refused_reports = 0
@@ -400,6 +406,16 @@ class MonitorReporter:
         """The ingest token, read now (a rotated token file takes effect at the next call)."""
         token = self._token.current() if self._token is not None else None
         return (("authorization", f"Bearer {token}"),) if token else ()
+
+    @property
+    def dropped_records(self) -> int:
+        """Prediction records dropped, whatever the cause."""
+        return sum(self.dropped.values())
+
+    @property
+    def buffer_refused_labels(self) -> int:
+        """Labels the gateway's buffer refused (answered RESOURCE_EXHAUSTED), never held."""
+        return self._labels.refused
 
     @property
     def held_buckets(self) -> int:
@@ -511,13 +527,13 @@ class MonitorReporter:
             if not counts.is_empty:
                 self._counts.add(key, counts, start, end)
                 self._names[key] = [f.name for f in collector.features]
-            self.dropped_records += collector.dropped_records
-            collector.dropped_records = 0
+            self.dropped.update(collector.dropped)
+            collector.dropped.clear()
             for record in records:
                 size = record_size(record)
                 full = held.record_bytes + size > self._max_record_bytes
                 if full or len(held.records) >= self._max_records:
-                    self.dropped_records += 1
+                    self.dropped["buffer_full"] += 1
                     continue
                 held.records.append((key, record))
                 held.record_bytes += size
@@ -537,7 +553,7 @@ class MonitorReporter:
             held.records.popleft()
             held.record_bytes -= record_size(record)
             if grown > self.max_report_bytes:  # alone over the bound: never sendable
-                self.dropped_records += 1
+                self.dropped["too_large"] += 1
                 continue
             records.append(message)
             size = grown
@@ -594,9 +610,18 @@ class _ReportingCollector(Collector):
         set_aside.add_metric(["labels"], reporter.refused_labels)
         dropped = CounterMetricFamily(
             "driftgate_reporting_dropped_records",
-            "Prediction records not kept: sampling caps, size bounds, over-long ids or values",
+            "Prediction records sampled but not kept, by cause: buffer_full (the bounded "
+            "buffers while the monitor is away or slow), too_large (a record, id or value over "
+            "its size bound), count_failed (the bulk count of their batch failed)",
+            labels=("cause",),
         )
-        dropped.add_metric([], reporter.dropped_records)
+        for cause in DROP_CAUSES:
+            dropped.add_metric([cause], reporter.dropped[cause])
+        refused = CounterMetricFamily(
+            "driftgate_feedback_refused_labels",
+            "Labels refused with RESOURCE_EXHAUSTED because the label buffer was full",
+        )
+        refused.add_metric([], reporter.buffer_refused_labels)
         merged = CounterMetricFamily(
             "driftgate_reporting_merged_buckets",
             "Merges of the two oldest buckets of counts held for the monitor, past the bound "
@@ -608,7 +633,7 @@ class _ReportingCollector(Collector):
             "Buckets of counts held for the monitor, not yet in a report",
         )
         held.add_metric([], reporter.held_buckets)
-        yield from (set_aside, dropped, merged, held)
+        yield from (set_aside, dropped, refused, merged, held)
 
 
 def _timestamp(seconds: float) -> Timestamp:

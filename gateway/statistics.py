@@ -21,6 +21,7 @@ bounded while a quiet one keeps every prediction.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -37,9 +38,11 @@ from driftgate.core.profile import (
     category_text,
     numeric_counts,
 )
+from driftgate.core.text import TextAnalyzer, text_values
 from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
 
 __all__ = [
+    "DROP_CAUSES",
     "LATENCY_BOUNDS",
     "MAX_CATEGORY_CHARS",
     "MAX_RECORD_ID_BYTES",
@@ -62,6 +65,10 @@ MAX_CATEGORY_CHARS = 1024
 MAX_RECORD_ID_BYTES = 256
 #: the bin of a categorical value that reads as missing (``profile.MISSING_CATEGORIES``)
 MISSING = MISSING_CODE
+#: why a prediction record is dropped (``driftgate_reporting_dropped_records_total{cause}``):
+#: a bounded buffer is full (the monitor is away or slow), the record or its id is over a size
+#: bound, or the bulk count of its batch failed
+DROP_CAUSES = ("buffer_full", "too_large", "count_failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +167,10 @@ class _Feature:
     edges: np.ndarray | None
     lookup: CategoryIndex | None
     dtype: str = SERVED_DTYPE
+    #: a measure of each document of a text column (``driftgate.core.text``), counted as a
+    #: numeric value; never part of a prediction record
+    derived: str | None = None
+    analyzer: TextAnalyzer | None = None
 
     @property
     def bins(self) -> int:
@@ -186,9 +197,16 @@ def _features(reference: Mapping[str, Any], inputs: Mapping[str, int]) -> list[_
                 edges=np.asarray(entry.get("edges", []), dtype=np.float64) if numeric else None,
                 lookup=None if numeric else _lookup(entry.get("categories", [])),
                 dtype=str(entry.get("dtype") or SERVED_DTYPE),
+                derived=entry.get("derived"),
+                analyzer=_analyzer(entry),
             )
         )
     return features
+
+
+def _analyzer(entry: Mapping[str, Any]) -> TextAnalyzer | None:
+    text = entry.get("text") if entry.get("derived") else None
+    return TextAnalyzer.from_dict(text) if text else None
 
 
 @dataclass
@@ -257,8 +275,8 @@ class VersionCollector:
         self._pending = self._new_pending()
         self.records: list[PredictionRecord] = []
         self._record_bytes = 0
-        #: rows sampled for a record but not kept (caps, over-long ids or values, errors)
-        self.dropped_records = 0
+        #: rows sampled for a record but not kept, by cause (DROP_CAUSES)
+        self.dropped: collections.Counter[str] = collections.Counter()
         self.counts = self._empty()
         # Requests, errors and latency are not counted here: each take reads their deltas
         # from the version's record, the one place a request is counted.
@@ -272,6 +290,11 @@ class VersionCollector:
 
     def _empty(self) -> VersionCounts:
         return VersionCounts.empty([f.bins for f in self.features], self.prediction_bins)
+
+    @property
+    def dropped_records(self) -> int:
+        """Rows sampled for a record but not kept, whatever the cause."""
+        return sum(self.dropped.values())
 
     def _new_pending(self) -> _Pending:
         return _Pending({name: [] for name in self._input_names})
@@ -351,7 +374,7 @@ class VersionCollector:
         except Exception:
             self.errors += 1
             self.lost_requests += len(pending.labels)
-            self.dropped_records += sum(pending.sampled)
+            self.dropped["count_failed"] += sum(pending.sampled)
             log.exception(
                 "counting statistics of %d requests failed; their counts are lost",
                 len(pending.labels),
@@ -413,7 +436,7 @@ class VersionCollector:
             strict=True,
         ):  # fmt: skip
             if values[3] is None:  # a value too long to record
-                self.dropped_records += 1
+                self.dropped["too_large"] += 1
             else:
                 records.append(PredictionRecord(*values))
         return records
@@ -427,8 +450,10 @@ class VersionCollector:
         offset = 0
         room = self._max_records - len(self.records)
         for n, request_id, when, keep in zip(sizes, ids, times, sampled, strict=True):
-            if keep and (n > room or not _fits_record_id(request_id, n)):
-                self.dropped_records += n
+            if keep and n > room:
+                self.dropped["buffer_full"] += n
+            elif keep and not _fits_record_id(request_id, n):
+                self.dropped["too_large"] += n
             elif keep:
                 room -= n
                 rows.extend(range(offset, offset + n))
@@ -442,7 +467,7 @@ class VersionCollector:
         parts = [
             _column(columns[f.input], index, f.column).astype(np.float64)
             for f in self.features
-            if f.numeric
+            if f.numeric and f.derived is None
         ]
         if not parts:
             return [() for _ in index]
@@ -472,7 +497,7 @@ class VersionCollector:
         for record in records:
             size = record_size(record)
             if self._record_bytes + size > self._max_record_bytes:
-                self.dropped_records += 1
+                self.dropped["buffer_full"] += 1
                 continue
             self._record_bytes += size
             self.records.append(record)
@@ -496,6 +521,9 @@ def _count_feature(
     counts: VersionCounts, index: int, feature: _Feature, matrix: np.ndarray
 ) -> None:
     values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
+    if feature.derived is not None:
+        # Documents of a text column, measured as the profile did (tokens, chars, oov).
+        values = text_values(feature.derived, _needed(feature), values.tolist())
     if feature.numeric:
         assert feature.edges is not None
         binned = numeric_counts(feature.edges, values, feature.dtype)
@@ -511,6 +539,14 @@ def _count_feature(
         hist = np.bincount(codes[present], minlength=feature.bins)
         counts.features[index] += hist
         counts.out_of_range[index] += int(hist[-1])
+
+
+_NO_ANALYZER = TextAnalyzer(r"(?u)\b\w\w+\b", True, (1, 1), (), ())
+
+
+def _needed(feature: _Feature) -> TextAnalyzer:
+    """The feature's analyzer ("chars" needs none, so any will do)."""
+    return feature.analyzer or _NO_ANALYZER
 
 
 def _fits_record_id(request_id: str, rows: int) -> bool:

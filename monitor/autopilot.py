@@ -55,6 +55,7 @@ from driftgate.monitor.retrain import (
     RetrainResult,
     assemble,
     production_table,
+    reference_rows,
     run_worker,
 )
 from driftgate.monitor.service import Monitor, Window
@@ -84,8 +85,8 @@ class ControlPort(Protocol):
         self, model: str, version: int, reason: str, revision: int | None = None
     ) -> DeploymentView: ...
     def set_traffic(self, model: str, weight: float, reason: str, revision: int) -> None: ...
-    def promote(self, model: str, reason: str, revision: int) -> None: ...
-    def rollback(self, model: str, reason: str, revision: int) -> None: ...
+    def promote(self, model: str, reason: str, revision: int, cause: str = "") -> None: ...
+    def rollback(self, model: str, reason: str, revision: int, cause: str = "") -> None: ...
 
 
 class Autopilot:
@@ -324,9 +325,9 @@ class Autopilot:
                 assert d.weight is not None
                 self.control.set_traffic(model, d.weight, d.reason, view.revision)
             elif d.action == "promote":
-                self.control.promote(model, d.reason, view.revision)
+                self.control.promote(model, d.reason, view.revision, cause="canary_passed")
             elif d.action == "rollback":
-                self.control.rollback(model, d.reason, view.revision)
+                self.control.rollback(model, d.reason, view.revision, cause=_rollback_cause(d))
         except ControlConflict as exc:
             self.event(
                 "action_superseded",
@@ -567,7 +568,11 @@ class Autopilot:
             )
         sample = load_table(sample_path)
         profile = self.monitor.profile(model, stable)
-        features = [(f.name, not isinstance(f.bins, CategoricalBins)) for f in profile.features]
+        features = [
+            (f.name, not isinstance(f.bins, CategoricalBins))
+            for f in profile.features
+            if f.derived is None  # a text column's measures are not columns of the data
+        ]
         records: list[StoredPrediction] = self.store.labelled(model, now - p.window, now)
         target_kind = sample.target.dtype.kind if sample.target is not None else "U"
         production = production_table(records, features, target_kind)
@@ -592,6 +597,7 @@ class Autopilot:
             task=str(self._meta(model, stable).get("task") or "classification"),
             alpha=p.false_accept,
             power=p.power,
+            reference_rows=reference_rows(production.rows - holdout.rows, p.reference_min_rows),
         )
         result = run_worker(job, workdir, p.timeout)
         figures = dict(result.figures or {}) | {
@@ -636,3 +642,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _rollback_cause(decision: Decision) -> str:
+    """The bounded cause a rollback is counted under on the gateway (the reason, with its
+    figures, goes to the history and the event)."""
+    failed = any(check.outcome == "fail" for check in decision.checks)
+    return "canary_failed" if failed else "insufficient_evidence"

@@ -2,7 +2,9 @@
 
 The monitor changes deployments only through this client (deploy a canary, set its weight,
 promote, roll back), with the control token as a bearer token and ``driftgate-monitor`` as
-the actor recorded in the gateway's history. gRPC errors become ``ControlError``.
+the actor recorded in the gateway's history; a promotion or rollback also names its bounded
+cause (``driftgate.core.telemetry``), the label the gateway counts it under. gRPC errors
+become ``ControlError``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import grpc
 from driftgate.core.auth import TokenSource
 from driftgate.core.errors import DriftgateError, Status
 from driftgate.core.rpc import channel
+from driftgate.core.telemetry import CAUSE_METADATA
 from driftgate.core.tls import ClientTLS
 
 __all__ = ["ControlConflict", "ControlError", "DeploymentView", "GatewayControl"]
@@ -68,8 +71,10 @@ class GatewayControl:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, cause: str = "") -> Any:
         metadata = [("driftgate-actor", ACTOR)]
+        if cause:
+            metadata.append((CAUSE_METADATA, cause))
         token = self._token.current() if self._token is not None else None
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
@@ -135,16 +140,18 @@ class GatewayControl:
             ),
         )
 
-    def promote(self, model: str, reason: str, revision: int) -> None:
+    def promote(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self._call(
             "Promote",
             self._pb.PromoteRequest(model=model, reason=reason, expected_revision=revision),
+            cause,
         )
 
-    def rollback(self, model: str, reason: str, revision: int) -> None:
+    def rollback(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self._call(
             "Rollback",
             self._pb.RollbackRequest(model=model, reason=reason, expected_revision=revision),
+            cause,
         )
 
 

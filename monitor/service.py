@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFoun
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
 from driftgate.core.repository import Repository, validate_model_name
 from driftgate.monitor.accuracy import Accuracy, Calibration, accuracy_from
-from driftgate.monitor.drift import DatasetDrift, DriftTester, FeatureDrift, QualityCounts
+from driftgate.monitor.drift import DatasetDrift, DriftTester, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import (
@@ -204,7 +203,10 @@ class Monitor:
         since = now - length
         for model in self.repository.models():
             self.metrics.expose_events(model)
-        for model, version in self.store.active_versions(since):
+        active = self.store.active_versions(since)
+        # Versions that left the window leave /metrics: no gauge shows a stale last value.
+        self.metrics.retain(active)
+        for model, version in active:
             # One version's failure (a corrupt profile, rows stored before reports were
             # checked) must not freeze the gauges of every other one.
             try:
@@ -219,10 +221,11 @@ class Monitor:
     def _evaluate_version(self, model: str, version: int, since: float, now: float) -> None:
         # Counts for a version whose profile is gone have nothing to compare against.
         with contextlib.suppress(ModelNotFound, FailedPrecondition):
-            self._publish_drift(model, version, self.drift(model, version, Window(since, now)))
+            result = self.drift(model, version, Window(since, now))
+            self.metrics.publish_drift(model, version, result)
         for seconds in (self.settings.default_window_seconds, 0.0):
             window = self.window(seconds, now)
-            self._publish_accuracy(
+            self.metrics.publish_accuracy(
                 model, version, window_label(seconds), self.accuracy(model, version, window)
             )
 
@@ -234,7 +237,7 @@ class Monitor:
         mine = state.get("version") == version
         for signal, key in (("inputs", "alarm"), ("prediction", "prediction_alarm")):
             raised = mine and bool(state.get(key))
-            self.metrics.drift_alarm.labels(model, str(version), signal).set(int(raised))
+            self.metrics.show_alarm(model, version, signal, raised)
 
     def _evaluation_failed(self, model: str, version: int) -> None:
         """Count and log a failed evaluation: the traceback once, then a line per retry."""
@@ -251,27 +254,6 @@ class Monitor:
             label = INVALID_MODEL
         self.metrics.evaluation_failures.labels(label).inc()
 
-    def _publish_drift(self, model: str, version: int, result: DatasetDrift) -> None:
-        m, v = self.metrics, str(version)
-        every = [*result.features, *([result.prediction] if result.prediction else [])]
-        for feature in every:
-            _publish_feature(m, model, v, feature)
-        m.dataset_drift_share.labels(model, v).set(result.share)
-
-    def _publish_accuracy(self, model: str, version: int, label: str, a: Accuracy) -> None:
-        m, v = self.metrics, str(version)
-        m.label_coverage.labels(model, v, label).set(a.coverage)
-        for name in ("accuracy", "f1", "log_loss", "mae", "rmse"):
-            value = getattr(a, name)
-            if value is not None:
-                m.accuracy.labels(model, v, name, label).set(value)
-        if a.estimated_accuracy is not None:
-            m.accuracy_estimate.labels(model, v, "accuracy", label).set(a.estimated_accuracy)
-        if a.estimated_accuracy_labelled is not None:
-            m.accuracy_estimate_labelled.labels(model, v, "accuracy", label).set(
-                a.estimated_accuracy_labelled
-            )
-
     def refresh_store_size(self) -> None:
         for table, rows in self.store.table_rows().items():
             self.metrics.store_rows.labels(table).set(rows)
@@ -286,20 +268,6 @@ class Monitor:
             s.counts_retention_seconds,
             s.label_window_seconds,
         )
-
-
-def _publish_feature(m: MonitorMetrics, model: str, version: str, f: FeatureDrift) -> None:
-    for method, value in f.distances.items():
-        m.drift.labels(model, version, f.name, method).set(value)
-    if not math.isnan(f.critical_value):
-        m.drift_threshold.labels(model, version, f.name, f.statistic).set(f.threshold)
-    m.drift_verdict.labels(model, version, f.name).set(int(f.verdict))
-    for q in f.quality:
-        m.quality_verdict.labels(model, version, f.name, q.kind).set(int(q.verdict))
-        if q.rows:
-            m.quality_rate.labels(model, version, f.name, q.kind).set(q.rate)
-        if q.reference_rows:
-            m.quality_reference_rate.labels(model, version, f.name, q.kind).set(q.reference_rate)
 
 
 def drift_inputs(

@@ -47,11 +47,11 @@ class FakeControl:
         self.weight, self.revision = weight, self.revision + 1
         self.calls.append(("traffic", weight))
 
-    def promote(self, model: str, reason: str, revision: int) -> None:
+    def promote(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self.stable, self.canary, self.weight = self.canary, 0, 0.0
         self.calls.append(("promote",))
 
-    def rollback(self, model: str, reason: str, revision: int) -> None:
+    def rollback(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self.canary, self.weight = 0, 0.0
         self.calls.append(("rollback",))
 
@@ -176,7 +176,8 @@ def test_drift_windows_are_consecutive_and_each_is_tested_once(tmp_path: Path) -
     control, clock = FakeControl(canary=0, weight=0.0), Clock()
     pilot = _autopilot(root, data, control, clock)
     start = 1_700_000_040.0  # a multiple of the 60 s window
-    alarm = pilot.monitor.metrics.drift_alarm.labels(MODEL, "1", "inputs")
+    registry = pilot.monitor.metrics.registry
+    labels = {"model": MODEL, "version": "1", "signal": "inputs"}
 
     _report(pilot, 1, start + 10, drifted=True)
     clock.now = start + 61  # the window [start, start + 60) ended a bucket (1 s) ago
@@ -189,7 +190,7 @@ def test_drift_windows_are_consecutive_and_each_is_tested_once(tmp_path: Path) -
     assert figures["test"] == "kolmogorov_smirnov" and figures["rows"] == 400
     assert figures["reference_rows"] == 200 and figures["value"] > figures["critical_value"]
     assert event.figures["alpha"] == pytest.approx(0.5 * 60 / (30 * 86400))
-    assert alarm._value.get() == 1.0
+    assert registry.get_sample_value("driftgate_monitor_drift_alarm", labels) == 1.0
 
     # The same window is not tested again, however often the policy looks.
     for _ in range(5):
@@ -202,7 +203,7 @@ def test_drift_windows_are_consecutive_and_each_is_tested_once(tmp_path: Path) -
     clock.now = start + 121
     second = pilot.evaluate_drift(MODEL)
     assert second["evaluated"] and second["streak"] == 0 and second["drift"]["drifted"] == {}
-    assert alarm._value.get() == 0.0
+    assert registry.get_sample_value("driftgate_monitor_drift_alarm", labels) == 0.0
 
 
 def test_canary_predictions_are_counted_on_the_stable_versions_bins(tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ class RevisionedControl(FakeControl):
         self._check(revision)
         super().set_traffic(model, weight, reason, revision)
 
-    def promote(self, model: str, reason: str, revision: int) -> None:
+    def promote(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self._check(revision)
         super().promote(model, reason, revision)
 
-    def rollback(self, model: str, reason: str, revision: int) -> None:
+    def rollback(self, model: str, reason: str, revision: int, cause: str = "") -> None:
         self._check(revision)
         super().rollback(model, reason, revision)
 

@@ -223,10 +223,14 @@ def test_the_monitor_reports_a_feature_gone_nan(harness: Harness) -> None:
     harness.monitor.evaluate()
     labels = {"model": MODEL, "version": "1", "feature": "age"}
     assert harness.sample("driftgate_monitor_quality_rate", **labels, kind="missing") == 1.0
-    assert harness.sample("driftgate_monitor_quality_verdict", **labels, kind="missing") == 3
-    assert harness.sample("driftgate_monitor_quality_verdict", **labels, kind="infinite") == 2
+    # verdicts are state sets: 1 for the state the test is in, 0 for the others
+    quality, drift = "driftgate_monitor_quality_verdict", "driftgate_monitor_drift_verdict"
+    assert harness.sample(quality, **labels, kind="missing", **{quality: "drift"}) == 1
+    for state, value in (("no_drift", 1), ("drift", 0), ("insufficient_data", 0)):
+        assert harness.sample(quality, **labels, kind="infinite", **{quality: state}) == value
     assert harness.sample("driftgate_monitor_quality_reference_rate", **labels, kind="missing") == 0
-    assert harness.sample("driftgate_monitor_drift_verdict", **labels) == 3
+    assert harness.sample(drift, **labels, **{drift: "drift"}) == 1
+    assert harness.sample(drift, **labels, **{drift: "no_drift"}) == 0
     assert harness.sample("driftgate_monitor_dataset_drift_share", model=MODEL, version="1") == (
         pytest.approx(1 / 3)
     )

@@ -308,8 +308,12 @@ def test_evaluate_goes_on_past_a_failing_version(
         harness.monitor.evaluate(now + 2)
     labels = {"model": MODEL, "version": "1"}
     assert harness.sample("driftgate_monitor_dataset_drift_share", **labels) == 0.0
-    verdict = harness.sample("driftgate_monitor_drift_verdict", feature="age", **labels)
-    assert verdict in (1.0, 2.0, 3.0)
+    verdict = "driftgate_monitor_drift_verdict"
+    states = [
+        harness.sample(verdict, feature="age", **labels, **{verdict: state})
+        for state in ("insufficient_data", "no_drift", "drift")
+    ]
+    assert sorted(states) == [0.0, 0.0, 1.0]
     coverage = {"model": MODEL, "version": "1", "window": "total"}
     assert harness.registry.get_sample_value("driftgate_monitor_label_coverage", coverage) == 0.0
     # '' fails its name check, churn -1 its version check; broken (unreadable profile) has no

@@ -189,6 +189,9 @@ def test_sigkill_loses_no_acknowledged_report_and_double_counts_none(
         assert 2 * new.rows == 3 * old.rows  # sequences 1 and 2 before, 3 once since
 
 
+VERDICT = "driftgate_monitor_drift_verdict"
+
+
 def test_metrics_carry_the_documented_labels(monitor: dict[str, object]) -> None:
     process = monitor["process"]
     assert isinstance(process, DriftgateProcess)
@@ -201,11 +204,13 @@ def test_metrics_carry_the_documented_labels(monitor: dict[str, object]) -> None
             break
         time.sleep(0.3)
     expected = [
-        f'driftgate_monitor_drift{{feature="spend",method="psi",model="{MODEL}",version="1"}}',
-        f'driftgate_monitor_drift_verdict{{feature="spend",model="{MODEL}",version="1"}} 3.0',
+        f'driftgate_monitor_drift_psi{{feature="spend",model="{MODEL}",version="1"}}',
+        # a state set: the state the window is in is 1, the others 0
+        f'{VERDICT}{{{VERDICT}="drift",feature="spend",model="{MODEL}",version="1"}} 1.0',
+        f'{VERDICT}{{{VERDICT}="no_drift",feature="spend",model="{MODEL}",version="1"}} 0.0',
         f'driftgate_monitor_dataset_drift_share{{model="{MODEL}",version="1"}}',
-        f'driftgate_monitor_accuracy{{metric="accuracy",model="{MODEL}",version="1",window="total"}}',
-        f'driftgate_monitor_accuracy_estimate{{metric="accuracy",model="{MODEL}",version="1",window="1h"}}',
+        f'driftgate_monitor_accuracy{{model="{MODEL}",version="1",window="total"}}',
+        f'driftgate_monitor_accuracy_estimate{{model="{MODEL}",version="1",window="1h"}}',
         f'driftgate_monitor_label_coverage{{model="{MODEL}",version="1",window="total"}}',
         'driftgate_monitor_reports_total{result="duplicate"}',
         'driftgate_monitor_store_rows{table="predictions"} 11.0',

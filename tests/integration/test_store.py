@@ -673,7 +673,7 @@ def test_total_accuracy_gauge_outlives_pruned_records(url: str, tmp_path: Path) 
         # A report of the version's traffic in the last hour makes it active.
         store.ingest(Report("gw", 1, later - 60, [VersionCounts("churn", 1, requests=1)]))
         monitor.evaluate(now=later)
-        labels = {"model": "churn", "version": "1", "metric": "accuracy"}
+        labels = {"model": "churn", "version": "1"}
         total = registry.get_sample_value(
             "driftgate_monitor_accuracy", labels | {"window": "total"}
         )

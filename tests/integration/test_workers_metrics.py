@@ -116,7 +116,7 @@ def wait_for(
             return samples
         time.sleep(0.1)
     loaded = series(samples, "driftgate_model_loaded")
-    weights = series(samples, "driftgate_traffic_weight")
+    weights = series(samples, "driftgate_traffic_ratio")
     raise AssertionError(f"{what} within {timeout} s: loaded {loaded}, weights {weights}")
 
 
@@ -125,15 +125,16 @@ def values(samples: list[Any], name: str) -> list[float]:
     return [value for n, lab, value in samples if n == name and lab.get("model") == MODEL]
 
 
-#: the families read live from each loaded version (``ServingCollector``): a retired version
-#: must leave none of them behind (load durations and failures are events and stay)
+#: the families of a loaded version: read live (``ServingCollector``) or removed once it is
+#: released (its load duration): a retired version must leave none of them behind
 SERVING_FAMILIES = (
+    "driftgate_model_load_duration_seconds",
     "driftgate_inference_",
     "driftgate_batch_size",
     "driftgate_executions",
     "driftgate_queue_depth",
     "driftgate_model_loaded",
-    "driftgate_traffic_weight",
+    "driftgate_traffic_ratio",
 )
 
 
@@ -165,7 +166,7 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
     samples = merged(gateway)
     assert requests_ok(samples) == {"1": total}  # both workers' counters, summed
     assert series(samples, "driftgate_model_loaded") == {("1", "stable"): 1}
-    assert series(samples, "driftgate_traffic_weight") == {("1", "stable"): 100}
+    assert series(samples, "driftgate_traffic_ratio") == {("1", "stable"): 1.0}
 
     # Canary: one worker takes the command, the other follows deployment.json.
     with pytest.raises(grpc.RpcError) as caught:
@@ -181,13 +182,16 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
         timeout=30,
     )
     canary_loaded = {("1", "stable"): 1, ("2", "canary"): 1}
-    canary_weights = {("1", "stable"): 100 - CANARY_WEIGHT, ("2", "canary"): CANARY_WEIGHT}
+    canary_weights = {
+        ("1", "stable"): (100 - CANARY_WEIGHT) / 100,
+        ("2", "canary"): CANARY_WEIGHT / 100,
+    }
     # Weights merge by maximum: a worker still at stable 100 would show here.
     wait_for(
         gateway,
         lambda s: (
             series(s, "driftgate_model_loaded") == canary_loaded
-            and series(s, "driftgate_traffic_weight") == canary_weights
+            and series(s, "driftgate_traffic_ratio") == canary_weights
         ),
         "both workers serving the canary at its weight",
         timeout=20,
@@ -202,7 +206,7 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
     assert requests_ok(samples) == {"1": traffic.count("1"), "2": traffic.count("2")}
     assert sum(requests_ok(samples).values()) == len(traffic.answers)
     assert series(samples, "driftgate_model_loaded") == canary_loaded
-    assert series(samples, "driftgate_traffic_weight") == canary_weights
+    assert series(samples, "driftgate_traffic_ratio") == canary_weights
     assert values(samples, "driftgate_deployment_revision") == [1]
 
     # Promote: 2 is stable everywhere, 1 a warm standby without a weight, no canary series.
@@ -211,7 +215,7 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
         gateway,
         lambda s: (
             series(s, "driftgate_model_loaded") == {("1", "standby"): 1, ("2", "stable"): 1}
-            and series(s, "driftgate_traffic_weight") == {("2", "stable"): 100}
+            and series(s, "driftgate_traffic_ratio") == {("2", "stable"): 1.0}
         ),
         "both workers serving the promoted version",
         timeout=20,
@@ -230,7 +234,7 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
         gateway,
         lambda s: (
             series(s, "driftgate_model_loaded") == {("1", "stable"): 1}
-            and series(s, "driftgate_traffic_weight") == {("1", "stable"): 100}
+            and series(s, "driftgate_traffic_ratio") == {("1", "stable"): 1.0}
             and serving_versions(s) == {"1"}
         ),
         "both workers back on version 1 with version 2 retired",
@@ -251,7 +255,7 @@ def test_merged_metrics_follow_a_canary_rollout_on_both_workers(
         gateway,
         lambda s: (
             series(s, "driftgate_model_loaded") == {("3", "stable"): 1}
-            and series(s, "driftgate_traffic_weight") == {("3", "stable"): 100}
+            and series(s, "driftgate_traffic_ratio") == {("3", "stable"): 1.0}
             and serving_versions(s) == {"3"}
         ),
         "both workers serving version 3 alone",
