@@ -81,6 +81,7 @@ class Layout:
     inputs: tuple[InputSpec, ...]
     features: tuple[str, ...]  # the estimator's own column order
     uses_names: bool  # fitted on a DataFrame: scikit-learn needs one to predict
+    documents: bool = False  # a leading text vectorizer reads its one column as a 1-D sequence
 
     def flat_positions(self) -> dict[str, int]:
         ordered = [f for spec in self.inputs for f in spec.features]
@@ -98,6 +99,8 @@ class Layout:
     def sklearn_input(self, table: Table) -> Any:
         """The rows of ``table`` as scikit-learn expects them (DataFrame or 2-D array)."""
         selected = table.select(self.features)
+        if self.documents:
+            return np.asarray(selected.columns[0], dtype=object)
         if self.uses_names:
             # pandas is optional: only estimators fitted on a DataFrame need it.
             pd: Any = importlib.import_module("pandas")
@@ -121,7 +124,16 @@ def make_layout(estimator: Any, table: Table) -> Layout:
     if not strings:
         return Layout((InputSpec("input", "FP32", numeric),), tuple(features), uses_names)
     groups = [InputSpec("numeric", "FP32", numeric), InputSpec("categorical", "BYTES", strings)]
-    return Layout(tuple(g for g in groups if g.features), tuple(features), uses_names)
+    documents = len(features) == 1 and _reads_documents(estimator)
+    return Layout(tuple(g for g in groups if g.features), tuple(features), uses_names, documents)
+
+
+def _reads_documents(estimator: Any) -> bool:
+    """Whether ``estimator`` starts with a text vectorizer (fitted on a 1-D sequence of
+    documents, as CountVectorizer and TfidfVectorizer are)."""
+    steps = getattr(estimator, "steps", None)
+    first = steps[0][1] if steps else estimator
+    return hasattr(first, "vocabulary_") and hasattr(first, "build_analyzer")
 
 
 def _column_positions(spec: Any, names: Sequence[str]) -> list[int]:
@@ -224,7 +236,7 @@ def _prepare(part: Any, remap: Remap | None) -> Any:
             for name, t, cols in part.transformers_
         ]
         return _as_supported(prepared)
-    if remap is not None and not _all_numeric_remap(remap):
+    if remap is not None and not _all_numeric_remap(remap) and not _reads_documents(part):
         raise UnsupportedEstimator(
             f"string columns need a ColumnTransformer as the first step, not {type(part).__name__}"
         )

@@ -1,7 +1,8 @@
 """The reference profile of text columns: the derived features of ``driftgate.core.text``.
 
 A string column is a text column when the estimator's leading ColumnTransformer sends it, as
-a single column, to a ``CountVectorizer`` or ``TfidfVectorizer`` with the word analyzer and
+a single column, to a ``CountVectorizer`` or ``TfidfVectorizer`` (or when the estimator is a
+Pipeline starting with one, fitted on that one column) with the word analyzer and
 neither a custom preprocessor nor tokenizer nor accent stripping (what ``TextAnalyzer``
 reproduces; skl2onnx converts the same set). Such a column keeps its categorical feature (so
 prediction records carry the document for retraining) and gains three numeric features,
@@ -37,10 +38,14 @@ MAX_VOCABULARY = 200_000
 DERIVED_DTYPE = "float64"
 
 
-def _vectorizers(estimator: Any) -> Iterator[tuple[str, Any]]:
-    """(column name, fitted vectorizer) of each text column of a leading ColumnTransformer."""
+def _vectorizers(estimator: Any, table: Table) -> Iterator[tuple[str, Any]]:
+    """(column name, fitted vectorizer) of each text column: of a leading ColumnTransformer,
+    or the one column of a Pipeline that starts with a vectorizer."""
     steps = getattr(estimator, "steps", None)
     first = steps[0][1] if steps else None
+    if hasattr(first, "vocabulary_") and len(table.names) == 1:
+        yield table.names[0], first
+        return
     for _, part, columns in getattr(first, "transformers_", None) or []:
         if isinstance(columns, str) and hasattr(part, "vocabulary_"):
             yield columns, part
@@ -75,7 +80,7 @@ def _agrees(analyzer: TextAnalyzer, vectorizer: Any, documents: Any) -> bool:
 def text_columns(estimator: Any, table: Table) -> list[tuple[str, TextAnalyzer, float]]:
     """(column, analyzer, min_df) of each text column whose analyzer we reproduce."""
     found = []
-    for column, vectorizer in _vectorizers(estimator):
+    for column, vectorizer in _vectorizers(estimator, table):
         analyzer = _analyzer(vectorizer)
         if analyzer is not None and _agrees(analyzer, vectorizer, table.column(column)):
             found.append((column, analyzer, vectorizer.min_df))

@@ -102,6 +102,28 @@ def test_a_vectorizer_pipeline_converts_with_parity_and_a_bytes_input(
     assert inputs["categorical"]["features"] == ["review"]
 
 
+def test_a_pipeline_starting_with_a_vectorizer_takes_its_column_as_documents(
+    tmp_path: Path,
+) -> None:
+    """Fitted on a 1-D sequence of documents, converted from a one-column table."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    frame, y = reviews(1500, seed=2)
+    documents = frame["review"].to_numpy(object)
+    fitted = Pipeline([("text", TfidfVectorizer()), ("clf", LogisticRegression())])
+    fitted.fit(documents, y)
+    result = convert(fitted, frame[["review"]], "m", tmp_path, labels=y)
+    assert result.parity.passed and result.parity.label_agreement == 1.0
+    assert result.metadata["inputs"] == [
+        {"name": "categorical", "datatype": "BYTES", "shape": [1], "features": ["review"]}
+    ]
+    profile = json.loads((result.path / "reference.json").read_text())
+    derived = [f["name"] for f in profile["features"] if f.get("derived")]
+    assert derived == ["review.tokens", "review.chars", "review.oov"]
+
+
 def test_a_bigram_vectorizer_fails_parity_and_writes_nothing(tmp_path: Path) -> None:
     """skl2onnx's n-gram counts differ from scikit-learn's on these reviews (up to 0.02 in
     probability): the parity check refuses the model rather than serve other answers."""
@@ -151,3 +173,28 @@ def test_a_shifted_vocabulary_is_drift_and_an_unshifted_sample_is_not(converted)
     verdicts = _verdicts(profile, shifted)
     assert verdicts["review.oov"] == Verdict.DRIFT
     assert verdicts["x"] == Verdict.NO_DRIFT
+
+
+def test_a_clone_of_a_text_pipeline_retrains_through_the_retrain_path(tmp_path: Path) -> None:
+    from driftgate import converter
+    from driftgate.converter import table_from_object
+    from driftgate.converter.data import save_table_npz
+    from driftgate.monitor.retrain import RetrainJob, assemble, execute
+
+    frame, y = reviews(600, seed=3)
+    repository = tmp_path / "models"
+    convert(_pipeline("tfidf").fit(frame, y), frame, "m", repository, labels=y)
+    sample = converter.load_table(repository / "m" / "1" / "training_sample.npz")
+    production = table_from_object(*reviews(800, seed=4, new_words=0.2))
+    train, holdout = assemble(sample, production, holdout_fraction=0.5)
+    save_table_npz(train, tmp_path / "train.npz")
+    save_table_npz(holdout, tmp_path / "holdout.npz")
+    job = RetrainJob("m", str(repository), 1, str(tmp_path / "train.npz"),
+                     str(tmp_path / "holdout.npz"), trainer="", tolerance=0.1,
+                     task="classification")  # fmt: skip
+    result = execute(job)
+    assert result.outcome == "succeeded" and result.version == 2, result.reason
+    profile = json.loads((repository / "m" / "2" / "reference.json").read_text())
+    oov = {f["name"]: f for f in profile["features"]}["review.oov"]
+    # The new vocabulary learned the production rows' new words.
+    assert "refund" in oov["text"]["vocabulary"]
