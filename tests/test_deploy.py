@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from driftgate.cli import build_parser
 from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot
+from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
@@ -35,7 +36,7 @@ PORTS = {
     "monitor-metrics": MONITOR.metrics_port,
 }
 JOBS = {"driftgate-gateway": GATEWAY.metrics_port, "driftgate-monitor": MONITOR.metrics_port}
-METRIC = re.compile(r"\b(driftgate_[a-z_]+)\b")
+METRIC = re.compile(r"\b(driftgate_[a-z0-9_]+)\b")
 
 
 def _yaml(path: Path) -> Any:
@@ -43,13 +44,19 @@ def _yaml(path: Path) -> Any:
 
 
 def _exported_metrics() -> set[str]:
-    """Every series name the gateway and the monitor can expose (``*_created`` is disabled)."""
-    registry = CollectorRegistry()
-    GatewayMetrics(registry).watch(ServingSnapshot)  # the live families, with no version
-    MonitorMetrics(registry)
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    """Every series name the gateway (with a monitor to report to) and the monitor can
+    expose (``*_created`` is disabled)."""
+    gateway, monitor = CollectorRegistry(), CollectorRegistry()
+    GatewayMetrics(gateway).watch(ServingSnapshot)  # the live families, with no version
+    MonitorReporter("127.0.0.1:1", StatisticsHub(), LabelBuffer(), registry=gateway)
+    MonitorMetrics(monitor)
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "info": ("_info",),
+    }
     names = set()
-    for family in registry.collect():
+    for family in [*gateway.collect(), *monitor.collect()]:
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names
 
@@ -88,8 +95,11 @@ def test_every_queried_metric_is_exported_by_the_code(source: str) -> None:
 
 def test_dashboard_shape() -> None:
     dashboard = _dashboard()
-    names = [v["name"] for v in dashboard["templating"]["list"]]
-    assert names == ["datasource", "model", "version"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["datasource", "instance", "model", "version"]
+    # one model at a time: the version list holds that model's versions only
+    assert variables["model"]["multi"] is False and variables["model"]["includeAll"] is False
+    assert 'model=~"$model"' in variables["version"]["definition"]
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
@@ -103,6 +113,26 @@ def test_dashboard_shape() -> None:
     assert rows == ["Traffic", "Deployment", "Drift", "Accuracy", "Monitor"]
     annotations = {a["name"] for a in dashboard["annotations"]["list"] if "expr" in a}
     assert annotations == {"Promotions", "Rollbacks"}
+
+
+def test_dashboard_scopes_every_query_to_the_instances_and_never_merges_models() -> None:
+    aggregation = re.compile(r"\b(?:sum|max|min|avg|count)\s+by\s*\(([^)]*)\)")
+    for expr in _dashboard_exprs():
+        selectors = re.findall(r"\b(?:driftgate_[a-z0-9_]+|process_[a-z_]+|up)\{([^}]*)\}", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'instance=~"$instance"' in selector, expr
+        if 'model=~"$model"' in expr:
+            for labels in aggregation.findall(expr):
+                assert "model" in {label.strip() for label in labels.split(",")}, expr
+
+
+def test_files_named_in_the_prometheus_config_exist() -> None:
+    for name in ("prometheus.yml", "alerts.yml", "alerts_test.yml"):
+        text = (DEPLOY / "prometheus" / name).read_text()
+        for path in re.findall(r"\b(deploy/[\w./-]+\w|[\w-]+\.ya?ml)\b", text):
+            base = ROOT if path.startswith("deploy/") else DEPLOY / "prometheus"
+            assert (base / path).exists(), f"{name} names {path}, which does not exist"
 
 
 def test_every_alert_has_runbook_text_and_a_promtool_test() -> None:
@@ -446,9 +476,24 @@ def test_kserve_runtime_serves_grpc_v2_on_the_gateway_port() -> None:
     args = _parses(container["args"])
     assert str(args.repository) == "/mnt/models" and args.grpc_port == PORTS["grpc"]
     assert container["ports"] == [
-        {"name": "h2c", "containerPort": PORTS["grpc"], "protocol": "TCP"}
+        {"name": "h2c", "containerPort": PORTS["grpc"], "protocol": "TCP"},
+        {"name": "metrics", "containerPort": PORTS["metrics"], "protocol": "TCP"},
     ]
+    assert args.metrics_port == PORTS["metrics"]
     assert runtime["spec"]["grpcDataEndpoint"] == f"port:{PORTS['grpc']}"
+    # KServe's documented metrics annotations, and scraping turned on by the InferenceService
+    assert runtime["spec"]["annotations"] == {
+        "prometheus.kserve.io/port": str(PORTS["metrics"]),
+        "prometheus.kserve.io/path": "/metrics",
+    }
+    annotations = service["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    # Knative admits one container port: with the metrics port declared, RawDeployment
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    environment = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    host, port = environment["DRIFTGATE_MONITOR"].rsplit(":", 1)
+    monitor_service = _yaml(DEPLOY / "kubernetes/service.yaml")
+    assert host == monitor_service["metadata"]["name"] and int(port) == PORTS["monitor-grpc"]
     model = service["spec"]["predictor"]["model"]
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert (
