@@ -181,6 +181,14 @@ def register(subparsers: Any) -> None:
         help="seconds SIGTERM waits for in-flight requests (DRIFTGATE_GRACE_SECONDS)",
     )
     add(
+        "--shutdown-delay",
+        type=float,
+        default=env("SHUTDOWN_DELAY", defaults.shutdown_delay),
+        help="seconds between SIGTERM and the drain, still answering requests while health "
+        "says NOT_SERVING, so a load balancer stops routing first; a second signal ends it "
+        "(DRIFTGATE_SHUTDOWN_DELAY; Kubernetes: about the readiness probe's period)",
+    )
+    add(
         "--standby-versions",
         type=int,
         default=env("STANDBY_VERSIONS", defaults.standby_versions),
@@ -303,6 +311,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         monitor_tls=client_tls(args, "monitor-"),
         metrics_host=args.metrics_host,
         grace_seconds=args.grace,
+        shutdown_delay=args.shutdown_delay,
         ready_file=args.ready_file,
         monitor=args.monitor,
         report_interval=args.report_interval,

@@ -199,13 +199,18 @@ class GatewayServer:
         )
         asyncio.get_running_loop().create_task(self.health.set(model, status))
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish within ``grace`` seconds, release."""
-        grace = self.settings.grace_seconds if grace is None else grace
+    async def announce_shutdown(self) -> None:
+        """Health NOT_SERVING and ServerReady false, while requests are still answered: what
+        a load balancer's probe sees before the drain begins."""
         self.inference.ready = False
         if self._health_task is not None:
             self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish within ``grace`` seconds, release."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self.announce_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
         await self.mirror.close()
@@ -219,4 +224,11 @@ class GatewayServer:
 
     async def serve(self) -> None:
         """Start, then run until SIGTERM/SIGINT, then drain and stop."""
-        await serve_until_signalled(self.start, self.stop, "gateway", self.settings.grace_seconds)
+        await serve_until_signalled(
+            self.start,
+            self.stop,
+            "gateway",
+            self.settings.grace_seconds,
+            announce=self.announce_shutdown,
+            delay=self.settings.shutdown_delay,
+        )

@@ -63,6 +63,9 @@ class GatewaySettings:
     drain_seconds: float = 30.0
     #: seconds SIGTERM waits for in-flight requests before the process exits
     grace_seconds: float = 10.0
+    #: seconds between SIGTERM and the drain, answering requests while health says
+    #: NOT_SERVING, so a load balancer stops routing first (DRIFTGATE_SHUTDOWN_DELAY)
+    shutdown_delay: float = 0.0
     #: rows of the reference profile used to warm up a new version
     warmup_rows: int = 32
     #: the monitor's gRPC address; None turns statistics and prediction records off

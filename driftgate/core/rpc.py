@@ -9,6 +9,7 @@ unlike a server interceptor it costs nothing per call beyond one extra frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -162,14 +163,29 @@ async def serve_until_signalled(
     stop: Callable[[], Awaitable[None]],
     name: str,
     grace: float,
+    *,
+    announce: Callable[[], Awaitable[None]] | None = None,
+    delay: float = 0.0,
 ) -> None:
-    """Start, run until SIGTERM or SIGINT, then drain (within ``grace`` seconds) and stop."""
+    """Start, run until SIGTERM or SIGINT, then drain (within ``grace`` seconds) and stop.
+
+    Behind a load balancer, ``announce`` (health NOT_SERVING) runs first and the process
+    keeps serving for ``delay`` seconds, the time the balancer takes to see it and stop
+    routing new requests to it; a second signal ends the delay at once.
+    """
     await start()
-    stopping = asyncio.Event()
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+        loop.add_signal_handler(signum, signalled.set)
+    await signalled.wait()
+    if announce is not None:
+        signalled.clear()
+        await announce()
+        if delay > 0:
+            log.info("shutting down: not serving health, still answering for %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signalled.wait(), delay)
     log.info("shutting down: draining for up to %.1f s", grace)
     await stop()
     log.info("%s stopped", name)
