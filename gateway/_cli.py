@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Role
-from driftgate.core.cli import UsageError, add_command, env
+from driftgate.core.cli import UsageError, add_command, env, serve_or_explain
 from driftgate.core.rpc import write_ready_file
 from driftgate.core.security import (
     add_client_tls_flags,
@@ -328,8 +328,7 @@ def run(args: argparse.Namespace) -> int:
     roles = (Role.OPERATOR, Role.INGEST) if settings.monitor else (Role.OPERATOR,)
     settings.security.check_bind("serve", settings.host, roles)
     if args.workers <= 1:
-        asyncio.run(_serve(settings))
-        return 0
+        return serve_or_explain("serve", lambda: asyncio.run(_serve(settings)))
     return _run_workers(settings, args.workers)
 
 

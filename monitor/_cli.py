@@ -7,11 +7,12 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Role
-from driftgate.core.cli import add_command, env
+from driftgate.core.cli import EXIT_REFUSED, add_command, env, serve_or_explain
 from driftgate.core.security import (
     add_client_tls_flags,
     add_server_security_flags,
@@ -174,6 +175,20 @@ def _register_monitor(subparsers: Any) -> None:
         default=env("POLICY_SYNC_INTERVAL", d.policy_sync_interval),
         help="seconds between re-reads of the policy files (DRIFTGATE_POLICY_SYNC_INTERVAL)",
     )
+    add(
+        "--leader-check-interval",
+        type=float,
+        default=env("LEADER_CHECK_INTERVAL", d.leader_check_interval),
+        help="seconds between leader-election checks: with several monitors on one PostgreSQL "
+        "store, one runs the policy and another takes over within this long after it dies "
+        "(DRIFTGATE_LEADER_CHECK_INTERVAL)",
+    )
+    add(
+        "--monitor-id",
+        default=os.environ.get("DRIFTGATE_MONITOR_ID"),
+        help="this monitor's name in the leader election and its events (DRIFTGATE_MONITOR_ID; "
+        "default <host name>-<pid>)",
+    )
     parser.set_defaults(handler=_run_monitor)  # fmt: skip
 
 
@@ -202,6 +217,8 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         gateway_tls=client_tls(args, "gateway-"),
         scheduler=args.scheduler,
         policy_sync_interval=args.policy_sync_interval,
+        leader_check_interval=args.leader_check_interval,
+        monitor_id=args.monitor_id or None,
     )
 
 
@@ -210,12 +227,16 @@ def _seconds(value: float | str) -> float:
 
 
 def _run_monitor(args: argparse.Namespace) -> int:
+    from driftgate.monitor.leader import LeadershipRefused
     from driftgate.monitor.server import MonitorServer
 
     settings = settings_from(args)
     settings.security.check_bind("monitor", settings.host, (Role.OPERATOR, Role.INGEST))
-    asyncio.run(MonitorServer(settings).serve())
-    return 0
+    try:
+        return serve_or_explain("monitor", lambda: asyncio.run(MonitorServer(settings).serve()))
+    except LeadershipRefused as exc:  # SQLite: another monitor runs the policy on this file
+        print(f"driftgate monitor: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def events_table(events: Any) -> str:

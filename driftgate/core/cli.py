@@ -16,10 +16,12 @@ formatter (defaults shown), ``--log-level`` and, with ``parents=[client_flags("m
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ __all__ = [
     "exit_codes",
     "fail",
     "log_level",
+    "serve_or_explain",
     "server_hint",
     "token",
 ]
@@ -250,6 +253,24 @@ def server_hint(service: str) -> str:
     """What to check when ``service`` cannot be reached."""
     flag = f"--{service}"
     return f"is `{_SERVERS[service]}` running there? Set {flag} or DRIFTGATE_{service.upper()}"
+
+
+def serve_or_explain(process: str, serve: Callable[[], None]) -> int:
+    """Run a server until it stops; a port that cannot be bound is explained, exit 1."""
+    try:
+        serve()
+    except (RuntimeError, OSError) as exc:
+        bound = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+        if not (bound or str(exc).startswith("Failed to bind")):
+            raise
+        reason = str(exc).split(";")[0]
+        print(
+            f"driftgate {process}: cannot listen ({reason}): the port is in use by another "
+            "process, or not allowed; choose other ports (0 picks a free one)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    return EXIT_OK
 
 
 def configure_logging(level: str) -> None:
