@@ -134,6 +134,17 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "gateway /metrics (8002) (default: 8002)" in " ".join(out.split())
 
 
+def test_help_never_prints_a_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DRIFTGATE_CONTROL_TOKEN", "s3cret-from-env")
+    monkeypatch.setenv("DRIFTGATE_INGEST_TOKEN", "s3cret-from-env")
+    for command in ("deploy", "retrain", "serve", "monitor", "up"):
+        code, out, _ = _run(capsys, command, "--help")
+        assert code == 0 and "--token" in out.replace("--control-token", "--token")
+        assert "s3cret-from-env" not in out, command
+
+
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -9,7 +9,7 @@ from typing import Any
 
 from driftgate.client import Control, Deployment, HistoryEntry, ModelStatus
 from driftgate.commands.output import connection, guarded, print_json, table, to_json
-from driftgate.core.cli import EXIT_OK, add_command, client_flags, exit_codes
+from driftgate.core.cli import EXIT_OK, UsageError, add_command, client_flags, exit_codes
 
 __all__ = ["register"]
 
@@ -150,8 +150,6 @@ def _traffic(control: Control, args: argparse.Namespace) -> Deployment:
 
 
 def _shadow(control: Control, args: argparse.Namespace) -> Deployment:
-    from driftgate.core.cli import UsageError
-
     if args.off == (args.version is not None):
         raise UsageError("give either a VERSION to shadow or --off")
     return control.shadow(args.model, None if args.off else args.version, **_common(args))

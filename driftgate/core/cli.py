@@ -128,6 +128,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (
             "default" in text.lower()
+            or action.dest.endswith("token")  # a secret from the environment stays unprinted
             or default in (None, False, "", argparse.SUPPRESS)
             or isinstance(default, BadEnvironment)
             or not (action.option_strings or action.nargs in ("?", "*"))
@@ -189,6 +190,7 @@ def client_flags(
     service: str, *, token: bool = False, timeout: float = 30.0
 ) -> argparse.ArgumentParser:
     """The parent parser of a command that calls ``service`` ("gateway" or "monitor")."""
+    # Imported here: driftgate.core.security builds its server flags with this module.
     from driftgate.core.security import add_client_tls_flags
 
     parent = argparse.ArgumentParser(add_help=False)
