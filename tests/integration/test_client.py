@@ -238,3 +238,32 @@ def test_retrain_wait_follows_the_retrain_to_its_outcome(
     assert code == 1 and outcome["kind"] == "retrain_rejected", err
     assert "retrain_started" in err and "retrain_rejected" in err
     assert isinstance(outcome["id"], int) and outcome["figures"]["trigger"] == "asked by the test"
+
+
+def test_mutual_tls_and_a_token_file(tmp_path: Path, data: tuple) -> None:
+    from driftgate.client import ClientTLS
+    from tests.certificates import LOOPBACK, Authority
+
+    x, y, estimator = data
+    ca = Authority.create(tmp_path / "ca", "client test CA")
+    server = ca.issue(tmp_path / "server", "gateway", hosts=LOOPBACK)
+    app = ca.issue(tmp_path / "app", "application")
+    token_file = tmp_path / "control-token"
+    token_file.write_text(f"{TOKEN}\n")
+    root = tmp_path / "models"
+    driftgate.convert(estimator, x.astype(np.float32), MODEL, root, labels=y)
+    gateway = start_gateway(
+        root, tmp_path, "--tls-cert", str(server.cert_path), "--tls-key", str(server.key_path),
+        "--tls-client-ca", str(ca.cert_path), "--control-token-file", str(token_file),
+    )  # fmt: skip
+    tls = ClientTLS(ca.cert_path, app.cert_path, app.key_path)
+    try:
+        with Gateway(gateway.address, tls=tls) as client:
+            assert client.infer(MODEL, x[:3])["label"].shape == (3,)
+        with Control(gateway.address, tls=tls, token_file=token_file) as control:
+            assert control.deploy(MODEL, 1, reason="over mutual TLS").stable == 1
+        anonymous = Gateway(gateway.address, tls=ClientTLS(ca.cert_path), timeout=5)
+        with anonymous, pytest.raises(Unreachable):  # no client certificate: no handshake
+            anonymous.infer(MODEL, x[:1])
+    finally:
+        gateway.terminate()
