@@ -1,18 +1,24 @@
 """The dashboard and the alert rules against a real Prometheus scraping real driftgate processes.
 
-A gateway (canary, promotion, rollback, shadow, a version that fails to load, good and bad
-requests) and a monitor (a report with drifted bin counts, prediction records and labels) run
-on free ports; Prometheus runs with ``deploy/prometheus/prometheus.yml`` (its job names and
-rule file, the targets and intervals replaced) on a free port with its own storage. Every
-dashboard query and every alert's measure is then evaluated through ``/api/v1/query`` and must
-return series carrying the labels its legend or annotations print. A panel that queries a
-metric the code does not export returns nothing and fails here.
+A gateway (canary, promotion, rollbacks by an operator and by a canary analysis, shadow, a
+version that fails to load, good and bad requests) and a monitor (a report with drifted bin
+counts, prediction records and labels of a classifier and of a regressor) run on free ports;
+Prometheus runs with ``deploy/prometheus/prometheus.yml`` (its job names and rule file, the
+targets and intervals replaced) on a free port with its own storage. Every dashboard query and
+every alert's measure is then evaluated through ``/api/v1/query`` and must return series
+carrying the labels its legend or annotations print. A panel that queries a metric the code
+does not export returns nothing and fails here.
+
+Series of a retired version must leave ``/metrics``: a gateway whose canary is rolled back and
+whose shadow is stopped, and a monitor whose version leaves the window, are scraped until they
+are gone (their own processes, so that the stack above keeps its state).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -30,11 +36,14 @@ import grpc
 import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+import driftgate
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as mpb_grpc
 from driftgate.core.profile import FeatureProfile, ReferenceProfile, categorical_bins, numeric_bins
+from driftgate.core.telemetry import CAUSE_METADATA
 from tests.integration.control_client import control, control_stub, infer_call, infer_request
 from tests.processes import DriftgateProcess, start_gateway
 from tests.triton.helpers import logistic_model, write_deployment, write_version
@@ -46,9 +55,15 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "driftgate.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 MODEL = "m"
 BROKEN = "broken"  # a model whose only version fails to load
+REGRESSOR = "r"  # a regressor known to the monitor only: its MAE and RMSE
 # Grafana's variables as a user would set them; $__rate_interval as Grafana computes it for a
 # short range at a 1 s scrape interval.
-VARIABLES = {"$__rate_interval": "30s", "$model": f"{MODEL}|{BROKEN}", "$version": "1|2|3"}
+VARIABLES = {
+    "$__rate_interval": "30s",
+    "$instance": ".+",
+    "$model": f"{MODEL}|{BROKEN}|{REGRESSOR}",
+    "$version": "1|2|3",
+}
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 ANNOTATION_LABEL = re.compile(r"\$labels\.(\w+)")
 # "<measure> <comparison> <number>": the form every alert in alerts.yml is written in.
@@ -194,6 +209,10 @@ def _repositories(root: Path) -> tuple[Path, Path, ReferenceProfile]:
     (version / "model.json").write_text(
         json.dumps({"task": "classification", "class_labels": [0, 1]})
     )
+    regressor = profiles / REGRESSOR / "1"
+    regressor.mkdir(parents=True)
+    (regressor / "model.onnx").write_bytes(b"not read by the monitor")
+    (regressor / "model.json").write_text(json.dumps({"task": "regression"}))
     return serving, profiles, profile
 
 
@@ -207,6 +226,16 @@ def _drive_gateway(gateway: DriftgateProcess) -> None:
         stub.Deploy(canary)
         stub.Promote(control.PromoteRequest(model=MODEL, reason="healthy"))
         stub.Rollback(control.RollbackRequest(model=MODEL, reason="accuracy drop"))
+        stub.Deploy(canary)
+        # as the monitor's canary analysis rolls back: the cause in the call's metadata
+        stub.Rollback(
+            control.RollbackRequest(model=MODEL, reason="errors check failed: 12 of 60"),
+            metadata=[(CAUSE_METADATA, "canary_failed")],
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Promote(control.PromoteRequest(model=MODEL), metadata=[(CAUSE_METADATA, "x")])
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "operator, canary_passed" in (refused.value.details() or "")
         stub.Deploy(canary)
         stub.StartShadow(control.StartShadowRequest(model=MODEL, version=3, reason="compare"))
         time.sleep(1.0)  # the shadow version loads off the request path
@@ -243,11 +272,24 @@ def _drive_monitor(monitor: DriftgateProcess, profile: ReferenceProfile) -> None
         record.numeric_values.extend([0.1, -0.2, 0.3, 0.0])
         record.prediction.int64_value = i % 2
         record.prediction.probabilities.extend([0.2, 0.8] if i % 2 else [0.9, 0.1])
-    labels = [fpb.Label(request_id=f"r{i}", int64_value=(i % 2) ^ (i % 5 == 0)) for i in range(50)]
+    labels = [
+        fpb.Label(request_id=f"r{i}", model=MODEL, int64_value=(i % 2) ^ (i % 5 == 0))
+        for i in range(50)
+    ]
+    # A regressor (no reference profile: no features) whose predictions are off by 0.5 each:
+    # MAE and RMSE 0.5, in the target's unit.
+    report.versions.add(model=REGRESSOR, version=1, requests=20, rows=20)
+    for i in range(20):
+        record = report.records.add(request_id=f"y{i}", model=REGRESSOR, version=1)
+        record.time.FromNanoseconds(int((now - 2) * 1e9))
+        record.prediction.double_value = float(i)
+    labels += [
+        fpb.Label(request_id=f"y{i}", model=REGRESSOR, double_value=i + 0.5) for i in range(20)
+    ]
     with grpc.insecure_channel(monitor.address) as channel:
         stub = mpb_grpc.MonitorStub(channel)
         assert stub.Report(report, timeout=10).committed_sequence == 1
-        assert stub.SendLabels(fpb.SendLabelsRequest(labels=labels), timeout=10).accepted == 50
+        assert stub.SendLabels(fpb.SendLabelsRequest(labels=labels), timeout=10).accepted == 70
 
 
 def _scrape_config(gateway: DriftgateProcess, monitor: DriftgateProcess) -> dict[str, Any]:
@@ -270,7 +312,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     processes: list[DriftgateProcess] = []
     server: Prometheus | None = None
     try:
-        gateway = start_gateway(serving, root)
+        # A monitor address where nothing listens: the gateway holds its reports (and exports
+        # what reporting loses) without mixing its traffic into the monitor's figures below.
+        gateway = start_gateway(serving, root, "--monitor", f"127.0.0.1:{_free_port()}")
         processes.append(gateway)
         monitor_args = [
             "--repository", str(profiles), "--data-dir", str(root / "monitor-data"),
@@ -322,7 +366,7 @@ def test_dashboard_query_returns_series(
         missing = labels - series["metric"].keys()
         assert not missing, f"{name}: series {series['metric']} lacks {missing} for its legend"
         if "model" in series["metric"]:
-            assert series["metric"]["model"] in {MODEL, BROKEN}, series
+            assert series["metric"]["model"] in {MODEL, BROKEN, REGRESSOR}, series
 
 
 @pytest.mark.parametrize("rule", _alert_rules(), ids=lambda rule: rule["alert"])
@@ -365,14 +409,160 @@ def test_rules_load_and_evaluate_cleanly(prometheus: Prometheus) -> None:
     assert {r["name"]: r["health"] for r in rules} == {r["name"]: "ok" for r in rules}
 
 
-def test_rollback_alert_fires_on_the_real_rollback(prometheus: Prometheus) -> None:
-    # DriftgateRolledBack has no "for": the rollback the fixture made must make it fire.
-    prometheus.wait(
-        lambda: any(
-            a["labels"]["alertname"] == "DriftgateRolledBack"
-            and a["labels"]["reason"] == "accuracy drop"
+def test_rollback_alert_fires_on_the_real_rollbacks_by_cause(prometheus: Prometheus) -> None:
+    # DriftgateRolledBack has no "for": the rollbacks the fixture made must make it fire, one
+    # alert per bounded cause (the reasons, free text, stay in the history).
+    def causes() -> set[str]:
+        return {
+            a["labels"]["cause"]
             for a in prometheus.api("alerts")["alerts"]
-        ),
-        "DriftgateRolledBack firing",
-        timeout=15,
-    )
+            if a["labels"]["alertname"] == "DriftgateRolledBack"
+        }
+
+    prometheus.wait(lambda: causes() == {"operator", "canary_failed"}, "two rollback alerts")
+    counted = prometheus.query("driftgate_rollbacks_total")
+    assert {r["metric"]["cause"]: r["value"][1] for r in counted} == {
+        "operator": "1",
+        "canary_failed": "1",
+    }
+
+
+def test_regression_errors_have_their_own_families(prometheus: Prometheus) -> None:
+    for name in ("mean_absolute_error", "root_mean_squared_error"):
+        result = prometheus.query(f'driftgate_monitor_{name}{{model="{REGRESSOR}"}}')
+        assert {r["metric"]["window"] for r in result} == {"1h", "total"}, name
+        assert all(float(r["value"][1]) == pytest.approx(0.5) for r in result), result
+    # the classifier's figures are not mixed in, nor the regressor's in the classifier's
+    assert not prometheus.query(f'driftgate_monitor_mean_absolute_error{{model="{MODEL}"}}')
+    assert not prometheus.query(f'driftgate_monitor_accuracy{{model="{REGRESSOR}"}}')
+
+
+@pytest.mark.parametrize("job", ["driftgate-gateway", "driftgate-monitor"])
+def test_both_processes_export_process_metrics_and_build_info(
+    prometheus: Prometheus, job: str
+) -> None:
+    memory = prometheus.query(f'process_resident_memory_bytes{{job="{job}"}}')
+    assert len(memory) == 1 and float(memory[0]["value"][1]) > 10e6
+    assert prometheus.query(f'process_cpu_seconds_total{{job="{job}"}}')
+    (build,) = prometheus.query(f'driftgate_build_info{{job="{job}"}}')
+    assert build["metric"]["version"] == driftgate.__version__
+    assert build["metric"]["python"] == platform.python_version()
+    assert build["metric"]["onnxruntime"] and build["metric"]["grpcio"]
+
+
+def _metrics(process: DriftgateProcess) -> list[tuple[str, dict[str, str], float]]:
+    url = f"http://127.0.0.1:{process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def _versions(samples: list[tuple[str, dict[str, str], float]], model: str) -> set[str]:
+    return {
+        labels["version"]
+        for _, labels, _ in samples
+        if labels.get("model") == model and "version" in labels
+    }
+
+
+def _until(condition: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_series_of_a_retired_version_leave_the_gateways_metrics(tmp_path: Path) -> None:
+    serving, _profiles, _profile = _repositories(tmp_path)
+    gateway = start_gateway(serving, tmp_path)
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            stub = control_stub(channel)
+            stub.Deploy(
+                control.DeployRequest(
+                    model=MODEL, version=2, role=control.ROLE_CANARY, canary_weight=50
+                )
+            )
+            stub.StartShadow(control.StartShadowRequest(model=MODEL, version=3))
+            time.sleep(1.0)  # the shadow version loads off the request path
+            infer = infer_call(channel)
+            for i in range(60):
+                infer(infer_request(MODEL, np.ones((1, 4)), f"q{i}"), timeout=10)
+            _until(
+                lambda: _versions(_metrics(gateway), MODEL) == {"1", "2", "3"},
+                "stable, canary and shadow series",
+            )
+            shadow = [n for n, lab, _ in _metrics(gateway) if lab.get("version") == "3"]
+            assert "driftgate_shadow_requests_total" in shadow
+            assert "driftgate_model_load_duration_seconds_count" in shadow
+            stub.StopShadow(control.StopShadowRequest(model=MODEL, version=3))
+            stub.Rollback(
+                control.RollbackRequest(model=MODEL, reason="latency check failed"),
+                metadata=[(CAUSE_METADATA, "canary_failed")],
+            )
+            # Drained, then released: nothing of versions 2 and 3 stays on /metrics.
+            _until(
+                lambda: _versions(_metrics(gateway), MODEL) == {"1"},
+                f"only version 1 left: {_versions(_metrics(gateway), MODEL)}",
+            )
+        samples = _metrics(gateway)
+        rollbacks = [(lab, v) for n, lab, v in samples if n == "driftgate_rollbacks_total"]
+        assert rollbacks == [({"model": MODEL, "cause": "canary_failed"}, 1.0)]
+        ratio = {lab["role"]: v for n, lab, v in samples if n == "driftgate_traffic_ratio"}
+        assert ratio == {"stable": 1.0}
+    finally:
+        gateway.terminate()
+
+
+def test_series_of_a_version_that_left_the_window_leave_the_monitors_metrics(
+    tmp_path: Path,
+) -> None:
+    _serving, profiles, profile = _repositories(tmp_path)
+    shutil.copytree(profiles / MODEL / "1", profiles / MODEL / "2")
+    monitor_args = [
+        "--repository", str(profiles), "--data-dir", str(tmp_path / "monitor-data"),
+        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+        "--evaluate-interval", "0.3", "--window", "3s", "--bucket-seconds", "1",
+    ]  # fmt: skip
+    monitor = DriftgateProcess("monitor", monitor_args, tmp_path, {}).wait_ready()
+    try:
+        with grpc.insecure_channel(monitor.address) as channel:
+            stub = mpb_grpc.MonitorStub(channel)
+            sequence = 0
+
+            def report(*versions: int) -> None:
+                nonlocal sequence
+                sequence += 1
+                request = mpb.ReportRequest(instance_id="gateway-1", sequence=sequence)
+                now = time.time()
+                request.sent_time.FromNanoseconds(int(now * 1e9))
+                request.window_start.FromNanoseconds(int((now - 0.5) * 1e9))
+                request.window_end.FromNanoseconds(int(now * 1e9))
+                for version in versions:
+                    stats = request.versions.add(model=MODEL, version=version, requests=100)
+                    stats.rows = 100
+                    for feature in profile.features:
+                        counts = np.asarray(feature.bins.counts) // 40
+                        stats.features.add(name=feature.name, counts=counts.tolist())
+                stub.Report(request, timeout=10)
+
+            report(1, 2)
+            _until(
+                lambda: _versions(_metrics(monitor), MODEL) == {"1", "2"},
+                "drift series of both versions",
+            )
+            names = {n for n, lab, _ in _metrics(monitor) if lab.get("version") == "2"}
+            assert {"driftgate_monitor_drift_psi", "driftgate_monitor_drift_verdict"} <= names
+            assert "driftgate_monitor_label_coverage" in names
+
+            def only_version_1() -> bool:
+                report(1)  # version 1 keeps its traffic; version 2 has none any more
+                return _versions(_metrics(monitor), MODEL) == {"1"}
+
+            _until(only_version_1, "version 2 gone from /metrics after the 3 s window")
+    finally:
+        monitor.terminate()
