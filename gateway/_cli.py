@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import multiprocessing
 import os
-import shutil
-import signal
-import socket
-import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Role
 from driftgate.core.cli import UsageError, add_command, env, serve_or_explain
-from driftgate.core.rpc import write_ready_file
 from driftgate.core.security import (
     add_client_tls_flags,
     add_server_security_flags,
@@ -329,96 +320,12 @@ def run(args: argparse.Namespace) -> int:
     settings.security.check_bind("serve", settings.host, roles)
     if args.workers <= 1:
         return serve_or_explain("serve", lambda: asyncio.run(_serve(settings)))
-    return _run_workers(settings, args.workers)
+    from driftgate.gateway.workers import WorkerSupervisor
+
+    return WorkerSupervisor(settings, args.workers).run()
 
 
 async def _serve(settings: GatewaySettings) -> None:
     from driftgate.gateway.server import GatewayServer
 
     await GatewayServer(settings).serve()
-
-
-def _worker(settings: GatewaySettings, log_level: int) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(settings))
-
-
-def _run_workers(settings: GatewaySettings, workers: int) -> int:
-    """N processes share the gRPC port; this parent serves their merged metrics.
-
-    The parent writes the ready file (with the merged metrics port and its own pid) once
-    every worker has written its own, so a supervisor sees one ready signal for the group.
-    """
-    port = settings.grpc_port or _free_port(settings.host)
-    workdir = tempfile.mkdtemp(prefix="driftgate-workers-")
-    # Each worker serves its own metrics on a loopback port; this parent merges them.
-    base = replace(settings, grpc_port=port, metrics_port=0, metrics_host="127.0.0.1")
-    ready_files = [Path(workdir) / f"worker-{i}.ready.json" for i in range(workers)]
-    context = multiprocessing.get_context("spawn")
-    level = logging.getLogger().level
-    processes = [
-        context.Process(
-            target=_worker, args=(replace(base, ready_file=ready), level), name=f"worker-{i}"
-        )
-        for i, ready in enumerate(ready_files)
-    ]
-    for process in processes:
-        process.start()
-
-    def forward(signum: int, _frame: Any) -> None:
-        for process in processes:
-            if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    metrics_port = 0
-    if _workers_ready(processes, ready_files):
-        metrics_port = _serve_merged_metrics(settings, ready_files)
-        log.info("%d workers serving on port %d", workers, port)
-        write_ready_file(
-            settings.ready_file, grpc_port=port, metrics_port=metrics_port, pid=os.getpid()
-        )
-    else:
-        log.error("a worker exited during start-up; stopping the others")
-        forward(signal.SIGTERM, None)
-    for process in processes:
-        process.join()
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if all(p.exitcode == 0 for p in processes) else 1
-
-
-def _workers_ready(processes: list[Any], ready_files: list[Path]) -> bool:
-    while not all(path.exists() for path in ready_files):
-        if any(p.exitcode is not None for p in processes):
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _serve_merged_metrics(settings: GatewaySettings, ready_files: list[Path]) -> int:
-    """Serve the workers' merged metrics; returns the bound port (0 when disabled)."""
-    if settings.metrics_port < 0:
-        return 0
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from driftgate.gateway.metrics import WorkerMetrics
-
-    urls = []
-    for path in ready_files:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        urls.append(f"http://127.0.0.1:{info['metrics_port']}/metrics")
-    registry = CollectorRegistry()
-    registry.register(WorkerMetrics(lambda: urls))
-    server, _thread = start_http_server(
-        settings.metrics_port, addr=settings.metrics_host, registry=registry
-    )
-    port: int = server.server_port
-    return port
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port

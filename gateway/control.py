@@ -33,7 +33,7 @@ from driftgate.core.deployment import (
 )
 from driftgate.core.errors import InvalidInput, ModelNotFound
 from driftgate.core.repository import validate_model_name
-from driftgate.core.rpc import authorize
+from driftgate.core.rpc import authorize, name_worker
 from driftgate.core.telemetry import CAUSE_METADATA
 from driftgate.gateway.manager import ModelManager, ModelState
 from driftgate.gateway.metrics import GatewayMetrics, cause_label, latency_quantiles
@@ -155,6 +155,7 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
     # -- reading calls -------------------------------------------------------------------
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> Any:
+        await name_worker(context, self._manager.settings.worker)
         if request.model:
             found = self._manager.state(validate_model_name(request.model))
             if found is None:

@@ -26,7 +26,7 @@ from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import DriftgateError, InvalidInput, ResourceExhausted
-from driftgate.core.rpc import authorize
+from driftgate.core.rpc import authorize, name_worker
 from driftgate.gateway import describe
 from driftgate.gateway.dataplane.codec import check_request
 from driftgate.gateway.dataplane.version import VersionRuntime
@@ -131,6 +131,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.ModelConfigResponse(config=describe.model_config(version))
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> Any:
+        await name_worker(context, self._manager.settings.worker)
         if request.name:
             if request.version:
                 versions = [self._manager.resolve(request.name, request.version)]

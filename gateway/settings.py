@@ -66,6 +66,9 @@ class GatewaySettings:
     #: seconds between SIGTERM and the drain, answering requests while health says
     #: NOT_SERVING, so a load balancer stops routing first (DRIFTGATE_SHUTDOWN_DELAY)
     shutdown_delay: float = 0.0
+    #: this process's index under ``--workers``, sent as ``driftgate-worker`` metadata with
+    #: ModelStatistics and GetStatus (each worker counts its own requests); "" alone
+    worker: str = ""
     #: rows of the reference profile used to warm up a new version
     warmup_rows: int = 32
     #: the monitor's gRPC address; None turns statistics and prediction records off

@@ -34,6 +34,8 @@ __all__ = [
     "channel_credentials",
     "guard",
     "serve_until_signalled",
+    "WORKER_METADATA",
+    "name_worker",
     "server_credentials",
     "write_ready_file",
 ]
@@ -156,6 +158,16 @@ def write_ready_file(path: Path | None, **info: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(info))
     os.replace(temporary, path)
+
+
+WORKER_METADATA = "driftgate-worker"
+"""Response metadata naming the ``--workers`` process whose own figures a response carries."""
+
+
+async def name_worker(context: Any, worker: str) -> None:
+    """Under ``--workers``, say which worker answered (ModelStatistics, GetStatus)."""
+    if worker:
+        await context.send_initial_metadata(((WORKER_METADATA, worker),))
 
 
 async def serve_until_signalled(
