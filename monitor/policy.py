@@ -49,6 +49,10 @@ min_labels = 100          # labels in the drift window for the accuracy trigger
 window = "7d"             # labelled production rows of this window join the training data
 min_rows = 50             # labelled production rows needed to retrain at all
 holdout_fraction = 0.25   # newest share of them, kept out: both versions predict these rows
+reference_min_rows = 1000 # the new version's drift reference is the production rows it was
+                          # trained on (the rest, before the holdout) when at least this many,
+                          # so a shift that persists does not alarm again; fewer: the whole
+                          # training table (see monitor.retrain)
 tolerance = 0.02          # non-inferiority margin: accuracy points (classifiers), or a share
                           # of the stable's MAE (regressors), the candidate may be worse by
 false_accept = 0.05       # chance a candidate worse by the tolerance is accepted (test level)
@@ -181,6 +185,7 @@ class RetrainPolicy:
     window: float = 7 * 86400.0  # labelled production rows of this window are used
     min_rows: int = 50  # labelled production rows needed to retrain
     holdout_fraction: float = 0.25  # newest share of them kept for the comparison
+    reference_min_rows: int = 1000  # production training rows for a reference of their own
     tolerance: float = 0.02  # non-inferiority margin (see monitor.retrain_judge)
     false_accept: float = 0.05  # level of the judge's test
     power: float = 0.8  # power the holdout's size is calculated for
@@ -270,6 +275,7 @@ _RANGES: dict[str, tuple[str, float, float, bool]] = {
     "retrain.window": ("duration", 0.0, float("inf"), False),
     "retrain.min_rows": ("int", 1, float("inf"), True),
     "retrain.holdout_fraction": ("float", 0.0, 1.0, False),
+    "retrain.reference_min_rows": ("int", 1, float("inf"), True),
     "retrain.tolerance": ("float", 0.0, 1.0, True),
     "retrain.false_accept": ("float", 0.0, 0.5, False),
     "retrain.power": ("float", 0.5, 0.999, True),
