@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import platform
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,12 @@ from driftgate.core.errors import InvalidInput, ResourceExhausted
 from driftgate.core.telemetry import CAUSE_METADATA, PROMOTION_CAUSES, ROLLBACK_CAUSES
 from driftgate.gateway.dataplane.record import VersionRecord
 from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot, ServingView, cause_label
+from driftgate.gateway.reconciler import ScanMetrics
 from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from driftgate.gateway.statistics import VersionCollector
 from driftgate.monitor.accuracy import Accuracy
 from driftgate.monitor.drift import DatasetDrift, FeatureDrift, QualityDrift, Verdict
-from driftgate.monitor.metrics import MonitorMetrics
+from driftgate.monitor.metrics import DRIFT_STATISTICS, MonitorMetrics
 from tests.test_reporter import REFERENCE, _label, _serve
 
 VERDICT = "driftgate_monitor_drift_verdict"
@@ -265,3 +268,41 @@ def test_records_dropped_at_the_buffer_bound_and_labels_refused_are_counted() ->
         labels.add([_label("c"), _label("d"), _label("e")])
     assert registry.get_sample_value("driftgate_feedback_refused_labels_total") == 3
     assert math.isclose(reporter.dropped_records, 2)
+
+
+def _readme_section(readme: str, title: str) -> str:
+    start = readme.index(f"\n### {title}\n")
+    return readme[start : readme.index("\n#", start + 1)]
+
+
+def _exported(registry: CollectorRegistry) -> set[str]:
+    suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_sum", "_count")}
+    suffixes["info"] = ("_info",)
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        if family.name.startswith("driftgate_")
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def test_the_readme_metrics_tables_name_exactly_what_the_code_exports() -> None:
+    gateway, monitor = CollectorRegistry(), CollectorRegistry()
+    GatewayMetrics(gateway).watch(ServingSnapshot)
+    ScanMetrics(gateway)
+    MonitorReporter("127.0.0.1:1", StatisticsHub(), LabelBuffer(), registry=gateway)
+    MonitorMetrics(monitor)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    name = re.compile(r"`(driftgate_[a-z0-9_<>]+)")
+    for registry, title in ((gateway, "Metrics"), (monitor, "Monitor metrics")):
+        documented = set()
+        for found in name.findall(_readme_section(readme, title)):
+            if found.endswith("_"):
+                continue  # a prefix: `driftgate_monitor_...`
+            statistics = DRIFT_STATISTICS if "<statistic>" in found else ("",)
+            documented |= {found.replace("<statistic>", s) for s in statistics}
+        exported = _exported(registry)
+        histograms = {n.removesuffix("_bucket") for n in exported if n.endswith("_bucket")}
+        expected = {n for n in exported if not n.endswith(("_bucket", "_sum", "_count"))}
+        assert documented - exported == set(), title  # the README names nothing that is not
+        assert expected - histograms - documented == set(), title  # nor leaves one out
