@@ -13,11 +13,13 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -163,6 +165,8 @@ def test_a_canary_15_points_less_accurate_is_rolled_back_by_the_accuracy_test(
             )  # fmt: skip
         rollback = _wait_for(monitor.address, "rollback", timeout=45)
         kinds = [e.kind for e in _events(monitor.address)]
+        # the gateway counts it under the bounded cause the monitor named, not its reason
+        rollbacks = _rollbacks(gateway.metrics_port)
     finally:
         stop.set()
         sender.join(30)
@@ -170,6 +174,7 @@ def test_a_canary_15_points_less_accurate_is_rolled_back_by_the_accuracy_test(
         monitor.terminate()
 
     assert rollback.version == 2
+    assert rollbacks == {(("cause", "canary_failed"), ("model", MODEL)): 1.0}
     assert kinds[-2:] == ["canary_check_failed", "rollback"], kinds
     assert rollback.reason.startswith("canary worse than stable: accuracy")
     figures = json.loads(rollback.figures_json)
@@ -184,3 +189,15 @@ def test_a_canary_15_points_less_accurate_is_rolled_back_by_the_accuracy_test(
     assert failures == []
     deployment = json.loads((repository / MODEL / "deployment.json").read_text())
     assert deployment["stable"] == 1 and not (deployment.get("canary") or {}).get("version")
+
+
+def _rollbacks(metrics_port: int) -> dict[tuple[tuple[str, str], ...], float]:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "driftgate_rollbacks_total"
+    }
