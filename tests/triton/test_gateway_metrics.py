@@ -63,5 +63,17 @@ def test_load_duration_and_loaded_versions_with_roles(gateway: DriftgateProcess)
         if name == "driftgate_model_loaded" and lab["model"] == "twover"
     }
     assert loaded == {("2", "stable"): 1, ("1", "canary"): 1}
+    # traffic as a ratio 0-1: the canary at weight 0 takes none, the stable all
+    ratios = {
+        (lab["version"], lab["role"]): value
+        for name, lab, value in samples
+        if name == "driftgate_traffic_ratio" and lab["model"] == "twover"
+    }
+    assert ratios == {("2", "stable"): 1.0, ("1", "canary"): 0.0}
     failures = [n for n, lab, v in samples if n == "driftgate_model_load_failures_total"]
     assert failures == []
+    # a private registry, with what the default one would hold, and which release this is
+    (build,) = [lab for name, lab, _ in samples if name == "driftgate_build_info"]
+    assert {"version", "python", "onnxruntime", "grpcio"} <= build.keys()
+    assert (sample(samples, "process_resident_memory_bytes") or 0) > 10e6
+    assert sample(samples, "process_open_fds") is not None
