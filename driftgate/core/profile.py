@@ -49,6 +49,7 @@ __all__ = [
     "MISSING_CATEGORIES",
     "SERVED_DTYPE",
     "MISSING_CODE",
+    "MIN_CATEGORY_COUNT",
     "CategoricalBins",
     "CategoryIndex",
     "FeatureProfile",
@@ -75,6 +76,9 @@ SERVED_DTYPE = "float32"
 MISSING_CATEGORIES = frozenset({"", "None", "nan"})
 #: the code ``category_codes`` gives a missing value
 MISSING_CODE = -1
+#: training rows a category needs to keep its own bin when a column has more distinct
+#: values than ``max_categories`` (see ``categorical_bins``)
+MIN_CATEGORY_COUNT = 30
 
 
 def as_served(values: npt.ArrayLike, dtype: npt.DTypeLike = SERVED_DTYPE) -> npt.NDArray[Any]:
@@ -323,9 +327,17 @@ def numeric_bins(
 
 
 def categorical_bins(
-    values: npt.ArrayLike, max_categories: int = 100, categories: Sequence[str] | None = None
+    values: npt.ArrayLike,
+    max_categories: int = 100,
+    categories: Sequence[str] | None = None,
+    min_count: int = MIN_CATEGORY_COUNT,
 ) -> CategoricalBins:
     """Profile a string column: the most frequent categories (or the given ones) + "other".
+
+    A column with more distinct values than ``max_categories`` (high cardinality: ids, zip
+    codes, free text) keeps at most ``max_categories`` of them, each with at least
+    ``min_count`` (``MIN_CATEGORY_COUNT``) training rows; every other value counts in
+    "other", whose share the monitor tests like any bin (and as the out-of-range rate).
 
     Missing values (``is_missing_category``) are counted apart and never become a category.
     """
@@ -336,7 +348,14 @@ def categorical_bins(
         names, freq = np.unique(np.asarray(present, dtype=str), return_counts=True)
         # Most frequent first, ties by name, so the list is deterministic.
         order = sorted(range(len(names)), key=lambda i: (-int(freq[i]), str(names[i])))
-        categories = [str(names[i]) for i in order[:max_categories]]
+        if len(order) > max_categories:
+            # Keeping the most frequent selects categories whose training counts are high
+            # partly by chance: near the cut they are inflated (the winner's curse), and
+            # undrifted traffic then "drifts" (measured: 35% of 200k-row windows of a
+            # 200-category column profiled on 10k rows). A category kept from a truncated
+            # list needs MIN_CATEGORY_COUNT rows, where that bias is small (0 of 60).
+            order = [i for i in order[:max_categories] if freq[i] >= min_count]
+        categories = [str(names[i]) for i in order]
     counts, missing = count_categories(categories, data)
     return CategoricalBins(
         categories=tuple(categories),
