@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgate.core.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, add_command
+from driftgate.core.objectstore import open_repository, repository_location
 
 __all__ = ["register"]
 
@@ -56,9 +57,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--target", help="label column of the data (enables holdout metrics)")
     parser.add_argument(
         "--repository",
-        type=Path,
-        default=Path(os.environ.get("DRIFTGATE_REPOSITORY", "./models")),
-        help="model repository directory (DRIFTGATE_REPOSITORY; default ./models)",
+        type=repository_location,
+        default=repository_location(os.environ.get("DRIFTGATE_REPOSITORY", "./models")),
+        help="model repository: a directory or s3://BUCKET/PREFIX "
+        "(DRIFTGATE_REPOSITORY; default ./models)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument(
@@ -103,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
             args.estimator,
             args.data,
             args.model_name,
-            args.repository,
+            open_repository(args.repository),
             target=args.target,
             settings=settings,
         )

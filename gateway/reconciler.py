@@ -108,7 +108,7 @@ def scan(repository: Repository, names: Iterable[str] = ()) -> RepositoryScan:
     try:
         listed = repository.models()
     except Exception as exc:
-        return RepositoryScan(started, error=f"listing {repository.root}: {_describe(exc)}")
+        return RepositoryScan(started, error=f"listing {repository.location}: {_describe(exc)}")
     wanted = sorted(set(listed) | set(names))
     return RepositoryScan(started, {name: scan_model(repository, name) for name in wanted})
 
@@ -126,7 +126,7 @@ def scan_model(repository: Repository, name: str) -> ModelScan:
     unreadable: dict[int, str] = {}
     for version in listed:
         try:
-            signatures[version] = signature(repository.root / name / str(version))
+            signatures[version] = repository.signature(name, version)
         except OSError as exc:
             unreadable[version] = _describe(exc)
     deployment, deployment_error = _read_deployment(repository, name)

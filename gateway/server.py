@@ -30,7 +30,7 @@ from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.auth import TokenSource
 from driftgate.core.deployment import DeploymentStore
-from driftgate.core.repository import Repository
+from driftgate.core.objectstore import open_repository
 from driftgate.core.rpc import Guarded, serve_until_signalled, server_credentials, write_ready_file
 from driftgate.gateway.control import ControlServicer
 from driftgate.gateway.feedback import FeedbackServicer
@@ -61,7 +61,7 @@ class GatewayServer:
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
         # Loading and warming a version must not steal the serving thread's core.
         self._load_executor = ThreadPoolExecutor(1, "driftgate-load", initializer=lower_priority)
-        repository = Repository(settings.repository)
+        repository = open_repository(settings.repository)
         self.hub: StatisticsHub | None = None
         self.labels: LabelBuffer | None = None
         self.reporter: MonitorReporter | None = None

@@ -20,19 +20,14 @@ This module knows nothing of gRPC; errors are ``driftgate.core.errors`` classes.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
-from driftgate.core.repository import Repository
+from driftgate.core.repository import DeploymentConflict, Repository
 
 __all__ = [
     "Canary",
@@ -47,8 +42,8 @@ __all__ = [
     "stop_shadow",
 ]
 
-LOCK_FILE = ".deployment.lock"
-HISTORY_FILE = "history.jsonl"
+#: conditional writes lost in a row before a change gives up (each loss is another's change)
+MAX_CONFLICTS = 20
 #: earlier stable versions remembered in deployment.json (rollback targets)
 MAX_PREVIOUS = 10
 
@@ -272,54 +267,72 @@ class DeploymentStore:
         actor: str = "",
         reason: str = "",
     ) -> tuple[Deployment, bool]:
-        """Apply ``transition``; returns (the state now, whether it changed)."""
-        on_disk = self.repository.versions(model)
-        with self._locked(model):
-            before = self.read(model)
-            implicit = not before.stable
-            if implicit and on_disk:
-                # Without a recorded stable, the highest version serves (as in Triton).
-                before = replace(before, stable=max(on_disk))
-            if expected_revision is not None and expected_revision != before.revision:
-                raise FailedPrecondition(
-                    f"model '{model}' is at revision {before.revision}, not the expected "
-                    f"revision {expected_revision}; read the status and retry"
-                )
-            after = transition(before)
-            for version in sorted(versions_named(after) - versions_named(before)):
-                if version not in on_disk:
-                    have = ", ".join(map(str, on_disk)) or "none"
-                    raise ModelNotFound(
-                        f"model '{model}' has no version {version} in the repository "
-                        f"(versions: {have})"
+        """Apply ``transition``; returns (the state now, whether it changed).
+
+        A conditional write that lost to another writer (an object store has no lock) is
+        retried from a fresh read: the revision check and the transition see its change.
+        """
+        for _ in range(MAX_CONFLICTS):
+            with self.repository.deployment_lock(model):
+                try:
+                    return self._change_once(
+                        model, action, transition, expected_revision, actor, reason
                     )
-            # Deploying the implicit stable as the stable records it (pins it), so that a
-            # newer version written later does not take over by being the highest.
-            pins = implicit and action == "Deploy" and after.stable and after.canary is None
-            if after.same_routing(before) and not pins:
-                return before, False
-            after = replace(
-                after, revision=before.revision + 1, updated_at=time.time(), updated_by=actor
+                except DeploymentConflict:
+                    continue
+        raise FailedPrecondition(
+            f"model '{model}': deployment.json in {self.repository.location} changed under "
+            f"{MAX_CONFLICTS} attempts in a row; retry"
+        )
+
+    def _change_once(
+        self,
+        model: str,
+        action: str,
+        transition: Transition,
+        expected_revision: int | None,
+        actor: str,
+        reason: str,
+    ) -> tuple[Deployment, bool]:
+        on_disk = self.repository.versions(model)
+        data, tag = self.repository.read_deployment(model)
+        before = Deployment.from_json(model, data)
+        implicit = not before.stable
+        if implicit and on_disk:
+            # Without a recorded stable, the highest version serves (as in Triton).
+            before = replace(before, stable=max(on_disk))
+        if expected_revision is not None and expected_revision != before.revision:
+            raise FailedPrecondition(
+                f"model '{model}' is at revision {before.revision}, not the expected "
+                f"revision {expected_revision}; read the status and retry"
             )
-            self.repository.write_deployment(model, after.to_json())
-            self._append_history(
-                model, HistoryEntry(after.updated_at, actor, reason, action, before, after)
-            )
-            return after, True
+        after = transition(before)
+        for version in sorted(versions_named(after) - versions_named(before)):
+            if version not in on_disk:
+                have = ", ".join(map(str, on_disk)) or "none"
+                raise ModelNotFound(
+                    f"model '{model}' has no version {version} in the repository (versions: {have})"
+                )
+        # Deploying the implicit stable as the stable records it (pins it), so that a
+        # newer version written later does not take over by being the highest.
+        pins = implicit and action == "Deploy" and after.stable and after.canary is None
+        if after.same_routing(before) and not pins:
+            return before, False
+        after = replace(
+            after, revision=before.revision + 1, updated_at=time.time(), updated_by=actor
+        )
+        self.repository.replace_deployment(model, after.to_json(), tag)
+        self._append_history(
+            model, HistoryEntry(after.updated_at, actor, reason, action, before, after)
+        )
+        return after, True
 
     def history(self, model: str, limit: int = 100) -> list[HistoryEntry]:
-        """Changes of ``model``, newest first; a torn last line (a crash mid-append) is skipped."""
+        """Changes of ``model``, newest first."""
         self.repository.versions(model)
-        path = self.repository.root / model / HISTORY_FILE
-        if not path.is_file():
-            return []
         entries: list[HistoryEntry] = []
-        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-            if len(entries) >= limit:
-                break
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError:
+        for raw in self.repository.history_records(model, limit):
+            if not isinstance(raw, dict):
                 continue
             entries.append(
                 HistoryEntry(
@@ -335,31 +348,13 @@ class DeploymentStore:
         return entries
 
     def _append_history(self, model: str, entry: HistoryEntry) -> None:
-        line = json.dumps(
-            {
-                "time": entry.time,
-                "actor": entry.actor,
-                "reason": entry.reason,
-                "action": entry.action,
-                "before": entry.before.to_json(),
-                "after": entry.after.to_json(),
-                "revision": entry.after.revision,
-            }
-        )
-        path = self.repository.root / model / HISTORY_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def _locked(self, model: str) -> Iterator[None]:
-        path: Path = self.repository.root / model / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        record = {
+            "time": entry.time,
+            "actor": entry.actor,
+            "reason": entry.reason,
+            "action": entry.action,
+            "before": entry.before.to_json(),
+            "after": entry.after.to_json(),
+            "revision": entry.after.revision,
+        }
+        self.repository.append_history(model, record)

@@ -7,6 +7,8 @@ Layout::
                             model.json      (optional: synthesised from the graph if absent)
                             reference.json  (optional)
     <root>/<model>/.tmp-*               a version being written; ignored by every reader
+    <root>/<model>/quarantine/<v>.json  a version that hung or crashed onnxruntime
+                                        (``quarantine``): not loaded again until rewritten
 
 A version is an integer directory holding ``model.onnx``; it is immutable once written.
 ``write_version`` populates a hidden temporary directory inside the model directory, fsyncs
@@ -20,8 +22,10 @@ synthesise metadata for a version without ``model.json``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +33,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,8 @@ from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFoun
 
 __all__ = [
     "CorruptVersion",
+    "DeploymentConflict",
+    "QUARANTINE_DIR",
     "Repository",
     "TEMP_PREFIX",
     "V2_DATATYPES",
@@ -48,6 +54,7 @@ MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION = re.compile(r"0|[1-9][0-9]*")
 TEMP_PREFIX = ".tmp-"
+QUARANTINE_DIR = "quarantine"
 STALE_TEMP_SECONDS = 3600.0
 _MAX_RENAME_ATTEMPTS = 1000
 
@@ -72,6 +79,10 @@ V2_DATATYPES = {
 
 class CorruptVersion(FailedPrecondition):
     """A version's ``model.onnx`` does not match the sha256 recorded in its ``model.json``."""
+
+
+class DeploymentConflict(FailedPrecondition):
+    """``deployment.json`` changed between its read and a conditional write of it."""
 
 
 def validate_model_name(name: str) -> str:
@@ -129,6 +140,11 @@ class Repository:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        """Where the repository is, as an operator names it (a directory or a URL)."""
+        return str(self.root)
 
     def _model_dir(self, model: str) -> Path:
         return self.root / validate_model_name(model)
@@ -205,6 +221,44 @@ class Repository:
                 )
         return data
 
+    def quarantine(self, model: str, version: int, reason: str) -> None:
+        """Mark a version that hung or crashed onnxruntime (``<model>/quarantine/<v>.json``,
+        written atomically with the sha256 of its model.onnx): no gateway loads it again
+        until it is rewritten (another sha256) or the marker is deleted."""
+        directory = self._existing_model_dir(model) / QUARANTINE_DIR
+        directory.mkdir(exist_ok=True)
+        record = {
+            "reason": reason,
+            "sha256": self._model_sha256(model, version),
+            "time": time.time(),
+        }
+        tmp = directory / f".{_validate_version(version)}.{os.getpid()}.tmp"
+        _write_file_synced(tmp, _json_bytes(record))
+        os.replace(tmp, directory / f"{version}.json")
+        _fsync_dir(directory)
+
+    def quarantined(self, model: str, version: int) -> dict[str, Any] | None:
+        """The quarantine record of a version, or None (none, or written for other bytes)."""
+        path = (
+            self._existing_model_dir(model) / QUARANTINE_DIR / f"{_validate_version(version)}.json"
+        )
+        try:
+            record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if record.get("sha256") != self._model_sha256(model, version):
+            return None
+        return record
+
+    def _model_sha256(self, model: str, version: int) -> str:
+        path = self.version_dir(model, version)
+        meta_path = path / "model.json"
+        if meta_path.is_file():
+            recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("sha256")
+            if isinstance(recorded, str):
+                return recorded
+        return hashlib.sha256((path / "model.onnx").read_bytes()).hexdigest()
+
     def deployment(self, model: str) -> dict[str, Any] | None:
         """``deployment.json`` of ``model``, or None if no deployment was recorded."""
         path = self._existing_model_dir(model) / "deployment.json"
@@ -228,6 +282,69 @@ class Repository:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         _fsync_dir(directory)
+
+    # -- compare-and-swap of deployment.json, and its history ------------------------------
+    # Locally a lock file serializes writers and the tag is unused; an object store has no
+    # lock, so ``replace_deployment`` is a conditional write against the tag read.
+
+    @contextlib.contextmanager
+    def deployment_lock(self, model: str) -> Iterator[None]:
+        """Held around read, transition and write of ``deployment.json`` (across processes)."""
+        fd = os.open(self._existing_model_dir(model) / ".deployment.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def read_deployment(self, model: str) -> tuple[dict[str, Any] | None, str | None]:
+        """``deployment.json`` and the tag to pass to ``replace_deployment``."""
+        return self.deployment(model), None
+
+    def replace_deployment(self, model: str, state: dict[str, Any], tag: str | None) -> None:
+        """Write ``deployment.json`` if it is still as read with ``tag``, else raise
+        DeploymentConflict. Here the caller holds ``deployment_lock``: nobody else wrote."""
+        self.write_deployment(model, state)
+
+    def append_history(self, model: str, record: dict[str, Any]) -> None:
+        """Append one change to ``<model>/history.jsonl``, fsynced."""
+        path = self._existing_model_dir(model) / "history.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def history_records(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` changes, newest first; a torn line (a crash mid-append) is
+        skipped."""
+        path = self._existing_model_dir(model) / "history.jsonl"
+        if not path.is_file():
+            return []
+        records: list[dict[str, Any]] = []
+        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+            if len(records) >= limit:
+                break
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return records
+
+    def signature(self, model: str, version: int) -> tuple[tuple[int, int], ...]:
+        """(mtime_ns, size) of model.onnx and model.json (absent: (0, 0)); a changed
+        signature means rewritten files. Raises OSError when model.onnx cannot be read."""
+        folder = self._model_dir(model) / str(_validate_version(version))
+        stats = []
+        for filename in ("model.onnx", "model.json"):
+            try:
+                st = (folder / filename).stat()
+            except FileNotFoundError:
+                if filename == "model.onnx":
+                    raise
+                stats.append((0, 0))
+                continue
+            stats.append((st.st_mtime_ns, st.st_size))
+        return tuple(stats)
 
     def write_version(self, model: str, populate: Callable[[Path], None]) -> int:
         """Write the next version of ``model`` atomically and return its number.

@@ -1,0 +1,493 @@
+"""The model repository in object storage: S3 and S3-compatible stores (MinIO, Ceph), via obstore.
+
+Layout under ``s3://bucket/prefix``::
+
+    <model>/deployment.json            replaced by conditional writes only (If-Match on its
+                                       ETag; If-None-Match to create it)
+    <model>/history/<revision>.json    one object per change of deployment.json
+    <model>/quarantine/<version>.json  a version that hung or crashed onnxruntime
+    <model>/<version>/CLAIM            the writer's hold on the number (If-None-Match), first
+    <model>/<version>/<files>          every file of the version, uploaded next
+    <model>/<version>/COMPLETE         the completion marker, last: the sha256 of each file
+
+A version is visible (listed, loadable) only once its ``COMPLETE`` marker exists, and it is
+immutable from then on. Readers keep a local copy of each version they open in a cache
+directory, checked file by file against the marker's sha256 (and ``model.onnx`` against
+``model.json`` by ``Repository.read_model_bytes``): onnxruntime, the monitor and retraining
+read local files. Polling is bounded: one listing of the model's prefix shows its version
+prefixes and the ETag of ``deployment.json``; a marker is looked up only for a prefix not yet
+seen complete, and ``deployment.json`` is fetched only when its ETag changed.
+
+Credentials, region and endpoint come as for every S3 tool: the ``AWS_*`` environment
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_REGION``, ``AWS_ENDPOINT_URL`` for S3-compatible stores), web identity on Kubernetes, or
+the instance's role. Errors of the store become this project's errors naming the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from driftgate.core.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    ModelNotFound,
+    Unavailable,
+)
+from driftgate.core.repository import (
+    CorruptVersion,
+    DeploymentConflict,
+    Repository,
+    _json_bytes,
+    _stamp_metadata,
+    _validate_version,
+    validate_model_name,
+)
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
+
+__all__ = ["MARKER", "ObjectRepository", "open_repository", "repository_location"]
+
+SCHEME = "s3://"
+MARKER = "COMPLETE"
+CLAIM = "CLAIM"
+_FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_VERSION_PREFIX = re.compile(r"0|[1-9][0-9]{0,17}")
+_MAX_CLAIMS = 1000
+Signature = tuple[tuple[int, int], ...]
+
+
+def repository_location(text: str) -> Path | str:
+    """The ``--repository`` value: an ``s3://`` URL kept as it is, else a directory."""
+    if text.startswith(SCHEME):
+        try:
+            _bucket_and_prefix(text)
+        except InvalidInput as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        return text.rstrip("/")
+    return Path(text)
+
+
+def open_repository(location: Path | str, cache_dir: Path | None = None) -> Repository:
+    """The repository at ``location``: a directory, or ``s3://bucket/prefix``.
+
+    ``cache_dir`` holds the local copies of an object store's versions (default
+    ``$DRIFTGATE_REPOSITORY_CACHE``, else ``$XDG_CACHE_HOME/driftgate`` or ``~/.cache/driftgate``).
+    """
+    if isinstance(location, Repository):
+        return location
+    text = str(location)
+    if not text.startswith(SCHEME):
+        return Repository(Path(location))
+    url = text.rstrip("/")
+    bucket, prefix = _bucket_and_prefix(url)
+    cache = cache_dir or _default_cache() / bucket / (prefix or "_")
+    return ObjectRepository(url, _connect(url, bucket, prefix), cache)
+
+
+def _bucket_and_prefix(url: str) -> tuple[str, str]:
+    bucket, _, prefix = url[len(SCHEME) :].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise InvalidInput(f"repository {url!r}: expected s3://BUCKET[/PREFIX] with a valid bucket")
+    return bucket, prefix.strip("/")
+
+
+def _default_cache() -> Path:
+    named = os.environ.get("DRIFTGATE_REPOSITORY_CACHE")
+    if named:
+        return Path(named)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "driftgate"
+
+
+def _connect(url: str, bucket: str, prefix: str) -> S3Store:
+    try:
+        from obstore.store import S3Store
+    except ImportError:
+        raise InvalidInput(
+            f"repository {url}: object storage needs the s3 extra (pip install 'driftgate[s3]')"
+        ) from None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    # Bounded: a store that does not answer is an error within seconds, not a hung watcher.
+    return S3Store(
+        bucket,
+        prefix=prefix or None,
+        config={"endpoint": endpoint} if endpoint else None,
+        client_options={
+            "allow_http": endpoint.startswith("http://"),
+            "connect_timeout": dt.timedelta(seconds=5),
+            "timeout": dt.timedelta(seconds=60),
+        },
+        retry_config={"max_retries": 3, "retry_timeout": dt.timedelta(seconds=15)},
+    )
+
+
+class ObjectRepository(Repository):
+    """A model repository in an S3 bucket; ``root`` is the local cache of its versions.
+
+    Usage: ``open_repository("s3://models/prod").versions("iris")``. Thread-safe.
+    """
+
+    def __init__(self, url: str, store: S3Store, cache: Path) -> None:
+        super().__init__(cache)
+        self.url = url
+        self._store = store
+        self._lock = threading.Lock()
+        self._download_lock = threading.Lock()
+        self._complete: dict[str, dict[int, Signature]] = {}  # model -> version -> marker's
+        self._listed_etag: dict[str, str | None] = {}  # deployment.json's ETag when listed
+        self._deployments: dict[str, tuple[str, dict[str, Any]]] = {}  # ETag, parsed
+        self._verified: set[tuple[str, int]] = set()
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    # -- listing -------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        listing = self._call("", _list_dirs, self._store, None)
+        return sorted(name for name in listing[0] if _valid_model(name))
+
+    def versions(self, model: str) -> list[int]:
+        """Versions of ``model`` whose COMPLETE marker exists, ascending."""
+        prefixes, etag, anything = self._list_model(model)
+        if not anything:
+            raise ModelNotFound(f"model {model!r} is not in the repository {self.url}")
+        with self._lock:
+            known = self._complete.setdefault(model, {})
+            for gone in set(known) - prefixes:
+                del known[gone]
+            self._listed_etag[model] = etag
+            pending = sorted(prefixes - set(known))
+        for version in pending:
+            marker = self._head(f"{model}/{version}/{MARKER}")
+            if marker is not None:
+                with self._lock:
+                    known[version] = marker
+        with self._lock:
+            return sorted(known)
+
+    def next_version(self, model: str) -> int:
+        prefixes, _etag, _anything = self._list_model(validate_model_name(model))
+        return max(prefixes, default=0) + 1
+
+    def signature(self, model: str, version: int) -> Signature:
+        """The marker's (mtime_ns, size): a rewritten version has a new marker."""
+        for attempt in range(2):
+            with self._lock:
+                known = self._complete.get(model, {}).get(_validate_version(version))
+            if known is not None:
+                return known
+            if attempt == 0:
+                self.versions(model)
+        raise FileNotFoundError(f"{self.url}/{model}/{version}/{MARKER} does not exist")
+
+    def _list_model(self, model: str) -> tuple[set[int], str | None, bool]:
+        """Version prefixes, the ETag of deployment.json (None: absent), whether anything is
+        under the model's prefix at all."""
+        key = validate_model_name(model)
+        dirs, objects = self._call(key, _list_dirs, self._store, key)
+        versions = {int(d) for d in dirs if _VERSION_PREFIX.fullmatch(d)}
+        etag = objects.get("deployment.json")
+        return versions, etag, bool(dirs or objects)
+
+    # -- reading versions through the local cache ---------------------------------------
+
+    def version_dir(self, model: str, version: int) -> Path:
+        """The local copy of a complete version, downloaded and checked against its marker."""
+        _validate_version(version)
+        with self._lock:
+            listed = version in self._complete.get(model, {})
+        if not listed and version not in self.versions(model):
+            raise ModelNotFound(f"model {model!r} has no version {version} in {self.url}")
+        path = self.root / model / str(version)
+        if (model, version) in self._verified:
+            return path
+        with self._download_lock:
+            files = self._marker_files(model, version)
+            if not _cache_matches(path, files):
+                self._download(model, version, files, path)
+            self._verified.add((model, version))
+        return path
+
+    def _marker_files(self, model: str, version: int) -> dict[str, str]:
+        where = f"{self.url}/{model}/{version}/{MARKER}"
+        try:
+            files = json.loads(self._get(f"{model}/{version}/{MARKER}"))["files"]
+            if not isinstance(files, dict) or "model.onnx" not in files:
+                raise ValueError("no model.onnx in its list of files")
+            for name, digest in files.items():
+                if not all(_FILE_PART.fullmatch(part) for part in str(name).split("/")):
+                    raise ValueError(f"file name {name!r} is not allowed")
+                if not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+                    raise ValueError(f"{name}: {digest!r} is not a sha256")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptVersion(f"CorruptVersion: {where} cannot be read: {exc}") from exc
+        return {str(name): str(digest) for name, digest in files.items()}
+
+    def _download(self, model: str, version: int, files: dict[str, str], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=path.parent))
+        try:
+            for name, digest in files.items():
+                data = self._get(f"{model}/{version}/{name}")
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != digest:
+                    raise CorruptVersion(
+                        f"CorruptVersion: {self.url}/{model}/{version}/{name} has sha256 "
+                        f"{actual}, its {MARKER} marker records {digest}"
+                    )
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
+            shutil.rmtree(path, ignore_errors=True)  # a copy that failed its check
+            os.rename(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- deployment.json: compare-and-swap on its ETag ----------------------------------
+
+    def deployment(self, model: str) -> dict[str, Any] | None:
+        with self._lock:
+            cached = self._deployments.get(model)
+            listed = self._listed_etag.get(model, "")
+        if cached is not None and listed == cached[0]:
+            return copy.deepcopy(cached[1])  # unchanged since the last listing: no request
+        return self.read_deployment(model)[0]
+
+    def read_deployment(self, model: str) -> tuple[dict[str, Any] | None, str | None]:
+        from obstore.exceptions import NotModifiedError
+
+        key = f"{validate_model_name(model)}/deployment.json"
+        with self._lock:
+            cached = self._deployments.get(model)
+        options = {"if_none_match": cached[0]} if cached else None
+        try:
+            result = self._call(key, _get_with_meta, self._store, key, options)
+        except NotModifiedError:
+            assert cached is not None
+            return copy.deepcopy(cached[1]), cached[0]
+        except FileNotFoundError:
+            with self._lock:
+                self._deployments.pop(model, None)
+            return None, None
+        data, etag = result
+        state = json.loads(data)
+        if not isinstance(state, dict):
+            raise ValueError(f"{self.url}/{key} does not hold a JSON object")
+        with self._lock:
+            self._deployments[model] = (etag, copy.deepcopy(state))
+        return state, etag
+
+    def replace_deployment(self, model: str, state: dict[str, Any], tag: str | None) -> None:
+        """Write deployment.json only if its ETag is still ``tag`` (None: it must not exist)."""
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        key = f"{validate_model_name(model)}/deployment.json"
+        mode: Any = "create" if tag is None else {"e_tag": tag}
+        try:
+            etag = self._call(key, _put, self._store, key, _json_bytes(state), mode)
+        except (AlreadyExistsError, PreconditionError) as exc:
+            raise DeploymentConflict(
+                f"{self.url}/{key} changed since it was read (another replica or tool wrote "
+                "it); nothing was written"
+            ) from exc
+        with self._lock:
+            self._deployments[model] = (etag, copy.deepcopy(state))
+
+    def write_deployment(self, model: str, state: dict[str, Any]) -> None:
+        """Overwrite deployment.json unconditionally (an operator's or a tool's own write)."""
+        key = f"{validate_model_name(model)}/deployment.json"
+        self._call(key, _put, self._store, key, _json_bytes(state), "overwrite")
+
+    def deployment_lock(self, model: str) -> Any:
+        return nullcontext()  # no lock: replace_deployment is conditional
+
+    def append_history(self, model: str, record: dict[str, Any]) -> None:
+        key = f"{validate_model_name(model)}/history/{int(record['revision']):012d}.json"
+        self._call(key, _put, self._store, key, _json_bytes(record), "create")
+
+    def history_records(self, model: str, limit: int) -> list[dict[str, Any]]:
+        prefix = f"{validate_model_name(model)}/history"
+        _dirs, objects = self._call(prefix, _list_dirs, self._store, prefix)
+        records: list[dict[str, Any]] = []
+        for name in sorted(objects, reverse=True)[: max(limit, 0)]:
+            try:
+                records.append(json.loads(self._get(f"{prefix}/{name}")))
+            except (FileNotFoundError, ValueError):
+                continue
+        return records
+
+    # -- writing versions: claim, upload, then the marker --------------------------------
+
+    def write_version(self, model: str, populate: Callable[[Path], None]) -> int:
+        """Upload the next version of ``model``; visible only once its marker is written."""
+        validate_model_name(model)
+        with tempfile.TemporaryDirectory(prefix="driftgate-upload-") as name:
+            tmp = Path(name)
+            populate(tmp)
+            if not (tmp / "model.onnx").is_file():
+                raise InvalidInput(f"a version of model {model!r} must contain model.onnx")
+            version = self._claim(model)
+            _stamp_metadata(tmp, model, version)
+            files = {}
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                relative = path.relative_to(tmp).as_posix()
+                data = path.read_bytes()
+                files[relative] = hashlib.sha256(data).hexdigest()
+                key = f"{model}/{version}/{relative}"
+                self._call(key, _put, self._store, key, data, "overwrite")
+            written = dt.datetime.now(dt.UTC).isoformat()
+            marker = {"version": version, "files": files, "written_at": written}
+            key = f"{model}/{version}/{MARKER}"
+            self._call(key, _put, self._store, key, _json_bytes(marker), "create")
+        return version
+
+    def _claim(self, model: str) -> int:
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        version = self.next_version(model)
+        for _ in range(_MAX_CLAIMS):
+            key = f"{model}/{version}/{CLAIM}"
+            try:
+                self._call(key, _put, self._store, key, b"", "create")
+                return version
+            except (AlreadyExistsError, PreconditionError):
+                version += 1  # another writer holds this number
+        raise FailedPrecondition(f"could not claim a version number of {model!r} in {self.url}")
+
+    # -- quarantine markers, shared by every replica -------------------------------------
+
+    def quarantine(self, model: str, version: int, reason: str) -> None:
+        record = {"reason": reason, "sha256": self._model_sha256(model, version)}
+        key = f"{model}/quarantine/{_validate_version(version)}.json"
+        self._call(key, _put, self._store, key, _json_bytes(record), "overwrite")
+
+    def quarantined(self, model: str, version: int) -> dict[str, Any] | None:
+        key = f"{validate_model_name(model)}/quarantine/{_validate_version(version)}.json"
+        try:
+            record = json.loads(self._get(key))
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("sha256") != self._model_sha256(
+            model, version
+        ):
+            return None
+        return record
+
+    # -- the boundary: every call to the store goes through here ------------------------
+
+    def _get(self, key: str) -> bytes:
+        data: bytes = self._call(key, _get_with_meta, self._store, key, None)[0]
+        return data
+
+    def _head(self, key: str) -> Signature | None:
+        try:
+            return self._call(key, _head_signature, self._store, key)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def _call(self, key: str, function: Callable[..., Any], *args: Any) -> Any:
+        with _translated(f"{self.url}/{key}".rstrip("/")):
+            return function(*args)
+
+
+def _valid_model(name: str) -> bool:
+    try:
+        validate_model_name(name)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _cache_matches(path: Path, files: dict[str, str]) -> bool:
+    try:
+        return all(
+            hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
+            for name, digest in files.items()
+        )
+    except OSError:
+        return False
+
+
+# -- obstore calls, kept apart so that ``_call`` translates each one's errors ---------------
+
+
+def _list_dirs(store: S3Store, prefix: str | None) -> tuple[list[str], dict[str, str | None]]:
+    """Child prefixes (last part) and objects (last part -> ETag) directly under ``prefix``."""
+    import obstore
+
+    result = obstore.list_with_delimiter(store, prefix)
+    dirs = [p.rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"]]
+    objects = {o["path"].rsplit("/", 1)[-1]: o["e_tag"] for o in result["objects"]}
+    return dirs, objects
+
+
+def _get_with_meta(
+    store: S3Store, key: str, options: dict[str, Any] | None
+) -> tuple[bytes, str | None]:
+    import obstore
+
+    result = obstore.get(store, key, options=options)  # type: ignore[arg-type]
+    return bytes(result.bytes()), result.meta["e_tag"]
+
+
+def _put(store: S3Store, key: str, data: bytes, mode: Any) -> str | None:
+    import obstore
+
+    return obstore.put(store, key, data, mode=mode)["e_tag"]
+
+
+def _head_signature(store: S3Store, key: str) -> Signature:
+    import obstore
+
+    meta = obstore.head(store, key)
+    stamp = int(meta["last_modified"].timestamp() * 1e9)
+    return ((stamp, int(meta["size"])), (0, 0))
+
+
+@contextmanager
+def _translated(where: str) -> Iterator[None]:
+    """Errors of the store as this project's errors, naming the URL; FileNotFoundError and
+    the conditional-request outcomes pass through for the caller to decide."""
+    from obstore import exceptions as ox
+
+    try:
+        yield
+    except (FileNotFoundError, ox.NotModifiedError, ox.AlreadyExistsError, ox.PreconditionError):
+        raise
+    except (ox.PermissionDeniedError, ox.UnauthenticatedError) as exc:
+        _refused(where, exc)
+    except ox.BaseError as exc:
+        _failed(where, exc)
+
+
+def _refused(where: str, exc: Exception) -> NoReturn:
+    raise FailedPrecondition(
+        f"{where}: access denied by the object store; check AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY and the bucket's policy"
+    ) from exc
+
+
+def _failed(where: str, exc: Exception) -> NoReturn:
+    text = str(exc)
+    if "NoSuchBucket" in text:
+        raise FailedPrecondition(f"{where}: the bucket does not exist") from exc
+    if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNot")):
+        _refused(where, exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    raise Unavailable(f"{where}: the object store did not answer as expected: {first}") from exc
