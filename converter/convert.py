@@ -21,7 +21,7 @@ know which rows the caller fitted on: the metrics are then those of a seeded ran
 ``holdout_fraction`` of ``data`` (``"source": "split"``), held out only if the caller fitted on
 ``holdout_split``'s training rows, as ``model.json`` says. The parity rows come from that
 split (or from all rows); the profile and the stored training sample use all rows of
-``data``, the rows the model was trained on.
+``data``, the rows the model was trained on, unless ``reference`` names the rows to profile.
 """
 
 from __future__ import annotations
@@ -38,17 +38,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgate.converter.calibration import fit_calibration
+from driftgate.converter.calibration import (
+    CROSS_FIT_ROWS,
+    cross_fitted_probabilities,
+    fit_calibration,
+)
 from driftgate.converter.data import Table, load_table, save_table_npz, table_from_object
 from driftgate.converter.export import (
     Layout,
-    UnsupportedEstimator,
-    check_supported,
+    declare_output_shapes,
     export_onnx,
     make_layout,
     served_estimator,
 )
-from driftgate.converter.parity import ParityError, ParityReport, Tolerance, compare
+from driftgate.converter.parity import ParityError, ParityReport, Tolerance, check_parity
+from driftgate.converter.parity import float32_rows as _float32_rows
+from driftgate.converter.support import (
+    CLASSIFICATION,
+    OUTLIER_DETECTION,
+    UnsupportedEstimator,
+    check_supported,
+    has_probabilities,
+)
+from driftgate.converter.text_profile import with_text_features
 from driftgate.core.errors import InvalidInput
 from driftgate.core.profile import (
     FeatureProfile,
@@ -75,6 +87,7 @@ class ConverterSettings:
     max_categories: int = 100  # categories kept per string feature; the rest count as other
     opset: int = 17  # ONNX opset of the default domain
     seed: int = 0  # seed of the holdout split and the samples
+    calibration_folds: int = 5  # cross-fitting folds of the confidence calibration; 0: holdout
     tolerance: Tolerance = field(default_factory=Tolerance)  # parity tolerance
 
     def __post_init__(self) -> None:
@@ -133,13 +146,6 @@ def _load_data(data: Any, target: str | None, labels: Any) -> Table:
     return table
 
 
-def _float32_rows(table: Table) -> Table:
-    columns = tuple(
-        c.astype(np.float32).astype(np.float64) if c.dtype.kind == "f" else c for c in table.columns
-    )
-    return Table(table.names, columns, table.target, table.target_name)
-
-
 def _session(onnx_bytes: bytes, estimator: Any) -> Any:
     import onnxruntime as ort
 
@@ -149,34 +155,6 @@ def _session(onnx_bytes: bytes, estimator: Any) -> Any:
         raise UnsupportedEstimator(
             f"ONNX Runtime cannot load the converted {type(estimator).__name__}: {exc}"
         ) from exc
-
-
-def _sklearn_outputs(estimator: Any, inputs: Any, task: str) -> dict[str, npt.NDArray[Any]]:
-    if task == "classification":
-        return {
-            "label": np.asarray(estimator.predict(inputs)),
-            "probabilities": np.asarray(estimator.predict_proba(inputs)),
-        }
-    return {"variable": np.asarray(estimator.predict(inputs), dtype=np.float64)}
-
-
-_EXACT = Tolerance(atol=0.0, rtol=0.0, min_label_agreement=1.0)
-
-
-def _check_parity(
-    session: Any, fitted: Any, served: Any, layout: Layout, rows: Table, task: str, s: Tolerance
-) -> ParityReport:
-    """The graph against ``served`` (the copy it was made from) on the float32 ``rows``;
-    first, ``served`` against ``fitted`` exactly (ParityError if they differ at all)."""
-    rows32 = _float32_rows(rows)
-    inputs = layout.sklearn_input(rows32)
-    expected = _sklearn_outputs(served, inputs, task)
-    adjusted = compare(expected, _sklearn_outputs(fitted, inputs, task), _EXACT)
-    if not adjusted.passed:
-        raise ParityError(adjusted)
-    names = [o.name for o in session.get_outputs()]
-    onnx_outputs = dict(zip(names, session.run(None, layout.feeds(rows32)), strict=True))
-    return compare(onnx_outputs, expected, s)
 
 
 def _parity_rows(rows: int, holdout: npt.NDArray[np.intp], s: ConverterSettings) -> Any:
@@ -337,7 +315,21 @@ def _metrics(
     return _holdout_metrics(table.target[split], predictions[split], task, classes, "split")
 
 
-def _build(estimator: Any, table: Table, held: Table | None, s: ConverterSettings) -> _Artifacts:
+def _classes(estimator: Any, task: str) -> list[Any] | None:
+    """The labels a version predicts: a classifier's classes, an outlier detector's -1
+    (outlier) and 1 (inlier), None for a regressor."""
+    if task == OUTLIER_DETECTION:
+        return [-1, 1]
+    return [_json_scalar(c) for c in estimator.classes_] if task == CLASSIFICATION else None
+
+
+def _build(
+    estimator: Any,
+    table: Table,
+    held: Table | None,
+    s: ConverterSettings,
+    reference: Table | None = None,
+) -> _Artifacts:
     task = check_supported(estimator)
     layout = make_layout(estimator, table)
     table = table.select(layout.features)
@@ -347,17 +339,31 @@ def _build(estimator: Any, table: Table, held: Table | None, s: ConverterSetting
     session = _session(onnx_bytes, estimator)
     _, split = holdout_split(table.rows, 0.0 if held else s.holdout_fraction, s.seed)
     parity_rows = table.take(_parity_rows(table.rows, split, s))
-    report = _check_parity(session, estimator, served, layout, parity_rows, task, s.tolerance)
+    report, answered = check_parity(
+        session, estimator, served, layout, parity_rows, task, s.tolerance
+    )
     if not report.passed:
         raise ParityError(report)
+    if declare_output_shapes(onnx_model, answered):
+        onnx_bytes = onnx_model.SerializeToString()
     predictions = estimator.predict(layout.sklearn_input(table))
-    classes = [_json_scalar(c) for c in estimator.classes_] if task == "classification" else None
+    classes = _classes(estimator, task)
     metrics = _metrics(estimator, layout, table, held, split, task, classes, predictions)
     sample_rng = np.random.default_rng(s.seed + 2)
     sample_size = min(table.rows, s.sample_rows)
     sample = table.take(np.sort(sample_rng.choice(table.rows, sample_size, replace=False)))
-    profile = _profile(table, layout, predictions, classes, s)
-    calibration = _calibration(estimator, layout, table, held, split) if classes else None
+    if reference is None:
+        profile = _profile(table, layout, predictions, classes, s)
+        profile = with_text_features(profile, estimator, table, layout, s.bins)
+    else:
+        # The rows the monitor compares traffic with: the caller's, not all of ``data``.
+        rows = reference.select(layout.features)
+        produced = estimator.predict(layout.sklearn_input(rows))
+        profile = _profile(rows, layout, produced, classes, s)
+        profile = with_text_features(profile, estimator, rows, layout, s.bins)
+    # The label-free estimate needs a classifier's probabilities (not scores, not outliers).
+    calibrated = task == CLASSIFICATION and has_probabilities(estimator)
+    calibration = _calibration(estimator, layout, table, held, split, s) if calibrated else None
     return _Artifacts(
         onnx_model, onnx_bytes, layout, task, classes, report, profile, metrics, sample,
         calibration,
@@ -365,21 +371,44 @@ def _build(estimator: Any, table: Table, held: Table | None, s: ConverterSetting
 
 
 def _calibration(
-    estimator: Any, layout: Layout, table: Table, held: Table | None, split: Any
+    estimator: Any,
+    layout: Layout,
+    table: Table,
+    held: Table | None,
+    split: Any,
+    s: ConverterSettings,
 ) -> dict[str, Any] | None:
-    """The calibration block, fitted on the rows of the holdout metrics, as served (float32)."""
-    if held is not None:
-        rows, source = held.select(layout.features), "holdout"
-    else:
-        rows, source = table.take(split), "split"
+    """The calibration block (``converter.calibration``), as served (float32): fitted on the
+    cross-fitted probabilities of the labelled rows (``table`` and ``held``), else on the rows
+    of the holdout metrics."""
+    rows = table if held is None else _concat_rows(table, held.select(layout.features))
+    why: str | None = "no labelled rows"
+    if rows.target is not None and rows.rows:
+        if rows.rows > CROSS_FIT_ROWS:
+            rng = np.random.default_rng(s.seed + 3)
+            rows = rows.take(np.sort(rng.choice(rows.rows, CROSS_FIT_ROWS, replace=False)))
+        inputs = layout.sklearn_input(_float32_rows(rows))
+        probabilities, why = cross_fitted_probabilities(
+            estimator, inputs, rows.target, s.calibration_folds, s.seed
+        )
+        if probabilities is not None:
+            return fit_calibration(probabilities, rows.target, estimator.classes_, "cross-fit")
+    rows, source = (
+        (held.select(layout.features), "holdout") if held else (table.take(split), "split")
+    )
     if rows.target is None or not rows.rows:
         return None
-    probabilities = np.asarray(estimator.predict_proba(layout.sklearn_input(_float32_rows(rows))))
-    predicted = np.asarray(estimator.classes_)[probabilities.argmax(axis=1)]
-    truth = rows.target
-    if isinstance(predicted[0], str):
-        truth = np.asarray([str(v) for v in truth], dtype=object)
-    return fit_calibration(probabilities, predicted == truth, source)
+    probabilities = estimator.predict_proba(layout.sklearn_input(_float32_rows(rows)))
+    block = fit_calibration(probabilities, rows.target, estimator.classes_, source)
+    if block is not None:
+        block["not_cross_fitted"] = why  # why the map was fitted on these rows alone
+    return block
+
+
+def _concat_rows(a: Table, b: Table) -> Table:
+    columns = tuple(np.concatenate([x, y]) for x, y in zip(a.columns, b.columns, strict=True))
+    target = None if a.target is None or b.target is None else np.concatenate([a.target, b.target])
+    return Table(a.names, columns, target, a.target_name)
 
 
 def convert(
@@ -392,6 +421,7 @@ def convert(
     labels: Any = None,
     settings: ConverterSettings | None = None,
     holdout: Table | None = None,
+    reference: Table | None = None,
 ) -> ConversionResult:
     """Convert ``estimator`` and write it as the next version of ``model``.
 
@@ -400,6 +430,9 @@ def convert(
     a DataFrame or a ``Table``; ``target`` names its label column, or pass ``labels``.
     ``holdout``: labelled rows the estimator was not fitted on, for the holdout metrics
     (otherwise a seeded split of ``data``; see the module docstring).
+    ``reference``: the rows to profile as ``reference.json`` instead of all rows of ``data``
+    (a retrain gives the production rows the candidate was trained on); ``model.json``
+    ``training_data`` says which (``reference_source``: ``"data"`` or ``"reference"``).
     Raises UnsupportedEstimator, ParityError or InvalidInput, writing nothing.
 
     Usage: ``convert(clf, "train.csv", "churn", "models", target="churned")``.
@@ -409,9 +442,13 @@ def convert(
     fitted = load_estimator(estimator)
     check_supported(fitted)
     table = _load_data(data, target, labels)
-    artifacts = _build(fitted, table, holdout, settings)
+    artifacts = _build(fitted, table, holdout, settings, reference)
     table = table.select(artifacts.layout.features)
     metadata = _metadata(model, fitted, table, artifacts)
+    metadata["training_data"] |= {
+        "reference_source": "data" if reference is None else "reference",
+        "reference_rows": artifacts.profile.rows,
+    }
     repo = repository if isinstance(repository, Repository) else Repository(Path(repository))
 
     def populate(directory: Path) -> None:

@@ -268,6 +268,11 @@ class _ColumnRemap:
 
 def _rename_outputs(model: Any, names: Sequence[str]) -> None:
     renames = {out.name: new for out, new in zip(model.graph.output, names, strict=False)}
+    # An intermediate value may already carry a wanted name (a KNN regressor's "variable"):
+    # it moves aside first, or the graph would define the name twice.
+    taken = {v for node in model.graph.node for v in (*node.input, *node.output)}
+    for wanted in set(renames.values()) & (taken - set(renames)):
+        renames[wanted] = f"{wanted}_intermediate"
     for node in model.graph.node:
         node.output[:] = [renames.get(o, o) for o in node.output]
         node.input[:] = [renames.get(i, i) for i in node.input]
@@ -275,21 +280,36 @@ def _rename_outputs(model: Any, names: Sequence[str]) -> None:
         out.name = renames.get(out.name, out.name)
 
 
+def _zipmap_options(estimator: Any) -> dict[str, Any] | None:
+    """``{"zipmap": False}`` (a classifier's probabilities as a plain tensor) unless the final
+    predictor's converter declares options without ZipMap (LinearSVC, RidgeClassifier...)."""
+    from skl2onnx.common._registration import get_converter
+
+    final = estimator
+    while hasattr(final, "steps") or hasattr(final, "best_estimator_"):
+        final = final.steps[-1][1] if hasattr(final, "steps") else final.best_estimator_
+    base = registered_base(type(final))
+    allowed = None if base is None else get_converter(_registry_alias(base)).get_allowed_options()
+    return {"zipmap": False} if allowed is None or "zipmap" in allowed else None
+
+
+def _registry_alias(cls: type) -> str:
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+
+    alias: str = sklearn_operator_name_map[cls]
+    return alias
+
+
 def _to_onnx(prepared: Any, initial_types: Any, task: str, opset: int) -> Any:
     from skl2onnx import to_onnx
 
-    target = {"": opset, "ai.onnx.ml": 3}
-    if task != CLASSIFICATION:
-        return to_onnx(prepared, initial_types=initial_types, target_opset=target)
-    try:
-        return to_onnx(
-            prepared, initial_types=initial_types, options={"zipmap": False}, target_opset=target
-        )
-    except NameError as exc:
-        # A classifier without ZipMap (LinearSVC, RidgeClassifier): plain tensors already.
-        if "zipmap" not in str(exc):
-            raise
-        return to_onnx(prepared, initial_types=initial_types, target_opset=target)
+    options = _zipmap_options(prepared) if task == CLASSIFICATION else None
+    return to_onnx(
+        prepared,
+        initial_types=initial_types,
+        options=options,
+        target_opset={"": opset, "ai.onnx.ml": 3},
+    )
 
 
 def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:

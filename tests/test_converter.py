@@ -18,9 +18,12 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.cluster import KMeans
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
+from sklearn.decomposition import PCA
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -28,21 +31,29 @@ from sklearn.ensemble import (
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, LocalOutlierFactor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 
-from driftgate.converter import ParityError, UnsupportedEstimator, convert, load_table
+from driftgate.converter import (
+    ConverterSettings,
+    ParityError,
+    Tolerance,
+    UnsupportedEstimator,
+    convert,
+    load_table,
+)
 from driftgate.converter.export import served_estimator
+from driftgate.converter.parity import compare
 from driftgate.core.errors import InvalidInput
 from driftgate.core.repository import Repository
 
@@ -303,19 +314,179 @@ def test_failing_parity_writes_nothing_and_reports_the_output(tmp_path):
     assert not (tmp_path / "skewed").exists()
 
 
-def test_unsupported_estimator_names_class_and_list(tmp_path):
+class MedianVoteClassifier(ClassifierMixin, BaseEstimator):
+    """A user's own classifier: skl2onnx has no converter for it."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X):
+        return np.full((len(X), len(self.classes_)), 1 / len(self.classes_))
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def test_unsupported_estimator_names_it_an_alternative_and_the_hook(tmp_path):
     X, y = _classification()
     with pytest.raises(UnsupportedEstimator) as info:
-        convert(GaussianNB().fit(X, y), X, "nb", tmp_path)
+        convert(MedianVoteClassifier().fit(X, y), X, "custom", tmp_path)
+    message = str(info.value)
     assert isinstance(info.value, InvalidInput)
-    assert "GaussianNB" in str(info.value) and "LogisticRegression" in str(info.value)
-    assert not (tmp_path / "nb").exists()
+    assert message.startswith("unsupported estimator MedianVoteClassifier: ")
+    # The nearest registered classifiers by name, never a regressor or a transformer.
+    assert "Use AdaBoostClassifier or VotingClassifier instead" in message
+    assert "skl2onnx.update_registered_converter(MedianVoteClassifier" in message
+    assert not (tmp_path / "custom").exists()
+    # Deep inside a pipeline the message says where.
+    nested = make_pipeline(StandardScaler(), MedianVoteClassifier()).fit(X, y)
+    with pytest.raises(UnsupportedEstimator, match=r"at Pipeline > 'medianvoteclassifier'"):
+        convert(nested, X, "custom", tmp_path)
 
 
-def test_svc_without_probabilities_is_refused(tmp_path):
+class Delegating(ClassifierMixin, BaseEstimator):
+    """A user's wrapper around a fitted LogisticRegression (``inner``)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+
+    def fit(self, X, y):
+        self.classes_ = self.inner.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.inner.predict_proba(X)
+
+    def predict(self, X):
+        return self.inner.predict(X)
+
+
+def _delegating_converter(scope, operator, container):
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxIdentity
+
+    opv = container.target_opset
+    sub = OnnxSubEstimator(
+        operator.raw_operator.inner, operator.inputs[0], op_version=opv, options={"zipmap": False}
+    )
+    for i, out in enumerate(operator.outputs):
+        OnnxIdentity(sub[i], output_names=[out], op_version=opv).add_to(scope, container)
+
+
+def test_once_registered_with_skl2onnx_a_custom_estimator_converts(tmp_path):
+    """The hook the refusal names is the one that works: breadth is skl2onnx's registry."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
     X, y = _classification()
-    with pytest.raises(UnsupportedEstimator, match="predict_proba"):
-        convert(SVC().fit(X, y), X, "svc", tmp_path)
+    inner = LogisticRegression(max_iter=1000).fit(X, y)
+    pipeline = make_pipeline(StandardScaler(), Delegating(inner)).fit(X, y)
+    with pytest.raises(UnsupportedEstimator, match="Delegating"):
+        convert(pipeline, X, "wrapped", tmp_path)
+    update_registered_converter(
+        Delegating, "DriftgateTestDelegating", calculate_linear_classifier_output_shapes,
+        _delegating_converter, options={"zipmap": [False, True], "nocl": [False, True]},
+    )  # fmt: skip
+    try:
+        result = convert(pipeline, X, "wrapped", tmp_path, labels=y)
+    finally:
+        del sklearn_operator_name_map[Delegating]
+    assert result.metadata["parity"]["passed"] and result.metadata["task"] == "classification"
+    assert result.metadata["parity"]["label_agreement"] == 1.0
+
+
+def test_transformer_only_pipelines_and_clusterers_are_refused_with_the_reason(tmp_path):
+    X, y = _classification()
+    with pytest.raises(UnsupportedEstimator, match="transformer-only estimator: driftgate serves"):
+        convert(make_pipeline(StandardScaler(), PCA(2)).fit(X), X, "pca", tmp_path)
+    with pytest.raises(UnsupportedEstimator, match="clusterer estimator"):
+        convert(KMeans(3, n_init=2, random_state=0).fit(X), X, "kmeans", tmp_path)
+    with pytest.raises(UnsupportedEstimator, match=r"novelty=True"):
+        convert(LocalOutlierFactor().fit(X), X, "lof", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_classifier_without_probabilities_serves_its_decision_scores(tmp_path):
+    X, y = _classification()
+    result = convert(SVC().fit(X, y), X, "svc", tmp_path, labels=y)
+    meta = result.metadata
+    assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [("label", []), ("scores", [3])]
+    assert meta["parity"]["passed"] and meta["calibration"] is None
+    binary = LinearSVC().fit(X, (y > 0).astype(int))
+    meta = convert(binary, X, "linear_svc", tmp_path, labels=(y > 0).astype(int)).metadata
+    # skl2onnx declares [2] scores for a binary linear classifier; it answers [1].
+    assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [("label", []), ("scores", [1])]
+
+
+def test_outlier_detector_serves_label_and_scores(tmp_path):
+    X, _ = _classification()
+    detector = IsolationForest(n_estimators=20, contamination=0.1, random_state=0).fit(X)
+    result = convert(detector, X, "iforest", tmp_path)
+    meta = result.metadata
+    assert meta["task"] == "outlier_detection" and meta["class_labels"] == [-1, 1]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "scores"]
+    reference = json.loads((result.path / "reference.json").read_text())
+    assert reference["prediction"]["categories"] == ["-1", "1"]
+    outliers = reference["prediction"]["counts"][0] / len(X)
+    assert outliers == pytest.approx((detector.predict(X) == -1).mean())
+
+
+class FlipsLabels(LogisticRegression):
+    """Predicts other labels than its probabilities say on the rows whose first feature is
+    in ``flipped`` (float32 values): ONNX Runtime, which follows the probabilities, then
+    disagrees with scikit-learn on exactly those rows."""
+
+    def __init__(self, flipped=(), max_iter=1000):
+        super().__init__(max_iter=max_iter)
+        self.flipped = flipped
+
+    def predict(self, X):
+        labels = super().predict(X)
+        rows = np.isin(np.asarray(X)[:, 0].astype(np.float32), np.asarray(self.flipped, np.float32))
+        return np.where(rows, (labels + 1) % len(self.classes_), labels)
+
+
+@pytest.mark.parametrize("flips", [1, 2])
+def test_label_agreement_edge_one_in_a_thousand_passes_two_fail(tmp_path, flips):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    estimator = FlipsLabels(tuple(X[:flips, 0])).fit(X, y)
+    settings = ConverterSettings(holdout_fraction=0.0, parity_rows=1000)
+    if flips == 1:
+        result = convert(estimator, X, "edge", tmp_path, labels=y, settings=settings)
+        assert result.parity.label_agreement == 0.999 and result.parity.label_mismatches == 1
+        return
+    with pytest.raises(ParityError) as info:
+        convert(estimator, X, "edge", tmp_path, labels=y, settings=settings)
+    report = info.value.report
+    assert report.rows == 1000 and report.label_mismatches == 2 and not report.passed
+    assert "2 of 1000 rows differ (required 99.9%: at most 1)" in str(info.value)
+    # The report names the rows with their inputs.
+    shown = {round(r["input"]["x0"], 5) for r in report.worst_rows if r["output"] == "label"}
+    assert shown == {round(float(np.float32(v)), 5) for v in X[:2, 0]}
+    assert not (tmp_path / "edge").exists()
+
+
+def test_relative_error_is_not_divided_by_a_near_zero_reference():
+    """A forest's probabilities that agree to 6.6e-07 where scikit-learn says 0 read as
+    agreeing, not as a relative error of 1e+31."""
+    sk = {"label": np.array([0, 1]), "probabilities": np.array([[1.0, 0.0], [0.4, 0.6]])}
+    onnx = {"label": np.array([0, 1]), "probabilities": np.array([[1.0, 6.6e-7], [0.4, 0.6]])}
+    report = compare(onnx, sk, Tolerance())
+    err = report.outputs["probabilities"]
+    assert report.passed and err.max_abs_error == pytest.approx(6.6e-7)
+    assert err.max_rel_error == 0.0  # no value away from zero differs
+    assert err.tolerance_used == pytest.approx(6.6e-7 / 1e-4)
+    assert "max rel error 0 (where |sklearn| > 0.0001), 0.7% of the tolerance used" in (
+        report.format()
+    )
+    onnx["probabilities"] = np.array([[1.0, 0.0], [0.4, 0.6006]])
+    err = compare(onnx, sk, Tolerance()).outputs["probabilities"]
+    assert err.max_rel_error == pytest.approx(1e-3, rel=1e-6)
 
 
 class UnpicklableLogisticRegression(LogisticRegression):
@@ -461,11 +632,11 @@ def test_cli_end_to_end_with_csv_and_string_columns(tmp_path):
 def test_cli_expected_errors_exit_2_without_traceback(tmp_path):
     X, y = _classification()
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    joblib.dump(GaussianNB().fit(X, y), tmp_path / "nb.joblib")
+    joblib.dump(MedianVoteClassifier().fit(X, y), tmp_path / "nb.joblib")
     (tmp_path / "garbage.joblib").write_bytes(b"not a pickle")
     common = ["--data", str(tmp_path / "d.npz"), "--repository", str(tmp_path / "models")]
     cases = [
-        (["nb", "--estimator", str(tmp_path / "nb.joblib")], "unsupported estimator GaussianNB"),
+        (["nb", "--estimator", str(tmp_path / "nb.joblib")], "unsupported estimator Median"),
         (["bad", "--estimator", str(tmp_path / "garbage.joblib")], "garbage.joblib"),
         (["../evil", "--estimator", str(tmp_path / "nb.joblib")], "invalid model name"),
     ]
