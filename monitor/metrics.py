@@ -67,6 +67,7 @@ from prometheus_client.registry import Collector
 from driftgate.core.telemetry import register_process_metrics
 from driftgate.monitor.accuracy import Accuracy
 from driftgate.monitor.drift import DatasetDrift, FeatureDrift, Verdict
+from driftgate.monitor.outliers import OutlierRate
 
 __all__ = [
     "ACCURACY_FAMILIES",
@@ -139,6 +140,7 @@ class VersionFigures:
     drift: DatasetDrift | None = None
     accuracy: dict[str, Accuracy] = field(default_factory=dict)  # by window label
     alarm: dict[str, bool] = field(default_factory=dict)  # by signal
+    outliers: OutlierRate | None = None  # an outlier detector's outlier rate (default window)
 
 
 class MonitorMetrics:
@@ -205,6 +207,9 @@ class MonitorMetrics:
     def publish_accuracy(self, model: str, version: int, window: str, result: Accuracy) -> None:
         self._figures(model, version).accuracy[window] = result
 
+    def publish_outliers(self, model: str, version: int, result: OutlierRate) -> None:
+        self._figures(model, version).outliers = result
+
     def show_alarm(self, model: str, version: int, signal: str, raised: bool) -> None:
         self._figures(model, version).alarm[signal] = raised
 
@@ -235,6 +240,8 @@ class VersionCollector(Collector):
                 families.add_accuracy([*labels, window], accuracy)
             for signal, raised in list(figures.alarm.items()):
                 families.alarm.add_metric([*labels, signal], int(raised))
+            if figures.outliers is not None:
+                families.add_outliers(labels, figures.outliers)
         yield from families.all()
 
 
@@ -275,6 +282,32 @@ class _Families:
         )
         self._quality_families()
         self._accuracy_families()
+        self._outlier_families()
+
+    def _outlier_families(self) -> None:
+        self.outlier_rate = GaugeMetricFamily(
+            "driftgate_monitor_outlier_rate",
+            "Share of an outlier detector's predictions in the default window that are outliers",
+            labels=_VERSION,
+        )
+        self.outlier_reference_rate = GaugeMetricFamily(
+            "driftgate_monitor_outlier_reference_rate",
+            "The same share among the training rows (the reference profile)",
+            labels=_VERSION,
+        )
+        self.outlier_verdict = StateSetMetricFamily(
+            "driftgate_monitor_outlier_verdict",
+            "Outlier-rate verdict of the default window, Fisher's exact test of a rise "
+            "(insufficient_data, no_drift, drift)",
+            labels=_VERSION,
+        )
+
+    def add_outliers(self, labels: list[str], o: OutlierRate) -> None:
+        self.outlier_verdict.add_metric(labels, _state_set(o.verdict))
+        if o.rows:
+            self.outlier_rate.add_metric(labels, o.rate)
+        if o.reference_rows:
+            self.outlier_reference_rate.add_metric(labels, o.reference_rate)
 
     def _quality_families(self) -> None:
         kind = (*_FEATURE, "kind")
@@ -357,6 +390,7 @@ class _Families:
         yield from (self.quality_rate, self.quality_reference_rate, self.quality_verdict)
         yield from self.accuracy.values()
         yield from (self.estimate, self.estimate_labelled, self.coverage)
+        yield from (self.outlier_rate, self.outlier_reference_rate, self.outlier_verdict)
 
 
 def _state_set(verdict: Verdict) -> dict[str, bool]:

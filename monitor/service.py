@@ -23,6 +23,7 @@ from driftgate.core.repository import Repository, validate_model_name
 from driftgate.monitor.accuracy import Accuracy, Calibration, accuracy_from
 from driftgate.monitor.drift import DatasetDrift, DriftTester, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
+from driftgate.monitor.outliers import OutlierRate, outlier_count, outlier_rate_verdict
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import (
     INF_BIN,
@@ -161,6 +162,24 @@ class Monitor:
         counts = self.store.counts(model, version, window.start, window.end)
         return tester.evaluate(*drift_inputs(profile, counts))
 
+    def outlier_rate(self, model: str, version: int, window: Window) -> OutlierRate | None:
+        """An outlier detector's outlier rate in ``window`` against its training rows'
+        (``monitor.outliers``); None for a version that is not an outlier detector."""
+        if self._model_json(model, version).get("task") != "outlier_detection":
+            return None
+        bins = self.profile(model, version).prediction
+        if not isinstance(bins, CategoricalBins):
+            return None
+        counts = self.store.counts(model, version, window.start, window.end)
+        stored = next((c for (p, _), c in counts.items() if p), {})
+        rows = sum(c for index, c in stored.items() if index >= 0)
+        t = self.tester(model).thresholds
+        return outlier_rate_verdict(
+            (outlier_count(bins.categories, stored), rows),
+            (outlier_count(bins.categories, bins.counts), int(sum(bins.counts))),
+            alpha=t.alpha, floor=t.quality_floor, min_rows=t.min_rows,
+        )  # fmt: skip
+
     def accuracy(self, model: str, version: int, window: Window) -> Accuracy:
         """Figures of the records made in the window's buckets, from the store's per-bucket
         accuracy aggregates (no record is read)."""
@@ -223,6 +242,9 @@ class Monitor:
         with contextlib.suppress(ModelNotFound, FailedPrecondition):
             result = self.drift(model, version, Window(since, now))
             self.metrics.publish_drift(model, version, result)
+            outliers = self.outlier_rate(model, version, Window(since, now))
+            if outliers is not None:
+                self.metrics.publish_outliers(model, version, outliers)
         for seconds in (self.settings.default_window_seconds, 0.0):
             window = self.window(seconds, now)
             self.metrics.publish_accuracy(
