@@ -34,12 +34,14 @@ import numpy as np
 from driftgate.converter import load_table, save_table_npz
 from driftgate.core.deployment import DeploymentStore
 from driftgate.core.errors import FailedPrecondition, ModelNotFound
+from driftgate.core.objectstore import ObjectRepository
 from driftgate.core.profile import (
     CategoricalBins,
     NumericBins,
     count_categories,
     numeric_counts,
 )
+from driftgate.core.repository import Repository
 from driftgate.monitor import canary as analysis
 from driftgate.monitor.canary import AnalysisState, CanaryFigures, Decision, VersionFigures
 from driftgate.monitor.control_client import (
@@ -115,7 +117,7 @@ class Autopilot:
         return self.monitor.repository.models()
 
     def policy(self, model: str) -> Policy:
-        return load_policy(self.monitor.repository.root, model)
+        return load_policy(self.monitor.repository.policy_root(model), model)
 
     def event(
         self, kind: str, model: str, version: int, reason: str, figures: dict[str, Any]
@@ -588,7 +590,7 @@ class Autopilot:
         save_table_npz(holdout, workdir / "holdout.npz")
         job = RetrainJob(
             model=model,
-            repository=str(repository.root.resolve()),
+            repository=_job_location(repository),
             stable=stable,
             train=str(workdir / "train.npz"),
             holdout=str(workdir / "holdout.npz"),
@@ -649,3 +651,11 @@ def _rollback_cause(decision: Decision) -> str:
     figures, goes to the history and the event)."""
     failed = any(check.outcome == "fail" for check in decision.checks)
     return "canary_failed" if failed else "insufficient_evidence"
+
+
+def _job_location(repository: Repository) -> str:
+    """Where the retrain worker (another process, another working directory) finds the
+    repository: an object store's URL, or the directory made absolute."""
+    if isinstance(repository, ObjectRepository):
+        return repository.location
+    return str(repository.root.resolve())

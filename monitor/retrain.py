@@ -241,9 +241,9 @@ def _result(outcome: str, verdict: RetrainVerdict, figures: dict[str, Any]) -> R
 
 def execute(job: RetrainJob) -> RetrainResult:
     """Fit, judge on the holdout, and convert when accepted (runs in the worker)."""
-    from driftgate.core.repository import Repository
+    from driftgate.core.objectstore import open_repository
 
-    repository = Repository(Path(job.repository))
+    repository = open_repository(job.repository)
     stable_dir = repository.version_dir(job.model, job.stable)
     stable_estimator = converter.load_estimator(stable_dir / "estimator.joblib")
     train, holdout = _load(job.train), _load(job.holdout)

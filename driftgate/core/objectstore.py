@@ -152,6 +152,7 @@ class ObjectRepository(Repository):
         self._listed_etag: dict[str, str | None] = {}  # deployment.json's ETag when listed
         self._deployments: dict[str, tuple[str, dict[str, Any]]] = {}  # ETag, parsed
         self._verified: set[tuple[str, int]] = set()
+        self._policies: dict[str, str | None] = {}  # policy.toml's ETag in the cache
 
     @property
     def location(self) -> str:
@@ -369,6 +370,30 @@ class ObjectRepository(Repository):
             except (AlreadyExistsError, PreconditionError):
                 version += 1  # another writer holds this number
         raise FailedPrecondition(f"could not claim a version number of {model!r} in {self.url}")
+
+    def policy_root(self, model: str) -> Path:
+        """The cache, with ``<model>/policy.toml`` fetched when its ETag changed."""
+        from obstore.exceptions import NotModifiedError
+
+        key = f"{validate_model_name(model)}/policy.toml"
+        target = self.root / model / "policy.toml"
+        with self._lock:
+            cached = self._policies.get(model)
+        options = {"if_none_match": cached} if cached and target.is_file() else None
+        try:
+            data, etag = self._call(key, _get_with_meta, self._store, key, options)
+        except NotModifiedError:
+            return self.root
+        except FileNotFoundError:
+            target.unlink(missing_ok=True)
+            return self.root
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".policy.{threading.get_ident()}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+        with self._lock:
+            self._policies[model] = etag
+        return self.root
 
     # -- quarantine markers, shared by every replica -------------------------------------
 

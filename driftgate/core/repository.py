@@ -290,7 +290,8 @@ class Repository:
     @contextlib.contextmanager
     def deployment_lock(self, model: str) -> Iterator[None]:
         """Held around read, transition and write of ``deployment.json`` (across processes)."""
-        fd = os.open(self._existing_model_dir(model) / ".deployment.lock", os.O_RDWR | os.O_CREAT)
+        path = self._existing_model_dir(model) / ".deployment.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -329,6 +330,10 @@ class Repository:
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
         return records
+
+    def policy_root(self, model: str) -> Path:
+        """A directory whose ``<model>/policy.toml`` is the model's policy file, if it has one."""
+        return self.root
 
     def signature(self, model: str, version: int) -> tuple[tuple[int, int], ...]:
         """(mtime_ns, size) of model.onnx and model.json (absent: (0, 0)); a changed
