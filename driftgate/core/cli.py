@@ -147,7 +147,8 @@ def exit_codes(refused: str, unreachable: str | None = None, usage: str = "") ->
     if unreachable:
         meanings.append(f"3  {unreachable} is unreachable (or did not answer within --timeout)")
     wrapped = (
-        textwrap.fill(m, 88, initial_indent="  ", subsequent_indent="     ") for m in meanings
+        textwrap.fill(m, 88, initial_indent="  ", subsequent_indent="     ", break_on_hyphens=False)
+        for m in meanings
     )
     return "\n".join(["exit codes:", *wrapped])
 
