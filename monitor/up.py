@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from driftgate.core.cli import add_control_token_flags, add_token_flags, control_token, token
+from driftgate.core.objectstore import repository_location
 
 __all__ = ["LocalStack", "StackSettings", "free_port", "register"]
 
@@ -39,7 +40,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class StackSettings:
     """Where the two processes listen and what they serve."""
 
-    repository: Path = Path("models")
+    repository: Path | str = Path("models")  # a directory or an s3:// URL
     data_dir: Path = Path("driftgate-data")
     host: str = "127.0.0.1"
     grpc_port: int = 8001  # the gateway's; 0 picks a free one
@@ -190,8 +191,9 @@ def register(subparsers: Any) -> None:
     add = parser.add_argument
     repository = os.environ.get("DRIFTGATE_REPOSITORY", "models")
     data_dir = os.environ.get("DRIFTGATE_DATA_DIR", str(d.data_dir))
-    add("--repository", type=Path, default=Path(repository),
-        help="model repository (DRIFTGATE_REPOSITORY; default ./models)")  # fmt: skip
+    add("--repository", type=repository_location, default=repository_location(repository),
+        help="model repository: a directory or s3://BUCKET/PREFIX "
+        "(DRIFTGATE_REPOSITORY; default ./models)")  # fmt: skip
     add("--data-dir", type=Path, default=Path(data_dir),
         help="the monitor's store (DRIFTGATE_DATA_DIR; default ./driftgate-data)")  # fmt: skip
     add("--host", default=d.host, help="address both bind (default 127.0.0.1)")
