@@ -13,6 +13,7 @@ from typing import Any
 
 from driftgate.core.auth import Role
 from driftgate.core.cli import EXIT_REFUSED, add_command, env, serve_or_explain
+from driftgate.core.objectstore import repository_location
 from driftgate.core.security import (
     add_client_tls_flags,
     add_server_security_flags,
@@ -67,9 +68,10 @@ def _register_monitor(subparsers: Any) -> None:
     )
     add(
         "--repository",
-        type=Path,
-        default=Path(env("REPOSITORY", str(d.repository))),
-        help="repository with the reference profiles (DRIFTGATE_REPOSITORY; default ./models)",
+        type=repository_location,
+        default=repository_location(env("REPOSITORY", str(d.repository))),
+        help="repository with the reference profiles: a directory or s3://BUCKET/PREFIX "
+        "(DRIFTGATE_REPOSITORY; default ./models)",
     )
     add("--host", default=env("HOST", d.host), help="address gRPC binds (DRIFTGATE_HOST; "
         "default 127.0.0.1: loopback; beyond it, set credentials or --insecure)")  # fmt: skip

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
+from driftgate.core.objectstore import open_repository
 from driftgate.core.profile import Bins, CategoricalBins, ReferenceProfile
-from driftgate.core.repository import Repository, validate_model_name
+from driftgate.core.repository import validate_model_name
 from driftgate.monitor.accuracy import Accuracy, Calibration, accuracy_from
 from driftgate.monitor.drift import DatasetDrift, DriftTester, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
@@ -67,7 +68,7 @@ class Monitor:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.repository = Repository(settings.repository)
+        self.repository = open_repository(settings.repository)
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._testers: dict[str, DriftTester] = {}
         self._failing: set[tuple[str, int]] = set()
@@ -107,7 +108,7 @@ class Monitor:
             return int(stable)
         versions = self.repository.versions(model)
         if not versions:
-            raise ModelNotFound(f"model {model!r} has no version in {self.repository.root}")
+            raise ModelNotFound(f"model {model!r} has no version in {self.repository.location}")
         return versions[-1]
 
     def profile(self, model: str, version: int) -> ReferenceProfile:
