@@ -180,6 +180,14 @@ def register(subparsers: Any) -> None:
         "(DRIFTGATE_SHUTDOWN_DELAY; Kubernetes: about the readiness probe's period)",
     )
     add(
+        "--load-probe-timeout",
+        type=float,
+        default=env("LOAD_PROBE_TIMEOUT", defaults.load_probe_timeout),
+        help="seconds a new version may take to open and run one row in a child process "
+        "before it is loaded; one that hangs or crashes there is quarantined in the "
+        "repository; 0 turns the probe off (DRIFTGATE_LOAD_PROBE_TIMEOUT)",
+    )
+    add(
         "--standby-versions",
         type=int,
         default=env("STANDBY_VERSIONS", defaults.standby_versions),
@@ -303,6 +311,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         metrics_host=args.metrics_host,
         grace_seconds=args.grace,
         shutdown_delay=args.shutdown_delay,
+        load_probe_timeout=args.load_probe_timeout,
         ready_file=args.ready_file,
         monitor=args.monitor,
         report_interval=args.report_interval,

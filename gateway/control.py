@@ -200,7 +200,11 @@ class ControlServicer(pb_grpc.ControlServicer):  # type: ignore[misc]
                 status.shadow_agreement = figures.agreement
                 status.shadow_dropped = figures.dropped
             versions.append(status)
-        return pb.ModelStatus(state=_state(deployment), versions=versions)
+        failed = [
+            pb.FailedVersion(version=v, reason=f.reason, quarantined=f.quarantined)
+            for v, f in sorted(state.failures.items())
+        ]
+        return pb.ModelStatus(state=_state(deployment), versions=versions, failed=failed)
 
 
 def _version(version: int) -> int:

@@ -14,6 +14,9 @@ routing table at once and drains: it finishes its in-flight requests, then relea
 onnxruntime session; loaded again while draining, the same runtime is reclaimed. A version
 that fails to load leaves whatever is serving untouched, is
 logged, counted and shown by RepositoryIndex, and is retried only when its files change.
+Before that, the version is opened and run in a child process (``dataplane.probe``): one that
+hangs or crashes onnxruntime there is quarantined in the repository and never loaded here,
+nor by any replica sharing the repository, until it is rewritten.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from driftgate.core.errors import (
     quote,
 )
 from driftgate.core.repository import Repository, validate_model_name
+from driftgate.gateway.dataplane.probe import LoadProbe
 from driftgate.gateway.dataplane.version import VersionRuntime, load_version
 from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot, ServingView
 from driftgate.gateway.reconciler import (
@@ -67,6 +71,7 @@ Signature = tuple[tuple[int, int], ...]
 class LoadFailure:
     signature: Signature
     reason: str
+    quarantined: bool = False
 
 
 @dataclass
@@ -109,6 +114,8 @@ class ModelManager:
         self._draining: set[asyncio.Task[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
         self._reconciler = Reconciler(ScanMetrics(metrics.registry), settings.standby_versions)
+        timeout = settings.load_probe_timeout
+        self._probe = LoadProbe(timeout) if timeout > 0 else None
         self.listeners: list[Callable[[str, bool], None]] = []  # (model, ready)
 
     # -- the request path -------------------------------------------------------------
@@ -263,6 +270,11 @@ class ModelManager:
             return
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        refused = await loop.run_in_executor(self._load_executor, self._admit, state.name, version)
+        if refused is not None:
+            state.failures[version] = LoadFailure(signature, refused, quarantined=True)
+            self._metrics.load_failures.labels(state.name, str(version)).inc()
+            return
         try:
             loaded = await loop.run_in_executor(
                 self._load_executor,
@@ -287,6 +299,25 @@ class ModelManager:
         state.loaded[version] = loaded
         if self._hub is not None and loaded.collector is not None:
             self._hub.add(loaded.model, loaded.version, loaded.generation, loaded.collector)
+
+    def _admit(self, name: str, version: int) -> str | None:
+        """On the loader thread: why ``version`` may not be loaded (quarantined now or
+        before), or None. Errors reading it are left to the load, which reports them."""
+        try:
+            marker = self.repository.quarantined(name, version)
+            if marker is not None:
+                return f"quarantined: {marker.get('reason', 'no reason recorded')}"
+            if self._probe is None:
+                return None
+            verdict = self._probe.check(self.repository.read_model_bytes(name, version))
+            if not verdict.quarantine:
+                return None
+            self.repository.quarantine(name, version, verdict.detail)
+        except (OSError, DriftgateError, ValueError) as exc:
+            log.warning("%s version %d: the load probe could not run: %s", name, version, exc)
+            return None
+        log.error("%s version %d quarantined: %s", name, version, verdict.detail)
+        return f"quarantined: {verdict.detail}"
 
     def on_disk(self, name: str) -> list[int]:
         """Complete versions of ``name`` in the repository (none if the model is not there)."""
@@ -373,6 +404,8 @@ class ModelManager:
                 snap.revisions[state.name] = state.deployment.revision
             roles = dict(state.roles)
             traffic = dict(state.traffic)
+            failures = dict(state.failures)
+            snap.quarantined += [(state.name, v) for v, f in failures.items() if f.quarantined]
             for number, runtime in list(state.loaded.items()):
                 role = roles.get(number)
                 if role is None or state.unloaded:
@@ -503,6 +536,8 @@ class ModelManager:
         if self._draining:
             await asyncio.gather(*self._draining, return_exceptions=True)
         self._reconciler.close()
+        if self._probe is not None:
+            self._probe.close()
 
 
 def _watch_ended(task: asyncio.Task[None]) -> None:

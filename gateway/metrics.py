@@ -93,6 +93,7 @@ class ServingSnapshot:
 
     versions: list[ServingView] = field(default_factory=list)
     revisions: dict[str, int] = field(default_factory=dict)
+    quarantined: list[tuple[str, int]] = field(default_factory=list)  # (model, version)
 
 
 class ServingCollector(Collector):
@@ -171,8 +172,16 @@ class ServingCollector(Collector):
         )
         for model, number in sorted(snap.revisions.items()):
             revision.add_metric([model], number)
+        quarantined = GaugeMetricFamily(
+            "driftgate_version_quarantined",
+            "1 for a version that hung or crashed onnxruntime in the load probe: not loaded "
+            "until it is rewritten",
+            labels=_LABELS,
+        )
+        for model, number in sorted(snap.quarantined):
+            quarantined.add_metric([model, str(number)], 1)
         yield from (requests, request_seconds, queue_seconds, compute_seconds, batch_size)
-        yield from (executions, bookkeeping, depth, in_flight, loaded, ratio, revision)
+        yield from (executions, bookkeeping, depth, in_flight, loaded, ratio, revision, quarantined)
 
 
 def _histogram(name: str, documentation: str) -> HistogramMetricFamily:

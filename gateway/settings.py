@@ -69,6 +69,10 @@ class GatewaySettings:
     #: this process's index under ``--workers``, sent as ``driftgate-worker`` metadata with
     #: ModelStatistics and GetStatus (each worker counts its own requests); "" alone
     worker: str = ""
+    #: seconds a new version may take to open and run one row in a child process before
+    #: it is loaded; one that hangs or crashes there is quarantined; 0 turns the probe off
+    #: (DRIFTGATE_LOAD_PROBE_TIMEOUT)
+    load_probe_timeout: float = 30.0
     #: rows of the reference profile used to warm up a new version
     warmup_rows: int = 32
     #: the monitor's gRPC address; None turns statistics and prediction records off

@@ -196,12 +196,24 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., ready: _Optional[bool] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weight: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., shadow_agreement: _Optional[float] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("state", "versions")
+    __slots__ = ("state", "versions", "failed")
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
     state: DeploymentState
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
-    def __init__(self, state: _Optional[_Union[DeploymentState, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ...) -> None: ...
+    failed: _containers.RepeatedCompositeFieldContainer[FailedVersion]
+    def __init__(self, state: _Optional[_Union[DeploymentState, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., failed: _Optional[_Iterable[_Union[FailedVersion, _Mapping]]] = ...) -> None: ...
+
+class FailedVersion(_message.Message):
+    __slots__ = ("version", "reason", "quarantined")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    reason: str
+    quarantined: bool
+    def __init__(self, version: _Optional[int] = ..., reason: _Optional[str] = ..., quarantined: _Optional[bool] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("models",)

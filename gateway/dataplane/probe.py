@@ -1,0 +1,153 @@
+"""A new version is opened and test-run in a child process before the gateway loads it.
+
+onnxruntime runs native code: a malformed or hostile graph can hang a session's creation or
+its first run, or crash the process that runs it. The gateway cannot interrupt a native call
+on one of its own threads, and a crash would take every model it serves with it. So each
+version is first given to a child process (``LoadProbe``, one long-lived ``spawn`` process,
+started on first use and replaced after a failure): it creates an onnxruntime session from the
+bytes and runs one row of zeros (empty strings for string inputs, 1 for each dynamic
+dimension). Its verdict:
+
+- ``ok``, or ``error`` (onnxruntime refused the graph or the zeros: the load in the gateway
+  then fails or succeeds on its own terms, with its own message);
+- ``hang``: no answer within the timeout; the child is killed;
+- ``crash``: the child died (a signal, an abort, the address-space limit).
+
+A hang or a crash quarantines the version (``driftgate.core.repository``'s quarantine
+marker), so that no replica sharing the repository tries it again until it is rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LoadProbe", "ProbeVerdict"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    """``outcome`` is "ok", "error", "hang" or "crash"; ``detail`` says what was seen."""
+
+    outcome: str
+    detail: str = ""
+
+    @property
+    def quarantine(self) -> bool:
+        return self.outcome in ("hang", "crash")
+
+
+def _zeros(inputs: Any) -> dict[str, Any]:
+    import numpy as np
+
+    types = {
+        "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(float16)": np.float16,
+        "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+    }  # fmt: skip
+    feeds = {}
+    for arg in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        if arg.type == "tensor(string)":
+            feeds[arg.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[arg.name] = np.zeros(shape, dtype=types.get(arg.type, np.float32))
+    return feeds
+
+
+def _serve_probes(connection: Any) -> None:
+    """The child: for each model's bytes received, open and run it; answer a verdict."""
+    import onnxruntime as ort
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this ends
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    while True:
+        try:
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            session.run(None, _zeros(session.get_inputs()))
+            del session
+            connection.send(("ok", ""))
+        except Exception as exc:  # onnxruntime's own errors: the in-process load reports them
+            connection.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+class LoadProbe:
+    """Test-runs a model's bytes in a child process within ``timeout`` seconds.
+
+    Thread-safe (one probe at a time); ``close()`` stops the child. Usage:
+    ``verdict = probe.check(onnx_bytes)``.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._connection: Any = None
+
+    def check(self, data: bytes) -> ProbeVerdict:
+        with self._lock:
+            self._ensure_child()
+            try:
+                self._connection.send_bytes(data)
+                if not self._connection.poll(self.timeout):
+                    self._stop_child()
+                    return ProbeVerdict(
+                        "hang", f"opening and running one row took longer than {self.timeout:g} s"
+                    )
+                outcome, detail = self._connection.recv()
+            except (EOFError, OSError):
+                return ProbeVerdict("crash", self._death())
+            return ProbeVerdict(str(outcome), str(detail))
+
+    def _ensure_child(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_probes, args=(child,), name="driftgate-load-probe", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._connection = parent
+
+    def _death(self) -> str:
+        process = self._process
+        process.join(5)
+        code = process.exitcode
+        self._stop_child()
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return (
+                    f"onnxruntime died of {signal.Signals(-code).name} while opening or running it"
+                )
+        return f"onnxruntime's process exited with {code} while opening or running it"
+
+    def _stop_child(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        if self._connection is not None:
+            self._connection.close()
+        self._process = self._connection = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs (fault-injection tests signal it)."""
+        return None if self._process is None else self._process.pid
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_child()
