@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -65,6 +64,8 @@ __all__ = ["MARKER", "ObjectRepository", "open_repository", "repository_location
 SCHEME = "s3://"
 MARKER = "COMPLETE"
 CLAIM = "CLAIM"
+#: what serving reads; the estimator and the training sample are fetched only when asked for
+SERVING_FILES = ("model.onnx", "model.json", "reference.json")
 _FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _VERSION_PREFIX = re.compile(r"0|[1-9][0-9]{0,17}")
 _MAX_CLAIMS = 1000
@@ -151,7 +152,8 @@ class ObjectRepository(Repository):
         self._complete: dict[str, dict[int, Signature]] = {}  # model -> version -> marker's
         self._listed_etag: dict[str, str | None] = {}  # deployment.json's ETag when listed
         self._deployments: dict[str, tuple[str, dict[str, Any]]] = {}  # ETag, parsed
-        self._verified: set[tuple[str, int]] = set()
+        self._markers: dict[tuple[str, int], dict[str, str]] = {}  # immutable once written
+        self._verified: set[tuple[str, int, str]] = set()  # cached files checked this run
         self._policies: dict[str, str | None] = {}  # policy.toml's ETag in the cache
 
     @property
@@ -171,8 +173,10 @@ class ObjectRepository(Repository):
             raise ModelNotFound(f"model {model!r} is not in the repository {self.url}")
         with self._lock:
             known = self._complete.setdefault(model, {})
-            for gone in set(known) - prefixes:
+            for gone in set(known) - prefixes:  # deleted: a later one of that number is new
                 del known[gone]
+                self._markers.pop((model, gone), None)
+                self._verified = {v for v in self._verified if v[:2] != (model, gone)}
             self._listed_etag[model] = etag
             pending = sorted(prefixes - set(known))
         for version in pending:
@@ -210,23 +214,34 @@ class ObjectRepository(Repository):
     # -- reading versions through the local cache ---------------------------------------
 
     def version_dir(self, model: str, version: int) -> Path:
-        """The local copy of a complete version, downloaded and checked against its marker."""
+        """The local copy of a complete version, every file checked against its marker."""
+        return self._local(model, version, None)
+
+    def _serving_dir(self, model: str, version: int) -> Path:
+        return self._local(model, version, SERVING_FILES)
+
+    def _local(self, model: str, version: int, names: tuple[str, ...] | None) -> Path:
+        """The cache directory of a version holding ``names`` (None: all of its files)."""
         _validate_version(version)
         with self._lock:
             listed = version in self._complete.get(model, {})
         if not listed and version not in self.versions(model):
             raise ModelNotFound(f"model {model!r} has no version {version} in {self.url}")
         path = self.root / model / str(version)
-        if (model, version) in self._verified:
-            return path
         with self._download_lock:
             files = self._marker_files(model, version)
-            if not _cache_matches(path, files):
-                self._download(model, version, files, path)
-            self._verified.add((model, version))
+            wanted = files if names is None else {n: files[n] for n in names if n in files}
+            for name, digest in wanted.items():
+                if (model, version, name) not in self._verified:
+                    self._fetch(model, version, name, digest, path / name)
+                    self._verified.add((model, version, name))
         return path
 
     def _marker_files(self, model: str, version: int) -> dict[str, str]:
+        with self._lock:
+            known = self._markers.get((model, version))
+        if known is not None:
+            return known
         where = f"{self.url}/{model}/{version}/{MARKER}"
         try:
             files = json.loads(self._get(f"{model}/{version}/{MARKER}"))["files"]
@@ -239,26 +254,27 @@ class ObjectRepository(Repository):
                     raise ValueError(f"{name}: {digest!r} is not a sha256")
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptVersion(f"CorruptVersion: {where} cannot be read: {exc}") from exc
-        return {str(name): str(digest) for name, digest in files.items()}
+        checked = {str(name): str(digest) for name, digest in files.items()}
+        with self._lock:
+            self._markers[(model, version)] = checked
+        return checked
 
-    def _download(self, model: str, version: int, files: dict[str, str], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=path.parent))
-        try:
-            for name, digest in files.items():
-                data = self._get(f"{model}/{version}/{name}")
-                actual = hashlib.sha256(data).hexdigest()
-                if actual != digest:
-                    raise CorruptVersion(
-                        f"CorruptVersion: {self.url}/{model}/{version}/{name} has sha256 "
-                        f"{actual}, its {MARKER} marker records {digest}"
-                    )
-                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / name).write_bytes(data)
-            shutil.rmtree(path, ignore_errors=True)  # a copy that failed its check
-            os.rename(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _fetch(self, model: str, version: int, name: str, digest: str, target: Path) -> None:
+        """``target`` holding the file the marker describes: a cached copy that matches its
+        sha256 is kept, anything else is downloaded, checked and renamed into place."""
+        if _sha256_of(target) == digest:
+            return
+        data = self._get(f"{model}/{version}/{name}")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise CorruptVersion(
+                f"CorruptVersion: {self.url}/{model}/{version}/{name} has sha256 {actual}, "
+                f"its {MARKER} marker records {digest}"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)
 
     # -- deployment.json: compare-and-swap on its ETag ----------------------------------
 
@@ -439,14 +455,11 @@ def _valid_model(name: str) -> bool:
     return True
 
 
-def _cache_matches(path: Path, files: dict[str, str]) -> bool:
+def _sha256_of(path: Path) -> str | None:
     try:
-        return all(
-            hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
-            for name, digest in files.items()
-        )
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
-        return False
+        return None
 
 
 # -- obstore calls, kept apart so that ``_call`` translates each one's errors ---------------

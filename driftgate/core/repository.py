@@ -189,9 +189,14 @@ class Repository:
             raise ModelNotFound(f"model {model!r} has no version {version}")
         return path
 
+    def _serving_dir(self, model: str, version: int) -> Path:
+        """The directory holding a version's model.onnx, model.json and reference.json (an
+        object store's cache fetches only these: serving never needs the estimator)."""
+        return self.version_dir(model, version)
+
     def metadata(self, model: str, version: int) -> dict[str, Any]:
         """``model.json`` of a version, or metadata synthesised from its ONNX graph."""
-        path = self.version_dir(model, version)
+        path = self._serving_dir(model, version)
         meta_path = path / "model.json"
         if meta_path.is_file():
             meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -200,7 +205,7 @@ class Repository:
 
     def reference(self, model: str, version: int) -> dict[str, Any] | None:
         """``reference.json`` of a version, or None when the version has no profile."""
-        path = self.version_dir(model, version) / "reference.json"
+        path = self._serving_dir(model, version) / "reference.json"
         if not path.is_file():
             return None
         reference: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -208,7 +213,7 @@ class Repository:
 
     def read_model_bytes(self, model: str, version: int) -> bytes:
         """The bytes of ``model.onnx``, checked against the sha256 in ``model.json`` if any."""
-        path = self.version_dir(model, version)
+        path = self._serving_dir(model, version)
         data = (path / "model.onnx").read_bytes()
         meta_path = path / "model.json"
         if meta_path.is_file():
@@ -251,7 +256,7 @@ class Repository:
         return record
 
     def _model_sha256(self, model: str, version: int) -> str:
-        path = self.version_dir(model, version)
+        path = self._serving_dir(model, version)
         meta_path = path / "model.json"
         if meta_path.is_file():
             recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("sha256")
