@@ -25,7 +25,7 @@ class MonitorSettings:
     """Directory of the embedded SQLite store (DRIFTGATE_DATA_DIR)."""
     store_url: str | None = None
     """Database URL; None means ``sqlite:///<data_dir>/monitor.db`` (DRIFTGATE_STORE_URL)."""
-    repository: Path = Path("models")
+    repository: Path | str = Path("models")
     """Model repository the reference profiles are read from (DRIFTGATE_REPOSITORY)."""
     host: str = "127.0.0.1"
     """Address gRPC binds (DRIFTGATE_HOST); beyond loopback, credentials are needed."""
@@ -74,6 +74,13 @@ class MonitorSettings:
     """Run the policy jobs: drift evaluation, canary analysis, retraining."""
     policy_sync_interval: float = 10.0
     """Seconds between re-reads of the policy files (DRIFTGATE_POLICY_SYNC_INTERVAL)."""
+    leader_check_interval: float = 5.0
+    """Seconds between leader-election checks (DRIFTGATE_LEADER_CHECK_INTERVAL): a follower
+    takes over within this long after the leader's database connection closes (see
+    ``monitor.leader`` for the bounds)."""
+    monitor_id: str | None = None
+    """This monitor's name in the election and its events (DRIFTGATE_MONITOR_ID); None:
+    ``<host name>-<pid>``."""
 
     @property
     def url(self) -> str:

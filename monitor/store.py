@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -548,6 +549,9 @@ class Store:
         self.bucket_seconds = bucket_seconds
         self.engine = _engine(url)
         self._dialect = self.engine.dialect.name
+        self.fence: Callable[[Connection], None] | None = None
+        """Called inside every policy-state and event write's transaction; raises to refuse
+        it (``monitor.leader`` refuses the writes of a monitor that no longer leads)."""
         self.schema_version = self._migrate()
 
     def close(self) -> None:
@@ -1042,6 +1046,7 @@ class Store:
         self, time: float, kind: str, model: str, version: int, reason: str, figures: dict[str, Any]
     ) -> None:
         with self.engine.begin() as connection:
+            self._fenced(connection)
             connection.execute(
                 sa.insert(events).values(
                     time=time, kind=kind, model=model, version=version, reason=reason,
@@ -1075,23 +1080,95 @@ class Store:
 
     def put_state(self, model: str, name: str, value: Any, now: float) -> None:
         """Store ``value`` (JSON) under (model, name); None deletes it."""
-        with self.engine.begin() as connection:
-            if value is None:
+        with self.state_transaction() as connection:
+            self._fenced(connection)
+            self._write_state(connection, model, name, value, now)
+
+    def update_state(
+        self,
+        model: str,
+        name: str,
+        change: Callable[[Any], Any],
+        now: float,
+        *,
+        fenced: bool = True,
+    ) -> Any:
+        """Read-modify-write of (model, name) in one transaction: ``change(current)`` (None
+        when absent) is stored (None deletes) and returned. The row is locked from the read
+        to the commit (``SELECT .. FOR UPDATE`` on PostgreSQL, the database's write lock taken
+        at ``BEGIN IMMEDIATE`` on SQLite), so two writers cannot lose an update. ``fenced``
+        False skips ``fence`` (the leader election's own epoch row)."""
+        with self.state_transaction() as connection:
+            if fenced:
+                self._fenced(connection)
+            if self._dialect == "postgresql":
+                # A row to lock even when the state is absent: a placeholder, JSON null.
                 connection.execute(
-                    sa.delete(policy_state).where(
-                        policy_state.c.model == model, policy_state.c.name == name
-                    )
+                    self._insert(policy_state)
+                    .values(model=model, name=name, value="null", updated=now)
+                    .on_conflict_do_nothing()
                 )
-                return
-            statement = self._insert(policy_state).values(
-                model=model, name=name, value=json.dumps(value), updated=now
-            )
+            current = self.locked_state(connection, model, name)
+            value = change(current)
+            self._write_state(connection, model, name, value, now)
+        return value
+
+    def locked_state(
+        self, connection: Connection, model: str, name: str, *, share: bool = False
+    ) -> Any:
+        """The value of (model, name) inside ``connection``'s transaction, its row locked on
+        PostgreSQL until the transaction ends (``FOR SHARE`` with ``share``, else ``FOR
+        UPDATE``); SQLite has no row locks, ``state_transaction`` holds its write lock."""
+        query = sa.select(policy_state.c.value).where(
+            policy_state.c.model == model, policy_state.c.name == name
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(read=share)
+        raw = connection.execute(query).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def states(self, name: str) -> dict[str, Any]:
+        """Every model's value stored under ``name``."""
+        query = sa.select(policy_state.c.model, policy_state.c.value).where(
+            policy_state.c.name == name
+        )
+        with self.engine.connect() as connection:
+            rows = [(row.model, json.loads(row.value)) for row in connection.execute(query)]
+        return {model: value for model, value in rows if value is not None}
+
+    @contextmanager
+    def state_transaction(self) -> Iterator[Connection]:
+        """A transaction for policy state; on SQLite it holds the write lock from its start
+        (``BEGIN IMMEDIATE``; a deferred one that reads first and then writes fails with
+        SQLITE_BUSY when another connection wrote in between, instead of waiting)."""
+        with self.engine.begin() as connection:
+            if self._dialect == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
+
+    def _fenced(self, connection: Connection) -> None:
+        if self.fence is not None:
+            self.fence(connection)
+
+    def _write_state(
+        self, connection: Connection, model: str, name: str, value: Any, now: float
+    ) -> None:
+        if value is None:
             connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["model", "name"],
-                    set_={"value": statement.excluded.value, "updated": statement.excluded.updated},
+                sa.delete(policy_state).where(
+                    policy_state.c.model == model, policy_state.c.name == name
                 )
             )
+            return
+        statement = self._insert(policy_state).values(
+            model=model, name=name, value=json.dumps(value), updated=now
+        )
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["model", "name"],
+                set_={"value": statement.excluded.value, "updated": statement.excluded.updated},
+            )
+        )
 
     # -- retention ------------------------------------------------------------------------
 
