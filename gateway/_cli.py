@@ -11,6 +11,7 @@ from typing import Any
 
 from driftgate.core.auth import Role
 from driftgate.core.cli import UsageError, add_command, env, serve_or_explain
+from driftgate.core.objectstore import repository_location
 from driftgate.core.security import (
     add_client_tls_flags,
     add_server_security_flags,
@@ -39,9 +40,10 @@ def register(subparsers: Any) -> None:
     add = parser.add_argument
     add(
         "--repository",
-        type=Path,
-        default=Path(env("REPOSITORY", str(defaults.repository))),
-        help="model repository directory (DRIFTGATE_REPOSITORY; default ./models)",
+        type=repository_location,
+        default=repository_location(env("REPOSITORY", str(defaults.repository))),
+        help="model repository: a directory or s3://BUCKET/PREFIX, credentials and endpoint "
+        "from the AWS_* variables (DRIFTGATE_REPOSITORY; default ./models)",
     )
     add(
         "--host",

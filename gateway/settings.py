@@ -16,8 +16,8 @@ __all__ = ["GatewaySettings"]
 class GatewaySettings:
     """How one gateway process serves a model repository."""
 
-    #: the model repository directory (DRIFTGATE_REPOSITORY)
-    repository: Path = Path("models")
+    #: the model repository: a directory or an s3:// URL (DRIFTGATE_REPOSITORY)
+    repository: Path | str = Path("models")
     #: address the gRPC server binds (DRIFTGATE_HOST); beyond loopback, credentials are needed
     host: str = "127.0.0.1"
     #: gRPC port; 0 picks a free one (DRIFTGATE_GRPC_PORT)
