@@ -358,6 +358,9 @@ class FeatureDrift:
     reference_rows: int = 0
     alpha: float = math.nan
     """Level of the distribution test (its share of the evaluation's budget)."""
+    reference_counts: tuple[int, ...] = ()
+    window_counts: tuple[int, ...] = ()
+    """Rows per frozen bin in the reference and in the window (what a report draws)."""
 
     @property
     def threshold(self) -> float:
@@ -492,6 +495,7 @@ class DriftTester:
                 name, categorical, rows, values, statistic, math.nan, floor,
                 Verdict.INSUFFICIENT_DATA, test="", effect=effect,
                 reference_rows=int(ref.sum()), alpha=alpha,
+                reference_counts=tuple(ref.tolist()), window_counts=tuple(win.tolist()),
             )  # fmt: skip
         shift = None
         if categorical and t.category_share > 0.0:
@@ -507,7 +511,7 @@ class DriftTester:
         return FeatureDrift(
             name, categorical, rows, values, statistic, critical, floor, verdict,
             category=shift, test=test, effect=effect, reference_rows=int(ref.sum()),
-            alpha=alpha,
+            alpha=alpha, reference_counts=tuple(ref.tolist()), window_counts=tuple(win.tolist()),
         )  # fmt: skip
 
     def _distribution_test(

@@ -24,6 +24,7 @@ from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound, quote
+from driftgate.core.profile import Bins, CategoricalBins, NumericBins
 from driftgate.core.rpc import authorize
 from driftgate.monitor.drift import FeatureDrift, QualityDrift
 from driftgate.monitor.service import Monitor, Window
@@ -98,19 +99,21 @@ class MonitorServicer(pb_grpc.MonitorServicer):  # type: ignore[misc]
     async def GetDrift(self, request: pb.GetDriftRequest, context: Any) -> pb.GetDriftResponse:
         version, window = await self._resolve(request)
         result = await self._run(self.monitor.drift, request.model, version, window)
+        profile = await self._run(self.monitor.profile, request.model, version)
+        bins = {f.name: f.bins for f in profile.features}
         response = pb.GetDriftResponse(
             model=request.model,
             version=version,
             window_end=_timestamp(window.end),
             rows=result.rows,
-            features=[_feature(f) for f in result.features],
+            features=[_feature(f, bins.get(f.name)) for f in result.features],
             dataset_drift_share=result.share,
             dataset_verdict=pb.DriftVerdict.Name(int(result.verdict)),
         )
         if window.start is not None:
             response.window_start.CopyFrom(_timestamp(window.start))
         if result.prediction is not None:
-            response.prediction.CopyFrom(_feature(result.prediction))
+            response.prediction.CopyFrom(_feature(result.prediction, profile.prediction))
         return response
 
     async def GetAccuracy(
@@ -263,9 +266,13 @@ def _label(index: int, label: fpb.Label) -> LabelIn:
     return LabelIn(label.request_id, getattr(label, kind), when, label.model)
 
 
-def _feature(f: FeatureDrift) -> pb.FeatureDrift:
+def _feature(f: FeatureDrift, bins: Bins | None) -> pb.FeatureDrift:
     d = f.distances
     return pb.FeatureDrift(
+        bin_edges=bins.edges if isinstance(bins, NumericBins) else (),
+        categories=bins.categories if isinstance(bins, CategoricalBins) else (),
+        reference_counts=f.reference_counts,
+        window_counts=f.window_counts,
         name=f.name,
         categorical=f.categorical,
         rows=f.rows,

@@ -134,7 +134,7 @@ class GetDriftRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict", "effect_size_floor", "quality", "distribution_verdict", "test", "effect_statistic", "reference_rows", "alpha")
+    __slots__ = ("name", "categorical", "rows", "psi", "js_distance", "ks_statistic", "chi_square", "l_infinity", "statistic", "critical_value", "verdict", "effect_size_floor", "quality", "distribution_verdict", "test", "effect_statistic", "reference_rows", "alpha", "bin_edges", "categories", "reference_counts", "window_counts")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,10 @@ class FeatureDrift(_message.Message):
     EFFECT_STATISTIC_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ROWS_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     categorical: bool
     rows: int
@@ -171,7 +175,11 @@ class FeatureDrift(_message.Message):
     effect_statistic: str
     reference_rows: int
     alpha: float
-    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ..., effect_size_floor: _Optional[float] = ..., quality: _Optional[_Iterable[_Union[DataQuality, _Mapping]]] = ..., distribution_verdict: _Optional[_Union[DriftVerdict, str]] = ..., test: _Optional[str] = ..., effect_statistic: _Optional[str] = ..., reference_rows: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
+    bin_edges: _containers.RepeatedScalarFieldContainer[float]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    reference_counts: _containers.RepeatedScalarFieldContainer[int]
+    window_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., categorical: _Optional[bool] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., chi_square: _Optional[float] = ..., l_infinity: _Optional[float] = ..., statistic: _Optional[str] = ..., critical_value: _Optional[float] = ..., verdict: _Optional[_Union[DriftVerdict, str]] = ..., effect_size_floor: _Optional[float] = ..., quality: _Optional[_Iterable[_Union[DataQuality, _Mapping]]] = ..., distribution_verdict: _Optional[_Union[DriftVerdict, str]] = ..., test: _Optional[str] = ..., effect_statistic: _Optional[str] = ..., reference_rows: _Optional[int] = ..., alpha: _Optional[float] = ..., bin_edges: _Optional[_Iterable[float]] = ..., categories: _Optional[_Iterable[str]] = ..., reference_counts: _Optional[_Iterable[int]] = ..., window_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DataQuality(_message.Message):
     __slots__ = ("kind", "test", "count", "rows", "reference_count", "reference_rows", "rate", "reference_rate", "p_value", "alpha", "effect_size_floor", "verdict")
