@@ -239,7 +239,7 @@ def test_retain_drops_every_series_of_the_versions_that_left() -> None:
     assert registry.get_sample_value("driftgate_monitor_drift_alarm", alarm) == 1.0
 
 
-def test_records_dropped_at_the_buffer_bound_and_labels_refused_are_counted() -> None:
+def test_records_dropped_and_labels_refused_are_counted_by_cause() -> None:
     registry = CollectorRegistry()
     hub, labels = StatisticsHub(), LabelBuffer(capacity=2)
     collector = VersionCollector(REFERENCE, {"x": 1, "c": 1}, ["label"])
@@ -254,6 +254,7 @@ def test_records_dropped_at_the_buffer_bound_and_labels_refused_are_counted() ->
         try:
             for i in range(5):
                 _serve(collector, 1, f"r{i}")
+            _serve(collector, 1, "x" * 300)  # an id over the 256 bytes a record keeps
             await reporter.flush()
         finally:
             await reporter.stop(final_flush_seconds=0)
@@ -261,13 +262,13 @@ def test_records_dropped_at_the_buffer_bound_and_labels_refused_are_counted() ->
     asyncio.run(main())
     dropped = "driftgate_reporting_dropped_records_total"
     assert registry.get_sample_value(dropped, {"cause": "buffer_full"}) == 2
-    assert registry.get_sample_value(dropped, {"cause": "too_large"}) == 0
+    assert registry.get_sample_value(dropped, {"cause": "too_large"}) == 1
     assert registry.get_sample_value(dropped, {"cause": "count_failed"}) == 0
     labels.add([_label("a"), _label("b")])
     with pytest.raises(ResourceExhausted):
         labels.add([_label("c"), _label("d"), _label("e")])
     assert registry.get_sample_value("driftgate_feedback_refused_labels_total") == 3
-    assert math.isclose(reporter.dropped_records, 2)
+    assert math.isclose(reporter.dropped_records, 3)
 
 
 def _readme_section(readme: str, title: str) -> str:
