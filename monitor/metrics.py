@@ -50,6 +50,8 @@ family, as OpenMetrics defines them). Series and labels (the README lists them w
   model version that failed (logged; the other versions are evaluated all the same); a model
   name the repository would refuse is counted as ``__invalid__``.
 - ``driftgate_monitor_store_rows{table}``, ``driftgate_monitor_store_bytes``.
+- ``driftgate_monitor_pruned_rows_total{table}``: rows deleted by retention; those of
+  ``pending_labels`` are labels whose prediction never arrived, dropped unjoined.
 - ``driftgate_monitor_events_total{model, kind}``: policy decisions (``EVENT_KINDS``).
 - ``process_*``, ``python_info`` and ``driftgate_build_info`` (``driftgate.core.telemetry``).
 """
@@ -181,6 +183,13 @@ class MonitorMetrics:
         )
         self.store_rows = Gauge(
             "driftgate_monitor_store_rows", "Rows per store table", ("table",), registry=registry
+        )
+        self.pruned_rows = Counter(
+            "driftgate_monitor_pruned_rows",
+            "Rows deleted by retention, by table (pending_labels: labels held for a prediction "
+            "that never arrived, dropped unjoined)",
+            ("table",),
+            registry=registry,
         )
         self.store_bytes = Gauge(
             "driftgate_monitor_store_bytes",

@@ -283,14 +283,19 @@ class Monitor:
         self.metrics.store_bytes.set(_sqlite_bytes(self.store.url))
 
     def prune(self, now: float | None = None) -> dict[str, int]:
+        """Apply retention; the rows deleted per table, also counted on
+        ``driftgate_monitor_pruned_rows_total`` (held labels deleted there never joined)."""
         s = self.settings
-        return self.store.prune(
+        deleted = self.store.prune(
             time.time() if now is None else now,
             s.max_records,
             s.record_retention_seconds,
             s.counts_retention_seconds,
             s.label_window_seconds,
         )
+        for table, rows in deleted.items():
+            self.metrics.pruned_rows.labels(table).inc(rows)
+        return deleted
 
 
 def drift_inputs(

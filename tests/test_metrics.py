@@ -29,6 +29,9 @@ from driftgate.gateway.statistics import VersionCollector
 from driftgate.monitor.accuracy import Accuracy
 from driftgate.monitor.drift import DatasetDrift, FeatureDrift, QualityDrift, Verdict
 from driftgate.monitor.metrics import DRIFT_STATISTICS, MonitorMetrics
+from driftgate.monitor.service import Monitor
+from driftgate.monitor.settings import MonitorSettings
+from driftgate.monitor.store import LabelIn, Store
 from tests.test_reporter import REFERENCE, _label, _serve
 
 VERDICT = "driftgate_monitor_drift_verdict"
@@ -307,3 +310,24 @@ def test_the_readme_metrics_tables_name_exactly_what_the_code_exports() -> None:
         expected = {n for n in exported if not n.endswith(("_bucket", "_sum", "_count"))}
         assert documented - exported == set(), title  # the README names nothing that is not
         assert expected - histograms - documented == set(), title  # nor leaves one out
+
+
+def test_held_labels_dropped_by_retention_are_counted(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    settings = MonitorSettings(
+        data_dir=tmp_path, repository=tmp_path / "models", record_retention_seconds=60,
+        label_delay_seconds=60,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    monitor = Monitor(settings, store, MonitorMetrics(registry))
+    start = 1_700_000_000.0
+    try:
+        # a label whose prediction never arrives: held, then deleted past the label window
+        assert store.add_labels([LabelIn("never", "yes", start, "churn")], start).unknown == 1
+        assert monitor.prune(now=start + 2 * 86400)["pending_labels"] == 1
+    finally:
+        store.close()
+    pruned = "driftgate_monitor_pruned_rows_total"
+    assert registry.get_sample_value(pruned, {"table": "pending_labels"}) == 1
+    assert registry.get_sample_value(pruned, {"table": "predictions"}) == 0
