@@ -112,6 +112,8 @@ class ModelManager:
         self._load_executor = load_executor
         self._models: dict[str, ModelState] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        #: the watcher's reconcile of each model in progress: a slow load holds its own model
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._reconciler = Reconciler(ScanMetrics(metrics.registry), settings.standby_versions)
         timeout = settings.load_probe_timeout
@@ -175,21 +177,35 @@ class ModelManager:
 
     # -- reconciling with the repository ----------------------------------------------
 
-    async def refresh(self) -> None:
+    async def refresh(self, wait: bool = True) -> None:
         """Reconcile every model with one scan of the repository.
 
-        The scan runs on the scan thread; each model's plan is applied here, on the event loop.
+        The scan runs on the scan thread; each model's plan is applied on the event loop, the
+        models side by side, so that one slow or hanging load holds only its own model. With
+        ``wait`` false (the watcher), this returns once the plans are started, and a model
+        still being reconciled from an earlier scan is left to finish that one first.
         A scan that cannot list the repository changes nothing (logged, counted, retried).
         """
         result = await self._scan_repository()
         if not self._reconciler.observe(result, watcher=True):
             return
+        started = []
+        for name, scanned in result.models.items():
+            running = self._refreshing.get(name)
+            if running is not None and not running.done():
+                continue
+            task = asyncio.create_task(self._refresh_quietly(name, scanned), name=f"refresh-{name}")
+            self._refreshing[name] = task
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started)
+
+    async def _refresh_quietly(self, name: str, scanned: ModelScan) -> None:
         with self._reconciler.applying():
-            for name, scanned in result.models.items():
-                try:
-                    await self.refresh_model(name, scanned=scanned)
-                except Exception:
-                    log.exception("refreshing model %s failed", name)
+            try:
+                await self.refresh_model(name, scanned=scanned)
+            except Exception:
+                log.exception("refreshing model %s failed", name)
 
     async def refresh_model(
         self, name: str, force: bool = False, scanned: ModelScan | None = None
@@ -510,7 +526,7 @@ class ModelManager:
             while True:
                 await asyncio.sleep(self._settings.poll_interval)
                 try:
-                    await self.refresh()
+                    await self.refresh(wait=False)
                 except Exception:
                     self._reconciler.metrics.failures.inc()
                     log.exception("repository watcher: this round failed; retrying")
@@ -533,6 +549,10 @@ class ModelManager:
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
+        refreshing = [t for t in self._refreshing.values() if not t.done()]
+        for task in refreshing:
+            task.cancel()
+        await asyncio.gather(*refreshing, return_exceptions=True)
         if self._draining:
             await asyncio.gather(*self._draining, return_exceptions=True)
         self._reconciler.close()

@@ -60,7 +60,9 @@ class GatewayServer:
         self.metrics = GatewayMetrics(self.registry)
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
         # Loading and warming a version must not steal the serving thread's core.
-        self._load_executor = ThreadPoolExecutor(1, "driftgate-load", initializer=lower_priority)
+        # Two loader threads: a load that hangs (until the load probe gives up on it) or
+        # takes long holds one, and the other models' loads and Control's go on.
+        self._load_executor = ThreadPoolExecutor(2, "driftgate-load", initializer=lower_priority)
         repository = open_repository(settings.repository)
         self.hub: StatisticsHub | None = None
         self.labels: LabelBuffer | None = None

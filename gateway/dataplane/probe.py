@@ -1,17 +1,17 @@
 """A new version is opened and test-run in a child process before the gateway loads it.
 
-onnxruntime runs native code: a malformed or hostile graph can hang a session's creation or
-its first run, or crash the process that runs it. The gateway cannot interrupt a native call
-on one of its own threads, and a crash would take every model it serves with it. So each
-version is first given to a child process (``LoadProbe``, one long-lived ``spawn`` process,
-started on first use and replaced after a failure): it creates an onnxruntime session from the
-bytes and runs one row of zeros (empty strings for string inputs, 1 for each dynamic
-dimension). Its verdict:
+onnxruntime runs native code: a malformed or hostile graph can hang a session's creation or its
+first run, or crash the process that runs it. The gateway cannot interrupt a native call on one
+of its own threads, and a crash would take every model it serves with it. So each version is
+first given to a child process (``LoadProbe``: long-lived ``spawn`` processes, one per loader
+thread at most, started on first use and replaced after a failure): it creates an onnxruntime
+session from the bytes and runs one row of zeros (empty strings for string inputs, 1 for each
+dynamic dimension). Its verdict:
 
 - ``ok``, or ``error`` (onnxruntime refused the graph or the zeros: the load in the gateway
   then fails or succeeds on its own terms, with its own message);
 - ``hang``: no answer within the timeout; the child is killed;
-- ``crash``: the child died (a signal, an abort, the address-space limit).
+- ``crash``: the child died (a signal, an abort).
 
 A hang or a crash quarantines the version (``driftgate.core.repository``'s quarantine
 marker), so that no replica sharing the repository tries it again until it is rewritten.
@@ -83,51 +83,34 @@ def _serve_probes(connection: Any) -> None:
             connection.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
-class LoadProbe:
-    """Test-runs a model's bytes in a child process within ``timeout`` seconds.
+class _Child:
+    """One probe process and the parent's end of its pipe."""
 
-    Thread-safe (one probe at a time); ``close()`` stops the child. Usage:
-    ``verdict = probe.check(onnx_bytes)``.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._process: Any = None
-        self._connection: Any = None
-
-    def check(self, data: bytes) -> ProbeVerdict:
-        with self._lock:
-            self._ensure_child()
-            try:
-                self._connection.send_bytes(data)
-                if not self._connection.poll(self.timeout):
-                    self._stop_child()
-                    return ProbeVerdict(
-                        "hang", f"opening and running one row took longer than {self.timeout:g} s"
-                    )
-                outcome, detail = self._connection.recv()
-            except (EOFError, OSError):
-                return ProbeVerdict("crash", self._death())
-            return ProbeVerdict(str(outcome), str(detail))
-
-    def _ensure_child(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            return
+    def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
             target=_serve_probes, args=(child,), name="driftgate-load-probe", daemon=True
         )
-        self._process.start()
+        self.process.start()
         child.close()
-        self._connection = parent
+
+    def check(self, data: bytes, timeout: float) -> ProbeVerdict:
+        try:
+            self.connection.send_bytes(data)
+            if not self.connection.poll(timeout):
+                self.stop()
+                detail = f"opening and running one row took longer than {timeout:g} s"
+                return ProbeVerdict("hang", detail)
+            outcome, detail = self.connection.recv()
+        except (EOFError, OSError):
+            return ProbeVerdict("crash", self._death())
+        return ProbeVerdict(str(outcome), str(detail))
 
     def _death(self) -> str:
-        process = self._process
-        process.join(5)
-        code = process.exitcode
-        self._stop_child()
+        self.process.join(5)
+        code = self.process.exitcode
+        self.stop()
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 return (
@@ -135,19 +118,62 @@ class LoadProbe:
                 )
         return f"onnxruntime's process exited with {code} while opening or running it"
 
-    def _stop_child(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
-        if self._connection is not None:
-            self._connection.close()
-        self._process = self._connection = None
+    @property
+    def alive(self) -> bool:
+        return bool(self.process.is_alive())
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.connection.close()
+
+
+class LoadProbe:
+    """Test-runs a model's bytes in a child process within ``timeout`` seconds.
+
+    Thread-safe: each caller (a loader thread) takes an idle child or starts one, so a probe
+    that hangs holds one child and one loader thread, not the others. ``close()`` stops every
+    child. Usage: ``verdict = probe.check(onnx_bytes)``.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
+
+    def check(self, data: bytes) -> ProbeVerdict:
+        child = self._take()
+        verdict = child.check(data, self.timeout)
+        with self._lock:
+            self._busy.discard(child)
+            if child.alive:
+                self._idle.append(child)
+        return verdict
+
+    def _take(self) -> _Child:
+        with self._lock:
+            while self._idle:
+                child = self._idle.pop()
+                if child.alive:
+                    self._busy.add(child)
+                    return child
+                child.stop()
+        child = _Child()
+        with self._lock:
+            self._busy.add(child)
+        return child
 
     @property
-    def pid(self) -> int | None:
-        """The child's pid while it runs (fault-injection tests signal it)."""
-        return None if self._process is None else self._process.pid
+    def pids(self) -> list[int]:
+        """The children's pids (fault-injection tests signal them)."""
+        with self._lock:
+            return [c.process.pid for c in [*self._idle, *self._busy] if c.process.pid]
 
     def close(self) -> None:
         with self._lock:
-            self._stop_child()
+            children = [*self._idle, *self._busy]
+            self._idle, self._busy = [], set()
+        for child in children:
+            child.stop()

@@ -6,7 +6,8 @@ after its timeout, kills its child, writes the quarantine marker, and the good m
 from the start; status, RepositoryIndex's reason and ``driftgate_version_quarantined`` show
 it. A second gateway on the same repository reads the marker and never tries it. A crash is
 the probe's child dying of SIGSEGV while it runs a version (sent by the test, as a native
-fault would). A version rewritten with other bytes is loaded again.
+fault would). A version rewritten with other bytes is loaded again. While a version hangs in
+the probe, the other models' new versions load and Control answers.
 """
 
 from __future__ import annotations
@@ -169,3 +170,44 @@ def test_a_crash_while_probing_quarantines_the_version(tmp_path: Path) -> None:
                 time.sleep(0.2)
     finally:
         assert gateway.terminate() == 0, gateway.log
+
+
+def test_a_hanging_load_holds_only_its_own_model(tmp_path: Path) -> None:
+    """A ten-minute probe timeout: while "bad" hangs in it, "good" version 2 is loaded and
+    served, Control answers, and health stays SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    repo = tmp_path / "models"
+    write_version(repo, "good", 1, logistic_model(0).onnx, driftgate=True)
+    gateway = start_gateway(repo, tmp_path, "--load-probe-timeout", "600")
+    try:
+        write_version(repo, "bad", 1, _hanging_model())
+        deadline = time.monotonic() + 30
+        while "bad" not in {m.name for m in _index(gateway.address)}:
+            assert time.monotonic() < deadline, gateway.log
+            time.sleep(0.2)
+        time.sleep(1.0)  # a few polls: "bad" is in the probe, hanging
+        write_version(repo, "good", 2, logistic_model(1).onnx, driftgate=True)
+        deadline = time.monotonic() + 30
+        while True:
+            with grpc.insecure_channel(gateway.address) as channel:
+                reply = infer_call(channel)(infer_request("good", X), timeout=10)
+            if reply.model_version == "2":
+                break
+            assert time.monotonic() < deadline, gateway.log
+            time.sleep(0.2)
+        assert [v.version for v in _status(gateway.address, "good").versions] == [2]
+        assert not _status(gateway.address, "bad").failed  # still being probed
+        with grpc.insecure_channel(gateway.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert gateway.terminate() == 0, gateway.log
+
+
+def _index(address: str) -> list[pb.RepositoryIndexResponse.ModelIndex]:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return list(stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10).models)
