@@ -50,13 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default INFO)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from driftgate.commands import control, health, queries
+    from driftgate.commands import control, health, queries, report
     from driftgate.converter import _cli as converter_cli
     from driftgate.gateway import _cli as gateway_cli
     from driftgate.monitor import _cli as monitor_cli
     from driftgate.monitor import demo, up
 
-    for module in (demo, up, converter_cli, gateway_cli, monitor_cli, queries, control, health):
+    commands = (demo, up, converter_cli, gateway_cli, monitor_cli, queries, report, control, health)
+    for module in commands:
         module.register(subparsers)
     for command in subparsers.choices.values():
         # Commands registered without ``add_command`` get the shared contract too.
