@@ -38,7 +38,12 @@ from sklearn.ensemble import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, LocalOutlierFactor
+from sklearn.neighbors import (
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    LocalOutlierFactor,
+    NearestCentroid,
+)
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -632,11 +637,15 @@ def test_cli_end_to_end_with_csv_and_string_columns(tmp_path):
 def test_cli_expected_errors_exit_2_without_traceback(tmp_path):
     X, y = _classification()
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    joblib.dump(MedianVoteClassifier().fit(X, y), tmp_path / "nb.joblib")
+    # A scikit-learn classifier skl2onnx has no converter for (the subprocess can unpickle it).
+    joblib.dump(NearestCentroid().fit(X, y), tmp_path / "nb.joblib")
     (tmp_path / "garbage.joblib").write_bytes(b"not a pickle")
     common = ["--data", str(tmp_path / "d.npz"), "--repository", str(tmp_path / "models")]
     cases = [
-        (["nb", "--estimator", str(tmp_path / "nb.joblib")], "unsupported estimator Median"),
+        (
+            ["nb", "--estimator", str(tmp_path / "nb.joblib")],
+            "unsupported estimator NearestCentroid",
+        ),
         (["bad", "--estimator", str(tmp_path / "garbage.joblib")], "garbage.joblib"),
         (["../evil", "--estimator", str(tmp_path / "nb.joblib")], "invalid model name"),
     ]
