@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["accuracy_chart", "bin_labels", "bins_chart"]
 
-_WIDTH, _BAR_ROW, _LABEL = 520, 26, 150
+_WIDTH, _BAR_ROW, _LABEL = 560, 26, 150
 _REFERENCE, _WINDOW = "#9aa5b8", "#1f6fd1"
 _SERIES = ("#2e933c", "#e07b00", "#7b3fa0")
 
@@ -40,7 +40,7 @@ def bins_chart(labels: Sequence[str], reference: Sequence[int], window: Sequence
         return '<p class="none">no bins</p>'
     ref, win = _shares(reference), _shares(window or [0] * len(reference))
     top = max(max(ref), max(win), 1e-12)
-    scale = (_WIDTH - _LABEL - 60) / top
+    scale = (_WIDTH - _LABEL - 100) / top  # room for the "10.0% → 52.0%" beside a bar
     height = 30 + _BAR_ROW * len(ref)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" '
