@@ -7,7 +7,9 @@ drains; ``serve()`` runs until SIGTERM or SIGINT. Background tasks refresh the g
 Threads: the RPCs (ingest, labels, queries) run on one store thread, in order, so that a
 report is acknowledged as soon as it is committed; the gauge evaluation and the prune run on
 a thread of their own, so a slow evaluation never queues an acknowledgement behind it; the
-policy scheduler's jobs run on its own pool. ``Monitor`` is shared by all of them, and that
+policy scheduler's jobs run on its own pool, only while this monitor leads (``monitor.leader``:
+one policy runner among the monitors of a store; the health service ``policy-runner`` says
+which). ``Monitor`` is shared by all of them, and that
 is safe: its profile, tester and model-metadata caches are dictionaries filled on first use
 and never emptied (a lookup racing another reads the same file twice and keeps one equal
 result; each dictionary operation is atomic under the GIL); the set of failing versions
@@ -39,7 +41,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2 as fpb
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fpb_grpc
@@ -49,16 +51,22 @@ from driftgate.core.auth import TokenSource
 from driftgate.core.rpc import Guarded, serve_until_signalled, server_credentials, write_ready_file
 from driftgate.monitor.autopilot import Autopilot
 from driftgate.monitor.control_client import GatewayControl
+from driftgate.monitor.leader import Leadership, LeadershipRefused, default_identity
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.scheduler import PolicyScheduler
 from driftgate.monitor.service import Monitor
 from driftgate.monitor.servicer import MonitorServicer
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import Store
+from driftgate.monitor.web import WebServer, report_page
 
-__all__ = ["MonitorServer"]
+__all__ = ["POLICY_RUNNER", "MonitorServer"]
 
 log = logging.getLogger(__name__)
+
+POLICY_RUNNER = "policy-runner"
+"""The health service that is SERVING on the monitor that leads (runs the policy jobs) and
+NOT_SERVING on the others: ``driftgate health --monitor ADDR --service policy-runner``."""
 
 
 class MonitorServer:
@@ -79,6 +87,7 @@ class MonitorServer:
         self._tasks: list[asyncio.Task[None]] = []
         self.autopilot: Autopilot | None = None
         self.scheduler: PolicyScheduler | None = None
+        self.leadership: Leadership | None = None
         self._control: GatewayControl | None = None
         self.port = 0
         self.metrics_port = 0
@@ -92,13 +101,8 @@ class MonitorServer:
         self.monitor = Monitor(self.settings, store, self.metrics)
         retrain = None
         if self.settings.scheduler:
-            s = self.settings
-            if s.gateway:
-                token = TokenSource(s.security.control_token, s.security.control_token_file)
-                self._control = GatewayControl(s.gateway, token, tls=s.gateway_tls)
-            self.autopilot = Autopilot(self.monitor, self._control, s.data_dir / "retrain")
-            self.scheduler = PolicyScheduler(self.autopilot, s.policy_sync_interval)
-            await loop.run_in_executor(self._executor, self.scheduler.start)
+            await self._start_policy(store)
+            assert self.scheduler is not None
             retrain = self.scheduler.trigger_retrain
         credentials = self.settings.security.credentials()
         servicer = Guarded(MonitorServicer(self.monitor, self._executor, retrain, credentials))
@@ -130,6 +134,7 @@ class MonitorServer:
         await self._server.start()
         self._start_metrics()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._publish_leadership()
         self._tasks = [
             loop.create_task(self._every(self.settings.evaluate_interval, self.monitor.evaluate)),
             loop.create_task(self._every(self.settings.prune_interval, self.monitor.prune)),
@@ -141,6 +146,40 @@ class MonitorServer:
             pid=os.getpid(),
         )
         log.info("monitor serving on %s (gRPC port %d), store %s", address, self.port, store.url)
+
+    async def _start_policy(self, store: Store) -> None:
+        """The autopilot and its scheduler, run while this monitor leads (``monitor.leader``);
+        ``LeadershipRefused`` (SQLite, another monitor leads) ends the start."""
+        s, loop = self.settings, asyncio.get_running_loop()
+        if s.gateway:
+            token = TokenSource(s.security.control_token, s.security.control_token_file)
+            self._control = GatewayControl(s.gateway, token, tls=s.gateway_tls)
+        assert self.monitor is not None
+        self.autopilot = Autopilot(self.monitor, self._control, s.data_dir / "retrain")
+        identity = s.monitor_id or default_identity()
+
+        def changed(leading: bool) -> None:
+            assert self.scheduler is not None
+            self.scheduler.set_leading(leading)
+            asyncio.run_coroutine_threadsafe(self._publish_leadership(), loop)
+
+        self.leadership = Leadership(
+            store, identity, s.leader_check_interval, self.registry, changed
+        )
+        self.scheduler = PolicyScheduler(self.autopilot, s.policy_sync_interval, self.leadership)
+        try:
+            await loop.run_in_executor(self._executor, self.leadership.start)
+        except LeadershipRefused:
+            if self._control is not None:
+                self._control.close()
+            await loop.run_in_executor(self._executor, store.close)
+            raise
+
+    async def _publish_leadership(self) -> None:
+        """Health service ``policy-runner``: SERVING on the leader, NOT_SERVING elsewhere."""
+        leading = self.leadership is not None and self.leadership.leading
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(POLICY_RUNNER, status.SERVING if leading else status.NOT_SERVING)
 
     async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -154,20 +193,27 @@ class MonitorServer:
     def _start_metrics(self) -> None:
         if self.settings.metrics_port < 0:
             return
-        server, _thread = start_http_server(
-            self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.registry
-        )
+        assert self.monitor is not None
+        # /metrics and /report/MODEL on one port; the report asks an unguarded servicer of
+        # its own (reads only, as the queries are).
+        s, loop = self.settings, asyncio.get_running_loop()
+        page = report_page(MonitorServicer(self.monitor, self._executor), loop)
+        server = WebServer(s.metrics_host, s.metrics_port, self.registry, page)
+        server.start()
         self._metrics_http = server
-        self.metrics_port = server.server_port
+        self.metrics_port = server.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace`` seconds, close."""
         grace = self.settings.grace_seconds if grace is None else grace
+        loop = asyncio.get_running_loop()
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.leadership is not None:  # stops acting first, then releases the lock
+            await loop.run_in_executor(None, self.leadership.stop)
         if self.scheduler is not None:
             self.scheduler.shutdown()
         if self._server is not None:
@@ -176,7 +222,6 @@ class MonitorServer:
             self._control.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
-        loop = asyncio.get_running_loop()
         # An evaluation already running finishes before the store closes under it.
         await loop.run_in_executor(None, self._background.shutdown)
         if self.monitor is not None:
