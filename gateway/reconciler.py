@@ -97,8 +97,13 @@ class RepositoryScan:
     error: str | None = None
 
     def failures(self) -> dict[str, str]:
-        """What went wrong, by model ("" for the listing)."""
-        found = {name: m.error for name, m in self.models.items() if m.error is not None}
+        """What went wrong, by model ("" for the listing); an unreadable deployment.json is
+        a failure too (the model's routing then stays as it was)."""
+        found = {
+            name: m.error or f"deployment.json unreadable: {m.deployment_error}"
+            for name, m in self.models.items()
+            if m.error is not None or m.deployment_error is not None
+        }
         return {"": self.error, **found} if self.error is not None else found
 
 
