@@ -164,7 +164,7 @@ CAT, OUT = "categorical columns", "outlier detectors"
 
 CATALOGUE: list[Entry] = [
     # linear models
-    Entry("logistic", L, CLASSIFICATION, _LOGISTIC, retrain=True),
+    Entry("logistic", L, CLASSIFICATION, _LOGISTIC),
     Entry("scaled-logistic", L, CLASSIFICATION, _pipe(StandardScaler, _LOGISTIC)),
     Entry(
         "sgd-log-loss",
@@ -292,13 +292,13 @@ CATALOGUE: list[Entry] = [
             voting="soft",
             flatten_transform=False,
         ),
-        retrain=True,
     ),  # fmt: skip
     Entry(
         "voting-regressor",
         ENSEMBLE,
         REGRESSION,
         lambda: VotingRegressor([("ridge", Ridge()), ("tree", _TREE_R())]),
+        retrain=True,
     ),  # fmt: skip
     Entry(
         "stacking",
@@ -321,13 +321,13 @@ CATALOGUE: list[Entry] = [
         "mlp",
         NN,
         CLASSIFICATION,
-        _pipe(StandardScaler, _rs(MLPClassifier, hidden_layer_sizes=(16,), max_iter=800)),
+        _pipe(StandardScaler, _rs(MLPClassifier, hidden_layer_sizes=(16,), max_iter=300)),
     ),
     Entry(
         "mlp-regressor",
         NN,
         REGRESSION,
-        _pipe(StandardScaler, _rs(MLPRegressor, hidden_layer_sizes=(16,), max_iter=2000)),
+        _pipe(StandardScaler, _rs(MLPRegressor, hidden_layer_sizes=(16,), max_iter=500)),
     ),
     # meta-estimators
     Entry(
@@ -403,9 +403,16 @@ CATALOGUE: list[Entry] = [
         _columns(_ONE_HOT, _LOGISTIC),
         nan=True,
         data="mixed",
+    ),
+    Entry(
+        "one-hot-ridge",
+        CAT,
+        REGRESSION,
+        _columns(_ONE_HOT, Ridge),
+        nan=True,
+        data="mixed",
         retrain=True,
     ),
-    Entry("one-hot-ridge", CAT, REGRESSION, _columns(_ONE_HOT, Ridge), nan=True, data="mixed"),
     Entry(
         "ordinal-forest",
         CAT,
@@ -428,7 +435,7 @@ CATALOGUE: list[Entry] = [
         "isolation-forest",
         OUT,
         OUTLIERS,
-        _rs(IsolationForest, n_estimators=25, contamination=0.05),
+        _rs(IsolationForest, n_estimators=15, contamination=0.05),
         retrain=True,
     ),
     Entry("one-class-svm", OUT, OUTLIERS, _pipe(StandardScaler, lambda: OneClassSVM(nu=0.05))),

@@ -181,7 +181,7 @@ def test_retrains_through_the_monitor(entry: Entry, tmp_path: Path) -> None:
     estimator, features, targets = _fit(entry)
     repository = tmp_path / "models"
     convert(estimator, features, entry.name, repository, labels=targets, settings=SETTINGS)
-    production_rows, production_targets = catalogue.dataset(entry, 600, seed=2)
+    production_rows, production_targets = catalogue.dataset(entry, 400, seed=2)
     production = table_from_object(production_rows, production_targets)
     sample = load_table(repository / entry.name / "1" / "training_sample.npz")
     train, holdout = assemble(sample, production, holdout_fraction=0.5)
@@ -197,4 +197,4 @@ def test_retrains_through_the_monitor(entry: Entry, tmp_path: Path) -> None:
     assert result.outcome == "succeeded" and result.version == 2, result.reason
     meta = json.loads((repository / entry.name / "2" / "model.json").read_text())
     assert meta["parity"]["passed"] and meta["task"] == entry.task
-    assert meta["training_data"]["rows"] == train.rows == TRAIN_ROWS + 300
+    assert meta["training_data"]["rows"] == train.rows == TRAIN_ROWS + 200
