@@ -28,6 +28,7 @@ from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsH
 from driftgate.gateway.statistics import VersionCollector
 from driftgate.monitor.accuracy import Accuracy
 from driftgate.monitor.drift import DatasetDrift, FeatureDrift, QualityDrift, Verdict
+from driftgate.monitor.leader import Leadership
 from driftgate.monitor.metrics import DRIFT_STATISTICS, MonitorMetrics
 from driftgate.monitor.service import Monitor
 from driftgate.monitor.settings import MonitorSettings
@@ -290,12 +291,15 @@ def _exported(registry: CollectorRegistry) -> set[str]:
     }
 
 
-def test_the_readme_metrics_tables_name_exactly_what_the_code_exports() -> None:
+def test_the_readme_metrics_tables_name_exactly_what_the_code_exports(tmp_path: Path) -> None:
     gateway, monitor = CollectorRegistry(), CollectorRegistry()
     GatewayMetrics(gateway).watch(ServingSnapshot)
     ScanMetrics(gateway)
     MonitorReporter("127.0.0.1:1", StatisticsHub(), LabelBuffer(), registry=gateway)
     MonitorMetrics(monitor)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    Leadership(store, "test", 5.0, monitor, lambda leading: None)  # never started
+    store.close()
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     name = re.compile(r"`(driftgate_[a-z0-9_<>]+)")
     for registry, title in ((gateway, "Metrics"), (monitor, "Monitor metrics")):
