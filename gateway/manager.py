@@ -53,7 +53,6 @@ from driftgate.gateway.reconciler import (
     Serving,
     scan,
     scan_model,
-    signature,
     stale_after,
 )
 from driftgate.gateway.reporter import StatisticsHub
@@ -352,7 +351,7 @@ class ModelManager:
         if known is not None:
             return known
         try:
-            return signature(self.repository.root / name / str(version))
+            return self.repository.signature(name, version)
         except OSError:
             return ((0, 0), (0, 0))
 
