@@ -5,8 +5,9 @@
 #   docker run -v "$PWD/models:/models" -p 8001:8001 -p 8002:8002 driftgate serve
 #
 # The install steps are the README's and CI's: the lock file, then the package without
-# dependencies. The PostgreSQL driver is pinned by the dev lock file, the one CI tests the
-# store against PostgreSQL with.
+# dependencies. The PostgreSQL driver and obstore (an s3:// repository) are pinned by the dev
+# lock file, the one CI tests the store against PostgreSQL and the repository against an S3
+# server with.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -18,8 +19,9 @@ WORKDIR /src
 RUN python -m venv /opt/driftgate
 COPY requirements.lock requirements-dev.lock ./
 RUN pip install -r requirements.lock \
-    && awk '/^psycopg(-binary)?==/{p=1} p{print} p&&!/\\$/{p=0}' requirements-dev.lock > postgres.txt \
-    && pip install --no-deps -r postgres.txt
+    && awk '/^(psycopg(-binary)?|obstore)==/{p=1} p{print} p&&!/\\$/{p=0}' requirements-dev.lock \
+        > extras.txt \
+    && pip install --no-deps -r extras.txt
 COPY pyproject.toml README.md ./
 COPY driftgate ./driftgate
 COPY gateway ./gateway
