@@ -6,7 +6,9 @@ built from the production rows it was trained on, so the monitor's drift test (t
 level, the monitor's own ``drift_inputs`` and ``DriftTester`` on counts binned as the gateway
 bins them) finds no drift in more of the same traffic, while the old version still does, and
 so would a reference built from the whole training table (the old sample plus production).
-A further change on top of the persistent shift is still seen.
+A further change on top of the persistent shift is still seen. Through the monitor (a real
+store, the autopilot's retrain, the worker in its subprocess), the production rows before the
+holdout become the new reference and the event says so.
 """
 
 from __future__ import annotations
@@ -126,3 +128,52 @@ def test_the_reference_minimum_is_a_retrain_policy_key() -> None:
     assert parse_policy({"retrain": {"reference_min_rows": 300}}).retrain.reference_min_rows == 300
     with pytest.raises(PolicyError, match=r"retrain\.reference_min_rows: expected a value >= 1"):
         parse_policy({"retrain": {"reference_min_rows": 0}})
+
+
+@pytest.mark.integration  # the retraining worker runs in a subprocess
+def test_the_monitor_retrains_with_the_production_reference(tmp_path: Path) -> None:
+    """Through the monitor: labelled records in a real store, the autopilot's retrain (no
+    gateway: the new version is written, not deployed) and its event."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from driftgate.monitor.autopilot import Autopilot
+    from driftgate.monitor.metrics import MonitorMetrics
+    from driftgate.monitor.service import Monitor
+    from driftgate.monitor.settings import MonitorSettings
+    from driftgate.monitor.store import LabelIn, PredictionIn, Report, Store, sqlite_url
+
+    rng = np.random.default_rng(11)
+    repository, data = tmp_path / "models", tmp_path / "data"
+    before = _rows(rng, 3000)
+    stable = LogisticRegression(max_iter=1000).fit(np.column_stack(before.columns), before.target)
+    convert(stable, before, "m", repository)
+    settings = MonitorSettings(data_dir=data, repository=repository)
+    monitor = Monitor(settings, Store(sqlite_url(data)), MonitorMetrics(CollectorRegistry()))
+    production, now = _rows(rng, 2400, SHIFT), time.time()
+    x = np.column_stack(production.columns).astype(np.float32)
+    predicted = stable.predict(x)
+    for sequence, start in enumerate(range(0, production.rows, 400)):
+        records = [
+            PredictionIn(f"r{i}", now - 60 + i * 0.01, "m", 1, x[i].tolist(), [], int(predicted[i]))
+            for i in range(start, start + 400)
+        ]
+        monitor.ingest(Report("gw", sequence + 1, now, [], records), None)
+    assert production.target is not None
+    labels = [LabelIn(f"r{i}", int(y), now, "m") for i, y in enumerate(production.target)]
+    assert monitor.add_labels(labels).accepted == production.rows
+    # A wide margin (5 points), so that 600 holdout rows are enough evidence.
+    policy = "[retrain]\nreference_min_rows = 1000\ntolerance = 0.05\n"
+    (repository / "m" / "policy.toml").write_text(policy)
+
+    result = Autopilot(monitor, None, data / "retrain").retrain("m", "a persistent shift")
+    assert result is not None and result.outcome == "succeeded", result
+    (event,) = [e for e in monitor.store.events("m") if e.kind == "retrain_succeeded"]
+    assert event.version == 2 and event.figures["holdout_rows"] == 600
+    assert event.figures["reference_source"] == "production"
+    assert event.figures["reference_rows"] == 1800  # the production rows before the holdout
+    meta = json.loads((repository / "m" / "2" / "model.json").read_text())["training_data"]
+    assert (meta["reference_source"], meta["reference_rows"]) == ("reference", 1800)
+    assert _drift(repository, 2, _rows(rng, 20_000, SHIFT)).verdict == Verdict.NO_DRIFT
+    monitor.store.close()
