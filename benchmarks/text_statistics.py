@@ -6,12 +6,17 @@ A TF-IDF model's text column is profiled as ``convert`` does it (``converter.tex
 ``<column>.tokens``, ``.chars`` and ``.oov``); documents are counted by the gateway's own
 ``VersionCollector`` in bulk, as served requests are. Reported:
 
-- the CPU time of the bulk count per document, for short reviews (about 40 characters) and
-  for long documents (about 1,500), with and without the text measures (the column's
-  categorical feature alone is what a string column cost before);
+- the CPU time of the bulk count per document, for short documents (4 to 15 words) and long
+  ones (150 to 600 words), with and without the text measures (the column's categorical
+  feature alone is what a string column cost before);
 - the drift verdicts of the text measures (``monitor.drift.DriftTester`` on ``drift_inputs``)
   over windows of fresh documents of the training distribution (false alarms) and of
   documents of which 10% use words the training data never had (detection).
+
+Measured (2 cores, busy; 40 windows of 3,000 documents, 3,000 training documents): 16 us a
+short document with the text measures (0.35 us without), 320 us a long one (0.9 us); no
+false alarm of any text measure in 40 windows; all 40 windows with 10% new words detected
+on each of tokens, chars and oov.
 """
 
 from __future__ import annotations
@@ -130,8 +135,8 @@ def main(argv: list[str]) -> int:
     rows, windows, training = (300, 3, 500) if args.quick else (3000, 40, 3000)
     results = {
         "cost_us_per_document": {
-            "short (about 40 characters)": cost(rows, 8, training),
-            "long (about 1,500 characters)": cost(rows // 10, 300, training),
+            "short (4 to 15 words)": cost(rows, 8, training),
+            "long (150 to 600 words)": cost(rows // 10, 300, training),
         },
         "false_alarms": {"windows": windows, "rows": rows,
                          **verdicts(windows, rows, 0.0, training)},
