@@ -38,10 +38,10 @@ from driftgate.converter.support import (
     CLASSIFICATION,
     UnsupportedEstimator,
     check_supported,
-    components,
     output_names,
     registered_base,
 )
+from driftgate.converter.trees import learned_missing_directions, served_estimator
 from driftgate.core.errors import InvalidInput
 
 __all__ = [
@@ -158,61 +158,6 @@ def _as_supported(part: Any) -> Any:
     swapped = copy.copy(part)
     swapped.__class__ = base
     return swapped
-
-
-def _round_down_to_float32(threshold: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The largest float32 value <= each threshold, as float64: for every float32 x,
-    ``x <= t`` exactly when ``x <= round_down(t)``."""
-    single = threshold.astype(np.float32)
-    lower = np.nextafter(single, np.float32(-np.inf))
-    return np.where(single.astype(np.float64) > threshold, lower, single).astype(np.float64)
-
-
-def _has_trees(part: Any) -> bool:
-    return hasattr(part, "_predictors") or getattr(part, "tree_", None) is not None
-
-
-def _round_thresholds(part: Any) -> None:
-    """Round the split thresholds of one tree or one HistGradientBoosting model (in place:
-    ``part`` is a private copy). Ensembles need nothing more: ``components`` reaches every
-    tree of a forest, of gradient boosting, bagging, AdaBoost or an isolation forest."""
-    for predictors in getattr(part, "_predictors", None) or []:  # HistGradientBoosting
-        for predictor in predictors:
-            nodes = predictor.nodes
-            down = _round_down_to_float32(nodes["num_threshold"])
-            nodes["num_threshold"] = np.where(nodes["is_leaf"] == 1, nodes["num_threshold"], down)
-    inner = getattr(part, "tree_", None)
-    if inner is not None:
-        # Leaves carry -2 (TREE_UNDEFINED), a float32 value: rounding keeps it.
-        inner.threshold[:] = _round_down_to_float32(inner.threshold)
-
-
-def served_estimator(estimator: Any) -> Any:
-    """A deep copy of ``estimator`` whose trees split on float32 thresholds, at any depth (the
-    estimator itself when it holds no tree: nothing to round, nothing copied).
-
-    The ONNX graph holds float32 thresholds and compares them with the float32 values a
-    request carries, whereas scikit-learn holds float64 thresholds: a threshold rounded to
-    the nearest float32 can land on a served value and send it down the other branch (a
-    forest fitted on unrounded data then fails the parity check). Every threshold is rounded
-    *down* to float32 instead, which keeps ``x <= t`` unchanged for every float32 ``x``, so
-    the copy predicts every float32 input exactly as the fitted estimator does: forests,
-    extra trees and gradient boosting cast their inputs to float32 before any split, so the
-    copy predicts *every* input as the original; HistGradientBoosting compares float64
-    inputs, so the copy equals the original on float32 inputs (all the gateway serves).
-
-    Why not refit on float32-cast values instead: that is another model (other splits,
-    other bins) than the one the user fitted and validated, and ``convert`` never refits a
-    user's estimator; rounding changes no prediction the model can be asked for. The parity
-    check compares the ONNX graph with this copy, and ``convert`` checks that the copy and the
-    fitted estimator agree exactly on the parity rows.
-    """
-    if not any(_has_trees(part) for _, part in components(estimator)):
-        return estimator
-    copied = copy.deepcopy(estimator)
-    for _, part in components(copied):
-        _round_thresholds(part)
-    return copied
 
 
 Remap = Callable[[Any], list[int]]
@@ -339,6 +284,7 @@ def export_onnx(estimator: Any, layout: Layout, task: str, opset: int) -> Any:
             ) from exc
     _rename_outputs(model, output_names(estimator, task))
     _portable_locale(model)
+    learned_missing_directions(model, estimator)
     return model
 
 
