@@ -211,8 +211,11 @@ class Leadership:
             reason += f", after {previous['identity']} (epoch {previous.get('epoch')})"
         figures = {"identity": self.identity, "epoch": self.epoch}
         figures |= {"previous": previous.get("identity"), "previous_epoch": previous.get("epoch")}
-        self.store.add_event(now, "leader_elected", "", 0, reason, figures)
         log.info("%s", reason)
+        try:
+            self.store.add_event(now, "leader_elected", "", 0, reason, figures)
+        except Exception:  # the store failed just now: lead all the same, its jobs will retry
+            log.exception("the leader_elected event was not written")
         self._notify(True)
 
     def _step_down(self, why: str) -> None:
