@@ -26,7 +26,6 @@ the instance's role. Errors of the store become this project's errors naming the
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as dt
 import hashlib
@@ -35,17 +34,13 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from driftgate.core.errors import (
-    FailedPrecondition,
-    InvalidInput,
-    ModelNotFound,
-    Unavailable,
-)
+from driftgate.core.errors import FailedPrecondition, InvalidInput, ModelNotFound
 from driftgate.core.repository import (
     CorruptVersion,
     DeploymentConflict,
@@ -55,13 +50,25 @@ from driftgate.core.repository import (
     _validate_version,
     validate_model_name,
 )
+from driftgate.core.s3 import (
+    SCHEME,
+    Signature,
+    bucket_and_prefix,
+    connect,
+    default_cache,
+    get_with_meta,
+    head_signature,
+    list_dirs,
+    put,
+    repository_location,
+    translated,
+)
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
 
 __all__ = ["MARKER", "ObjectRepository", "open_repository", "repository_location"]
 
-SCHEME = "s3://"
 MARKER = "COMPLETE"
 CLAIM = "CLAIM"
 #: what serving reads; the estimator and the training sample are fetched only when asked for
@@ -69,18 +76,10 @@ SERVING_FILES = ("model.onnx", "model.json", "reference.json")
 _FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _VERSION_PREFIX = re.compile(r"0|[1-9][0-9]{0,17}")
 _MAX_CLAIMS = 1000
-Signature = tuple[tuple[int, int], ...]
-
-
-def repository_location(text: str) -> Path | str:
-    """The ``--repository`` value: an ``s3://`` URL kept as it is, else a directory."""
-    if text.startswith(SCHEME):
-        try:
-            _bucket_and_prefix(text)
-        except InvalidInput as exc:
-            raise argparse.ArgumentTypeError(exc.message) from None
-        return text.rstrip("/")
-    return Path(text)
+#: seconds a prefix may stay without its marker before it counts as abandoned ...
+ABANDONED_AFTER = 120.0
+#: ... after which its marker is looked up only this often
+ABANDONED_CHECK = 60.0
 
 
 def open_repository(location: Path | str, cache_dir: Path | None = None) -> Repository:
@@ -95,46 +94,9 @@ def open_repository(location: Path | str, cache_dir: Path | None = None) -> Repo
     if not text.startswith(SCHEME):
         return Repository(Path(location))
     url = text.rstrip("/")
-    bucket, prefix = _bucket_and_prefix(url)
-    cache = cache_dir or _default_cache() / bucket / (prefix or "_")
-    return ObjectRepository(url, _connect(url, bucket, prefix), cache)
-
-
-def _bucket_and_prefix(url: str) -> tuple[str, str]:
-    bucket, _, prefix = url[len(SCHEME) :].partition("/")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise InvalidInput(f"repository {url!r}: expected s3://BUCKET[/PREFIX] with a valid bucket")
-    return bucket, prefix.strip("/")
-
-
-def _default_cache() -> Path:
-    named = os.environ.get("DRIFTGATE_REPOSITORY_CACHE")
-    if named:
-        return Path(named)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "driftgate"
-
-
-def _connect(url: str, bucket: str, prefix: str) -> S3Store:
-    try:
-        from obstore.store import S3Store
-    except ImportError:
-        raise InvalidInput(
-            f"repository {url}: object storage needs the s3 extra (pip install 'driftgate[s3]')"
-        ) from None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    # Bounded: a store that does not answer is an error within seconds, not a hung watcher.
-    return S3Store(
-        bucket,
-        prefix=prefix or None,
-        config={"endpoint": endpoint} if endpoint else None,
-        client_options={
-            "allow_http": endpoint.startswith("http://"),
-            "connect_timeout": dt.timedelta(seconds=5),
-            "timeout": dt.timedelta(seconds=60),
-        },
-        retry_config={"max_retries": 3, "retry_timeout": dt.timedelta(seconds=15)},
-    )
+    bucket, prefix = bucket_and_prefix(url)
+    cache = cache_dir or default_cache() / bucket / (prefix or "_")
+    return ObjectRepository(url, connect(url, bucket, prefix), cache)
 
 
 class ObjectRepository(Repository):
@@ -155,6 +117,8 @@ class ObjectRepository(Repository):
         self._markers: dict[tuple[str, int], dict[str, str]] = {}  # immutable once written
         self._verified: set[tuple[str, int, str]] = set()  # cached files checked this run
         self._policies: dict[str, str | None] = {}  # policy.toml's ETag in the cache
+        #: (model, version) prefix without a marker -> (first seen, last looked up), monotonic
+        self._incomplete: dict[tuple[str, int], tuple[float, float]] = {}
 
     @property
     def location(self) -> str:
@@ -163,7 +127,7 @@ class ObjectRepository(Repository):
     # -- listing -------------------------------------------------------------------------
 
     def models(self) -> list[str]:
-        listing = self._call("", _list_dirs, self._store, None)
+        listing = self._call("", list_dirs, self._store, None)
         return sorted(name for name in listing[0] if _valid_model(name))
 
     def versions(self, model: str) -> list[int]:
@@ -178,14 +142,30 @@ class ObjectRepository(Repository):
                 self._markers.pop((model, gone), None)
                 self._verified = {v for v in self._verified if v[:2] != (model, gone)}
             self._listed_etag[model] = etag
-            pending = sorted(prefixes - set(known))
+            pending = self._due(model, prefixes - set(known))
         for version in pending:
             marker = self._head(f"{model}/{version}/{MARKER}")
             if marker is not None:
                 with self._lock:
                     known[version] = marker
+                    self._incomplete.pop((model, version), None)
         with self._lock:
             return sorted(known)
+
+    def _due(self, model: str, incomplete: set[int]) -> list[int]:
+        """Incomplete prefixes whose marker to look up now. An upload in progress is looked
+        at every scan; one incomplete for ABANDONED_AFTER seconds (a writer that died) only
+        every ABANDONED_CHECK seconds, so dead claims do not add a request per scan each."""
+        now = time.monotonic()
+        for key in [k for k in self._incomplete if k[0] == model and k[1] not in incomplete]:
+            del self._incomplete[key]  # completed or deleted
+        due = []
+        for version in sorted(incomplete):
+            first, last = self._incomplete.setdefault((model, version), (now, 0.0))
+            if now - first < ABANDONED_AFTER or now - last >= ABANDONED_CHECK:
+                self._incomplete[(model, version)] = (first, now)
+                due.append(version)
+        return due
 
     def next_version(self, model: str) -> int:
         prefixes, _etag, _anything = self._list_model(validate_model_name(model))
@@ -206,7 +186,7 @@ class ObjectRepository(Repository):
         """Version prefixes, the ETag of deployment.json (None: absent), whether anything is
         under the model's prefix at all."""
         key = validate_model_name(model)
-        dirs, objects = self._call(key, _list_dirs, self._store, key)
+        dirs, objects = self._call(key, list_dirs, self._store, key)
         versions = {int(d) for d in dirs if _VERSION_PREFIX.fullmatch(d)}
         etag = objects.get("deployment.json")
         return versions, etag, bool(dirs or objects)
@@ -294,7 +274,7 @@ class ObjectRepository(Repository):
             cached = self._deployments.get(model)
         options = {"if_none_match": cached[0]} if cached else None
         try:
-            result = self._call(key, _get_with_meta, self._store, key, options)
+            result = self._call(key, get_with_meta, self._store, key, options)
         except NotModifiedError:
             assert cached is not None
             return copy.deepcopy(cached[1]), cached[0]
@@ -317,7 +297,7 @@ class ObjectRepository(Repository):
         key = f"{validate_model_name(model)}/deployment.json"
         mode: Any = "create" if tag is None else {"e_tag": tag}
         try:
-            etag = self._call(key, _put, self._store, key, _json_bytes(state), mode)
+            etag = self._call(key, put, self._store, key, _json_bytes(state), mode)
         except (AlreadyExistsError, PreconditionError) as exc:
             raise DeploymentConflict(
                 f"{self.url}/{key} changed since it was read (another replica or tool wrote "
@@ -329,18 +309,18 @@ class ObjectRepository(Repository):
     def write_deployment(self, model: str, state: dict[str, Any]) -> None:
         """Overwrite deployment.json unconditionally (an operator's or a tool's own write)."""
         key = f"{validate_model_name(model)}/deployment.json"
-        self._call(key, _put, self._store, key, _json_bytes(state), "overwrite")
+        self._call(key, put, self._store, key, _json_bytes(state), "overwrite")
 
     def deployment_lock(self, model: str) -> Any:
         return nullcontext()  # no lock: replace_deployment is conditional
 
     def append_history(self, model: str, record: dict[str, Any]) -> None:
         key = f"{validate_model_name(model)}/history/{int(record['revision']):012d}.json"
-        self._call(key, _put, self._store, key, _json_bytes(record), "create")
+        self._call(key, put, self._store, key, _json_bytes(record), "create")
 
     def history_records(self, model: str, limit: int) -> list[dict[str, Any]]:
         prefix = f"{validate_model_name(model)}/history"
-        _dirs, objects = self._call(prefix, _list_dirs, self._store, prefix)
+        _dirs, objects = self._call(prefix, list_dirs, self._store, prefix)
         records: list[dict[str, Any]] = []
         for name in sorted(objects, reverse=True)[: max(limit, 0)]:
             try:
@@ -367,11 +347,11 @@ class ObjectRepository(Repository):
                 data = path.read_bytes()
                 files[relative] = hashlib.sha256(data).hexdigest()
                 key = f"{model}/{version}/{relative}"
-                self._call(key, _put, self._store, key, data, "overwrite")
+                self._call(key, put, self._store, key, data, "overwrite")
             written = dt.datetime.now(dt.UTC).isoformat()
             marker = {"version": version, "files": files, "written_at": written}
             key = f"{model}/{version}/{MARKER}"
-            self._call(key, _put, self._store, key, _json_bytes(marker), "create")
+            self._call(key, put, self._store, key, _json_bytes(marker), "create")
         return version
 
     def _claim(self, model: str) -> int:
@@ -381,7 +361,7 @@ class ObjectRepository(Repository):
         for _ in range(_MAX_CLAIMS):
             key = f"{model}/{version}/{CLAIM}"
             try:
-                self._call(key, _put, self._store, key, b"", "create")
+                self._call(key, put, self._store, key, b"", "create")
                 return version
             except (AlreadyExistsError, PreconditionError):
                 version += 1  # another writer holds this number
@@ -397,7 +377,7 @@ class ObjectRepository(Repository):
             cached = self._policies.get(model)
         options = {"if_none_match": cached} if cached and target.is_file() else None
         try:
-            data, etag = self._call(key, _get_with_meta, self._store, key, options)
+            data, etag = self._call(key, get_with_meta, self._store, key, options)
         except NotModifiedError:
             return self.root
         except FileNotFoundError:
@@ -416,7 +396,7 @@ class ObjectRepository(Repository):
     def quarantine(self, model: str, version: int, reason: str) -> None:
         record = {"reason": reason, "sha256": self._model_sha256(model, version)}
         key = f"{model}/quarantine/{_validate_version(version)}.json"
-        self._call(key, _put, self._store, key, _json_bytes(record), "overwrite")
+        self._call(key, put, self._store, key, _json_bytes(record), "overwrite")
 
     def quarantined(self, model: str, version: int) -> dict[str, Any] | None:
         key = f"{validate_model_name(model)}/quarantine/{_validate_version(version)}.json"
@@ -433,17 +413,17 @@ class ObjectRepository(Repository):
     # -- the boundary: every call to the store goes through here ------------------------
 
     def _get(self, key: str) -> bytes:
-        data: bytes = self._call(key, _get_with_meta, self._store, key, None)[0]
+        data: bytes = self._call(key, get_with_meta, self._store, key, None)[0]
         return data
 
     def _head(self, key: str) -> Signature | None:
         try:
-            return self._call(key, _head_signature, self._store, key)  # type: ignore[no-any-return]
+            return self._call(key, head_signature, self._store, key)  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
 
     def _call(self, key: str, function: Callable[..., Any], *args: Any) -> Any:
-        with _translated(f"{self.url}/{key}".rstrip("/")):
+        with translated(f"{self.url}/{key}".rstrip("/")):
             return function(*args)
 
 
@@ -460,72 +440,3 @@ def _sha256_of(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-# -- obstore calls, kept apart so that ``_call`` translates each one's errors ---------------
-
-
-def _list_dirs(store: S3Store, prefix: str | None) -> tuple[list[str], dict[str, str | None]]:
-    """Child prefixes (last part) and objects (last part -> ETag) directly under ``prefix``."""
-    import obstore
-
-    result = obstore.list_with_delimiter(store, prefix)
-    dirs = [p.rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"]]
-    objects = {o["path"].rsplit("/", 1)[-1]: o["e_tag"] for o in result["objects"]}
-    return dirs, objects
-
-
-def _get_with_meta(
-    store: S3Store, key: str, options: dict[str, Any] | None
-) -> tuple[bytes, str | None]:
-    import obstore
-
-    result = obstore.get(store, key, options=options)  # type: ignore[arg-type]
-    return bytes(result.bytes()), result.meta["e_tag"]
-
-
-def _put(store: S3Store, key: str, data: bytes, mode: Any) -> str | None:
-    import obstore
-
-    return obstore.put(store, key, data, mode=mode)["e_tag"]
-
-
-def _head_signature(store: S3Store, key: str) -> Signature:
-    import obstore
-
-    meta = obstore.head(store, key)
-    stamp = int(meta["last_modified"].timestamp() * 1e9)
-    return ((stamp, int(meta["size"])), (0, 0))
-
-
-@contextmanager
-def _translated(where: str) -> Iterator[None]:
-    """Errors of the store as this project's errors, naming the URL; FileNotFoundError and
-    the conditional-request outcomes pass through for the caller to decide."""
-    from obstore import exceptions as ox
-
-    try:
-        yield
-    except (FileNotFoundError, ox.NotModifiedError, ox.AlreadyExistsError, ox.PreconditionError):
-        raise
-    except (ox.PermissionDeniedError, ox.UnauthenticatedError) as exc:
-        _refused(where, exc)
-    except ox.BaseError as exc:
-        _failed(where, exc)
-
-
-def _refused(where: str, exc: Exception) -> NoReturn:
-    raise FailedPrecondition(
-        f"{where}: access denied by the object store; check AWS_ACCESS_KEY_ID, "
-        "AWS_SECRET_ACCESS_KEY and the bucket's policy"
-    ) from exc
-
-
-def _failed(where: str, exc: Exception) -> NoReturn:
-    text = str(exc)
-    if "NoSuchBucket" in text:
-        raise FailedPrecondition(f"{where}: the bucket does not exist") from exc
-    if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNot")):
-        _refused(where, exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    raise Unavailable(f"{where}: the object store did not answer as expected: {first}") from exc
