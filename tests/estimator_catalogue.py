@@ -223,8 +223,8 @@ CATALOGUE: list[Entry] = [
     ),
     Entry("knn-regressor", KNN, REGRESSION, _pipe(StandardScaler, KNeighborsRegressor)),
     # trees
-    Entry("decision-tree", TREE, CLASSIFICATION, _TREE_C, retrain=True),
-    Entry("decision-tree-regressor", TREE, REGRESSION, _TREE_R),
+    Entry("decision-tree", TREE, CLASSIFICATION, _TREE_C, nan=True, retrain=True),
+    Entry("decision-tree-regressor", TREE, REGRESSION, _TREE_R, nan=True),
     Entry("extra-tree", TREE, CLASSIFICATION, _rs(ExtraTreeClassifier, max_depth=6)),
     Entry("extra-tree-regressor", TREE, REGRESSION, _rs(ExtraTreeRegressor, max_depth=6)),
     # forests
@@ -233,6 +233,7 @@ CATALOGUE: list[Entry] = [
         FOREST,
         CLASSIFICATION,
         _rs(RandomForestClassifier, n_estimators=15),
+        nan=True,
         retrain=True,
     ),
     Entry(
@@ -240,6 +241,7 @@ CATALOGUE: list[Entry] = [
         FOREST,
         REGRESSION,
         _rs(RandomForestRegressor, n_estimators=15),
+        nan=True,
     ),
     Entry("extra-trees", FOREST, CLASSIFICATION, _rs(ExtraTreesClassifier, n_estimators=15)),
     Entry("extra-trees-regressor", FOREST, REGRESSION, _rs(ExtraTreesRegressor, n_estimators=15)),
