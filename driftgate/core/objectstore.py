@@ -76,6 +76,8 @@ SERVING_FILES = ("model.onnx", "model.json", "reference.json")
 _FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _VERSION_PREFIX = re.compile(r"0|[1-9][0-9]{0,17}")
 _MAX_CLAIMS = 1000
+#: seconds for which a model's listing stands for its deployment.json (a scan reads both)
+LISTING_FRESH = 1.0
 #: seconds a prefix may stay without its marker before it counts as abandoned ...
 ABANDONED_AFTER = 120.0
 #: ... after which its marker is looked up only this often
@@ -112,7 +114,8 @@ class ObjectRepository(Repository):
         self._lock = threading.Lock()
         self._download_lock = threading.Lock()
         self._complete: dict[str, dict[int, Signature]] = {}  # model -> version -> marker's
-        self._listed_etag: dict[str, str | None] = {}  # deployment.json's ETag when listed
+        #: deployment.json's ETag (None: absent) and when the model was listed (monotonic)
+        self._listed_etag: dict[str, tuple[str | None, float]] = {}
         self._deployments: dict[str, tuple[str, dict[str, Any]]] = {}  # ETag, parsed
         self._markers: dict[tuple[str, int], dict[str, str]] = {}  # immutable once written
         self._verified: set[tuple[str, int, str]] = set()  # cached files checked this run
@@ -141,7 +144,7 @@ class ObjectRepository(Repository):
                 del known[gone]
                 self._markers.pop((model, gone), None)
                 self._verified = {v for v in self._verified if v[:2] != (model, gone)}
-            self._listed_etag[model] = etag
+            self._listed_etag[model] = (etag, time.monotonic())
             pending = self._due(model, prefixes - set(known))
         for version in pending:
             marker = self._head(f"{model}/{version}/{MARKER}")
@@ -259,11 +262,16 @@ class ObjectRepository(Repository):
     # -- deployment.json: compare-and-swap on its ETag ----------------------------------
 
     def deployment(self, model: str) -> dict[str, Any] | None:
+        """deployment.json; a scan's listing of a moment ago saves the request when it shows
+        the file absent or with the ETag of the copy held."""
         with self._lock:
             cached = self._deployments.get(model)
-            listed = self._listed_etag.get(model, "")
-        if cached is not None and listed == cached[0]:
-            return copy.deepcopy(cached[1])  # unchanged since the last listing: no request
+            etag, listed_at = self._listed_etag.get(model, ("", -LISTING_FRESH))
+        if time.monotonic() - listed_at < LISTING_FRESH:
+            if etag is None:
+                return None
+            if cached is not None and etag == cached[0]:
+                return copy.deepcopy(cached[1])
         return self.read_deployment(model)[0]
 
     def read_deployment(self, model: str) -> tuple[dict[str, Any] | None, str | None]:
