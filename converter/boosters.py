@@ -85,8 +85,20 @@ def register_for(estimator: Any) -> None:
     for library in sorted(libraries_of(estimator)):
         with _LOCK:
             if library not in _REGISTERED:
-                _REGISTRARS[library]()
+                _register(library)
                 _REGISTERED.add(library)
+
+
+def _register(library: str) -> None:
+    try:
+        _REGISTRARS[library]()
+    except ImportError as exc:  # onnxmltools (or the library's ONNX part) is not installed
+        from driftgate.converter.support import UnsupportedEstimator
+
+        raise UnsupportedEstimator(
+            f"converting a {library} model needs {exc.name or 'a package'} ({exc}): "
+            f"pip install 'driftgate[{library}]'"
+        ) from exc
 
 
 def _register_xgboost() -> None:

@@ -177,3 +177,20 @@ def test_a_scikit_learn_model_converts_without_importing_any_booster(tmp_path: P
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not installed("xgboost"), reason="xgboost absent")
+def test_without_onnxmltools_an_xgboost_model_is_refused_with_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftgate.converter import UnsupportedEstimator, boosters
+
+    fitted, x, y = _fitted(BoosterCase("xgboost", CLASSIFICATION, False), rows=200)
+    monkeypatch.setattr(boosters, "_REGISTERED", set())
+    # A None entry makes every import of the package raise ImportError, as if absent.
+    for name in [m for m in sys.modules if m.split(".")[0] == "onnxmltools"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "onnxmltools", None)
+    with pytest.raises(UnsupportedEstimator, match=r"pip install 'driftgate\[xgboost\]'"):
+        convert(fitted, x, "m", tmp_path, labels=y)
+    assert not (tmp_path / "m").exists()
