@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -352,6 +353,8 @@ class ObjectRepository(Repository):
             files = {}
             for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 relative = path.relative_to(tmp).as_posix()
+                if not all(_FILE_PART.fullmatch(part) for part in relative.split("/")):
+                    raise InvalidInput(f"a version may not hold a file named {relative!r}")
                 data = path.read_bytes()
                 files[relative] = hashlib.sha256(data).hexdigest()
                 key = f"{model}/{version}/{relative}"
@@ -360,7 +363,19 @@ class ObjectRepository(Repository):
             marker = {"version": version, "files": files, "written_at": written}
             key = f"{model}/{version}/{MARKER}"
             self._call(key, put, self._store, key, _json_bytes(marker), "create")
+            self._keep(model, version, tmp, files)
         return version
+
+    def _keep(self, model: str, version: int, tmp: Path, files: dict[str, str]) -> None:
+        """The files just uploaded become the cached copy: the writer reads them next."""
+        with self._download_lock:
+            for name in files:
+                target = self.root / model / str(version) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(tmp / name, target)
+                self._verified.add((model, version, name))
+            with self._lock:
+                self._markers[(model, version)] = dict(files)
 
     def _claim(self, model: str) -> int:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
