@@ -417,7 +417,11 @@ class ObjectRepository(Repository):
     # -- quarantine markers, shared by every replica -------------------------------------
 
     def quarantine(self, model: str, version: int, reason: str) -> None:
-        record = {"reason": reason, "sha256": self._model_sha256(model, version)}
+        record = {
+            "reason": reason,
+            "sha256": self._model_sha256(model, version),
+            "time": time.time(),
+        }
         key = f"{model}/quarantine/{_validate_version(version)}.json"
         self._call(key, put, self._store, key, _json_bytes(record), "overwrite")
 
