@@ -38,7 +38,7 @@ from driftgate.core.profile import (
     category_text,
     numeric_counts,
 )
-from driftgate.core.text import TextAnalyzer, text_values
+from driftgate.core.text import TextAnalyzer, document_terms, text_values
 from driftgate.gateway.dataplane.record import LATENCY_BUCKETS, VersionRecord
 
 __all__ = [
@@ -390,8 +390,9 @@ class VersionCollector:
         labels = np.concatenate([np.asarray(p) for p in pending.labels])
         counts = self._empty()
         counts.rows = len(labels)
+        terms: _Terms = {}
         for index, feature in enumerate(self.features):
-            _count_feature(counts, index, feature, columns[feature.input])
+            _count_feature(counts, index, feature, columns[feature.input], terms)
         self._count_predictions(counts, labels)
         return counts, self._records(pending, sizes, columns, labels)
 
@@ -517,13 +518,24 @@ def _column(matrix: np.ndarray, index: np.ndarray, column: int) -> np.ndarray:
     return part
 
 
+#: a batch's terms of each text column (input, column), made once for its measures
+_Terms = dict[tuple[str, int], list[list[str]]]
+
+
 def _count_feature(
-    counts: VersionCounts, index: int, feature: _Feature, matrix: np.ndarray
+    counts: VersionCounts, index: int, feature: _Feature, matrix: np.ndarray, terms: _Terms
 ) -> None:
     values = matrix[:, feature.column] if matrix.ndim == 2 else matrix
     if feature.derived is not None:
         # Documents of a text column, measured as the profile did (tokens, chars, oov).
-        values = text_values(feature.derived, _needed(feature), values.tolist())
+        documents = values.tolist()
+        made = None
+        if feature.derived != "chars":
+            key = (feature.input, feature.column)
+            if key not in terms:
+                terms[key] = document_terms(_needed(feature), documents)
+            made = terms[key]
+        values = text_values(feature.derived, _needed(feature), documents, made)
     if feature.numeric:
         assert feature.edges is not None
         binned = numeric_counts(feature.edges, values, feature.dtype)

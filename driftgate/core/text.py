@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KINDS", "MAX_TEXT_CHARS", "TextAnalyzer", "text_values"]
+__all__ = ["KINDS", "MAX_TEXT_CHARS", "TextAnalyzer", "document_terms", "text_values"]
 
 #: the per-document measures, in profile order
 KINDS = ("tokens", "chars", "oov")
@@ -110,20 +110,30 @@ def _document(value: Any) -> str:
     return value if type(value) is str else ("" if value is None else str(value))
 
 
+def document_terms(analyzer: TextAnalyzer, documents: Iterable[Any]) -> list[list[str]]:
+    """Each document's terms, to measure several kinds of one column from one analysis (the
+    terms depend on the analyzer's settings, not on its vocabulary)."""
+    return [analyzer.terms(_document(d)) for d in documents]
+
+
 def text_values(
-    kind: str, analyzer: TextAnalyzer, documents: Iterable[Any]
+    kind: str,
+    analyzer: TextAnalyzer,
+    documents: Iterable[Any],
+    terms: Sequence[list[str]] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """One ``kind`` measure (``KINDS``) per document, as served (see the module docstring)."""
+    """One ``kind`` measure (``KINDS``) per document, as served (see the module docstring);
+    ``terms``: the documents' ``document_terms``, when already made."""
     docs = [_document(d) for d in documents]
     if kind == "chars":
         return np.fromiter((len(d) for d in docs), dtype=np.float64, count=len(docs))
-    counts = np.empty(len(docs), dtype=np.float64)
+    if terms is None:
+        terms = document_terms(analyzer, docs)
+    counts = np.fromiter((len(t) for t in terms), dtype=np.float64, count=len(docs))
     unknown = np.zeros(len(docs), dtype=np.float64)
-    for i, doc in enumerate(docs):
-        terms = analyzer.terms(doc)
-        counts[i] = len(terms)
-        if kind == "oov" and terms:
-            unknown[i] = sum(not analyzer.known(t) for t in terms)
+    if kind == "oov":
+        for i, made in enumerate(terms):
+            unknown[i] = sum(not analyzer.known(t) for t in made)
     if kind == "tokens":
         return counts
     if kind != "oov":
