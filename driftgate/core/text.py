@@ -21,9 +21,9 @@ the served ones):
   ``max_features`` pruning are taken as fitted.
 
 Each document is analyzed up to ``MAX_TEXT_CHARS`` characters on both sides (a longer one
-counts its full length in ``chars``), so the gateway's bulk count of a document costs at most
-about 1.5 ms (measured: 10 to 14 us per measure for a 40-character review, 180 to 220 us for
-a 1,500-character document; ``chars`` 0.3 us).
+counts its full length in ``chars``), so the gateway's bulk count of a document is bounded
+(``benchmarks/text_statistics.py``: 6.5 us for the three measures of a document of 4 to 15
+words, 140 us for one of 150 to 600 words).
 """
 
 from __future__ import annotations
