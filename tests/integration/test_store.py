@@ -614,7 +614,7 @@ def test_a_store_of_schema_3_gets_aggregates_of_its_records(url: str) -> None:
     store.close()
     migrated = Store(url)
     try:
-        assert migrated.schema_version == len(MIGRATIONS) == 5
+        assert migrated.schema_version == len(MIGRATIONS) == 6
         figures = accuracy_from(migrated.accuracy_totals("churn", 1, None, None), "classification")
         assert (figures.prediction_count, figures.label_count) == (6, 3)
         _same(figures, expected)
