@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from driftgate.client._base import AsyncClient, Client
 from driftgate.client._call import Call, from_timestamp
-from driftgate.client._channel import AsyncConnection, Connection
 from driftgate.core._proto.driftgate.control.v1 import control_pb2 as pb
 from driftgate.core._proto.driftgate.control.v1 import control_pb2_grpc as pb_grpc
-from driftgate.core.tls import ClientTLS
 
 __all__ = ["AsyncControl", "Control", "Deployment", "HistoryEntry", "ModelStatus", "VersionStatus"]
 
-T = TypeVar("T")
 _ROLES = {1: "stable", 2: "canary", 3: "shadow", 4: "standby"}
 
 
@@ -187,28 +184,12 @@ class _Calls:
         return Call("GetHistory", request, lambda r: [_entry(e) for e in r.entries])
 
 
-class Control:
+class Control(Client):
     """A gateway's Control service, blocking calls. ``timeout`` is the default of every
     call, in seconds; ``token``/``token_file`` the control token (a file is re-read when it
     changes); ``tls`` the CA (and client certificate) to reach a TLS gateway."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8001",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = Connection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.ControlStub(self._connection.channel)
-
-    def _run(self, call: Call[T]) -> T:
-        method = getattr(self._stub, call.method)
-        return call.parse(self._connection.call(method, call.request, call.timeout))
+    _stub_class = pb_grpc.ControlStub
 
     def deploy(
         self,
@@ -268,36 +249,11 @@ class Control:
         """The deployment's changes, newest first."""
         return self._run(_Calls.history(model, limit))
 
-    def close(self) -> None:
-        self._connection.close()
 
-    def __enter__(self) -> Control:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncControl:
+class AsyncControl(AsyncClient):
     """``Control`` for asyncio: the same calls, awaited. Make it inside the running loop."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8001",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = AsyncConnection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.ControlStub(self._connection.channel)
-
-    async def _run(self, call: Call[T]) -> T:
-        method = getattr(self._stub, call.method)
-        return call.parse(await self._connection.call(method, call.request, call.timeout))
+    _stub_class = pb_grpc.ControlStub
 
     async def deploy(
         self,
@@ -350,12 +306,3 @@ class AsyncControl:
 
     async def history(self, model: str, limit: int = 20) -> list[HistoryEntry]:
         return await self._run(_Calls.history(model, limit))
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def __aenter__(self) -> AsyncControl:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from driftgate.client._channel import AsyncConnection, Connection
+from driftgate.client._base import AsyncClient, Client
 from driftgate.client._tensors import Inputs, TensorSpec, decode_outputs, encode_inputs
 from driftgate.client.labels import Label, LabelReceipt, LabelValue, label_requests, receipt
 from driftgate.core._proto.driftgate.feedback.v1 import feedback_pb2_grpc as fb_grpc
 from driftgate.core._proto.inference import grpc_service_pb2 as pb
 from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from driftgate.core.tls import ClientTLS
 
 __all__ = ["AsyncGateway", "Gateway", "ModelMetadata", "Prediction"]
 
@@ -97,26 +95,17 @@ def _prediction(response: Any) -> Prediction:
     )
 
 
-class Gateway:
+class Gateway(Client):
     """A gateway's inference and feedback services, blocking calls.
 
     ``timeout`` is every call's default, in seconds; ``token``/``token_file`` the ingest
     token sent with labels; ``tls`` the CA (and client certificate) of a TLS gateway."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8001",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = Connection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._connection.channel)
-        self._feedback = fb_grpc.FeedbackStub(self._connection.channel)
+    _stub_class = pb_grpc.GRPCInferenceServiceStub
+
+    def _open(self, channel: Any) -> None:
+        super()._open(channel)
+        self._feedback = fb_grpc.FeedbackStub(channel)
         self._metadata: dict[tuple[str, str], ModelMetadata] = {}
 
     def metadata(self, model: str, version: str | int | None = None) -> ModelMetadata:
@@ -161,33 +150,15 @@ class Gateway:
             answer = self._connection.call(self._stub.ModelReady, request, None)
         return bool(answer.ready)
 
-    def close(self) -> None:
-        self._connection.close()
 
-    def __enter__(self) -> Gateway:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncGateway:
+class AsyncGateway(AsyncClient):
     """``Gateway`` for asyncio: the same calls, awaited. Make it inside the running loop."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8001",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = AsyncConnection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._connection.channel)
-        self._feedback = fb_grpc.FeedbackStub(self._connection.channel)
+    _stub_class = pb_grpc.GRPCInferenceServiceStub
+
+    def _open(self, channel: Any) -> None:
+        super()._open(channel)
+        self._feedback = fb_grpc.FeedbackStub(channel)
         self._metadata: dict[tuple[str, str], ModelMetadata] = {}
 
     async def metadata(self, model: str, version: str | int | None = None) -> ModelMetadata:
@@ -227,12 +198,3 @@ class AsyncGateway:
             request = pb.ModelReadyRequest(name=model, version=str(version or ""))
             answer = await self._connection.call(self._stub.ModelReady, request, None)
         return bool(answer.ready)
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def __aenter__(self) -> AsyncGateway:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

@@ -23,15 +23,13 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from driftgate.client._base import AsyncClient, Client
 from driftgate.client._call import Call, from_timestamp
-from driftgate.client._channel import AsyncConnection, Connection
 from driftgate.client.labels import Label, LabelReceipt, LabelValue, label_requests, receipt
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as pb
 from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from driftgate.core.tls import ClientTLS
 
 __all__ = [
     "RETRAIN_OUTCOMES",
@@ -44,7 +42,6 @@ __all__ = [
     "RetrainQueued",
 ]
 
-T = TypeVar("T")
 Window = float | dt.timedelta | None
 #: the event kinds that end a retrain
 RETRAIN_OUTCOMES = frozenset({"retrain_succeeded", "retrain_failed", "retrain_rejected"})
@@ -203,27 +200,12 @@ def _new(events: list[Event], after: int) -> list[Event]:
     return sorted((e for e in events if e.id > after), key=lambda e: e.id)
 
 
-class Monitor:
+class Monitor(Client):
     """The monitor's queries and retraining, blocking calls. ``token``/``token_file``: the
     control token for ``retrain`` (or the ingest token, for ``send_labels``)."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8003",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = Connection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.MonitorStub(self._connection.channel)
-
-    def _run(self, call: Call[T]) -> T:
-        method = getattr(self._stub, call.method)
-        return call.parse(self._connection.call(method, call.request, call.timeout))
+    DEFAULT_ADDRESS = "localhost:8003"
+    _stub_class = pb_grpc.MonitorStub
 
     def drift(self, model: str, *, version: int | None = None, window: Window = None) -> Drift:
         """Drift of ``model`` (its stable version unless ``version``) over ``window``."""
@@ -277,36 +259,12 @@ class Monitor:
             total += receipt(self._connection.call(self._stub.SendLabels, request, None))
         return total
 
-    def close(self) -> None:
-        self._connection.close()
 
-    def __enter__(self) -> Monitor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncMonitor:
+class AsyncMonitor(AsyncClient):
     """``Monitor`` for asyncio: the same calls, awaited. Make it inside the running loop."""
 
-    def __init__(
-        self,
-        address: str = "localhost:8003",
-        *,
-        tls: ClientTLS | None = None,
-        token: str | None = None,
-        token_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self._connection = AsyncConnection(
-            address, tls=tls, token=token, token_file=token_file, timeout=timeout
-        )
-        self._stub = pb_grpc.MonitorStub(self._connection.channel)
-
-    async def _run(self, call: Call[T]) -> T:
-        method = getattr(self._stub, call.method)
-        return call.parse(await self._connection.call(method, call.request, call.timeout))
+    DEFAULT_ADDRESS = "localhost:8003"
+    _stub_class = pb_grpc.MonitorStub
 
     async def drift(
         self, model: str, *, version: int | None = None, window: Window = None
@@ -352,12 +310,3 @@ class AsyncMonitor:
             answer = await self._connection.call(self._stub.SendLabels, request, None)
             total += receipt(answer)
         return total
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def __aenter__(self) -> AsyncMonitor:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
