@@ -92,6 +92,7 @@ _SHARED_CACHE: dict[tuple[Any, ...], float] = {}
 policy's testers pay once); keyed with the tester's seed and trials; a float per entry."""
 
 __all__ = [
+    "rate_rise",
     "CategoryShift",
     "DatasetDrift",
     "DriftTester",
@@ -292,12 +293,37 @@ class QualityDrift:
             "test": self.test,
             "rate": self.rate,
             "reference_rate": self.reference_rate,
+            "count": self.window,
             "rows": self.rows,
+            "reference_count": self.reference,
             "reference_rows": self.reference_rows,
             "p_value": self.p_value,
             "alpha": self.alpha,
             "floor": self.floor,
+            "verdict": self.verdict.name.lower(),
         }
+
+
+def rate_rise(
+    kind: str,
+    window: tuple[int, int],
+    reference: tuple[int, int],
+    alpha: float,
+    floor: float,
+    min_rows: int,
+) -> QualityDrift:
+    """Whether ``kind``'s rate in ``window`` (count, rows) rose above ``reference``'s:
+    Fisher's exact test, one-sided (``quality.rise_p_value``), at ``alpha``, DRIFT only for
+    a rise above ``floor``; INSUFFICIENT_DATA under ``min_rows`` rows or without reference."""
+    (x, n), (x_ref, n_ref) = window, reference
+    if n < min_rows or n_ref == 0:
+        return QualityDrift(
+            kind, x, n, x_ref, n_ref, math.nan, alpha, floor, Verdict.INSUFFICIENT_DATA
+        )
+    p = rise_p_value(x, n, x_ref, n_ref)
+    drifted = p < alpha and x / n - x_ref / n_ref > floor
+    verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
+    return QualityDrift(kind, x, n, x_ref, n_ref, p, alpha, floor, verdict)
 
 
 @dataclass(frozen=True)
@@ -610,22 +636,17 @@ class DriftTester:
     ) -> tuple[QualityDrift, ...]:
         """Each data-quality kind of one feature, at ``alpha`` each."""
         t = self.thresholds
-        out = []
-        for kind in KINDS:
-            x, x_ref = window.count(kind), reference.count(kind)
-            if window.rows < t.min_rows or reference.rows == 0:
-                p, verdict = math.nan, Verdict.INSUFFICIENT_DATA
-            else:
-                p = rise_p_value(x, window.rows, x_ref, reference.rows)
-                rise = x / window.rows - x_ref / reference.rows
-                drifted = p < alpha and rise > t.quality_floor
-                verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
-            out.append(
-                QualityDrift(
-                    kind, x, window.rows, x_ref, reference.rows, p, alpha, t.quality_floor, verdict
-                )
+        return tuple(
+            rate_rise(
+                kind,
+                (window.count(kind), window.rows),
+                (reference.count(kind), reference.rows),
+                alpha,
+                t.quality_floor,
+                t.min_rows,
             )
-        return tuple(out)
+            for kind in KINDS
+        )
 
     def _test_feature(
         self,

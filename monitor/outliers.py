@@ -17,13 +17,9 @@ than ``min_rows`` rows is INSUFFICIENT_DATA.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from driftgate.monitor.drift import Verdict
-from driftgate.monitor.quality import rise_p_value
+from driftgate.monitor.drift import QualityDrift, rate_rise
 
 __all__ = ["OUTLIER_LABEL", "OutlierRate", "outlier_count", "outlier_rate_verdict"]
 
@@ -31,43 +27,8 @@ OUTLIER_LABEL = "-1"
 """The label scikit-learn's outlier detectors give an outlier (the profile's category)."""
 
 
-@dataclass(frozen=True)
-class OutlierRate:
-    """The outlier rate of a window against the reference's, and the test's verdict."""
-
-    window: int  # outliers in the window
-    rows: int  # rows of the window
-    reference: int  # outliers among the training rows
-    reference_rows: int
-    p_value: float
-    alpha: float
-    floor: float
-    verdict: Verdict
-    test: str = "fisher_exact_rise"
-
-    @property
-    def rate(self) -> float:
-        return self.window / self.rows if self.rows else math.nan
-
-    @property
-    def reference_rate(self) -> float:
-        return self.reference / self.reference_rows if self.reference_rows else math.nan
-
-    def figures(self) -> dict[str, Any]:
-        """The test, its statistic and sample sizes, as an event records them."""
-        return {
-            "test": self.test,
-            "rate": self.rate,
-            "reference_rate": self.reference_rate,
-            "outliers": self.window,
-            "rows": self.rows,
-            "reference_outliers": self.reference,
-            "reference_rows": self.reference_rows,
-            "p_value": self.p_value,
-            "alpha": self.alpha,
-            "floor": self.floor,
-            "verdict": self.verdict.name.lower(),
-        }
+OutlierRate = QualityDrift
+"""The outlier rate's verdict: the data-quality rate test, of kind ``"outlier"``."""
 
 
 def outlier_count(categories: Sequence[str], counts: Sequence[int] | Mapping[int, int]) -> int:
@@ -89,10 +50,4 @@ def outlier_rate_verdict(
     min_rows: int = 100,
 ) -> OutlierRate:
     """The verdict on ``window`` (outliers, rows) against ``reference`` (outliers, rows)."""
-    (x, n), (x_ref, n_ref) = window, reference
-    if n < min_rows or n_ref == 0:
-        return OutlierRate(x, n, x_ref, n_ref, math.nan, alpha, floor, Verdict.INSUFFICIENT_DATA)
-    p = rise_p_value(x, n, x_ref, n_ref)
-    drifted = p < alpha and x / n - x_ref / n_ref > floor
-    verdict = Verdict.DRIFT if drifted else Verdict.NO_DRIFT
-    return OutlierRate(x, n, x_ref, n_ref, p, alpha, floor, verdict)
+    return rate_rise("outlier", window, reference, alpha, floor, min_rows)
