@@ -254,7 +254,9 @@ top_histograms = sa.Table(
     sa.Column("top_sum", sa.Float, nullable=False),
 )
 # The same per predicted class (migration 6), for the expected confusion matrix: the
-# record's prediction as the confusion table keys it.
+# record's prediction as the confusion table keys it. Since migration 6 the live path writes
+# only this table; the overall histogram is its sum over the classes (top_histograms stays
+# for the migrations that made it, and is pruned with the rest).
 class_histograms = sa.Table(
     "class_histograms",
     metadata,
@@ -967,14 +969,6 @@ class Store:
             }
             lags = window(g, g.c.bin, sa.func.sum(g.c.count)).group_by(g.c.bin)
             totals.lags = {int(b): int(n) for b, n in connection.execute(lags)}
-            h = top_histograms
-            tops = window(
-                h, h.c.labelled, h.c.bin, sa.func.sum(h.c.count), sa.func.sum(h.c.top_sum)
-            ).group_by(h.c.labelled, h.c.bin)
-            totals.top_bins = {
-                (bool(flag), int(b)): (int(n), float(x))
-                for flag, b, n, x in connection.execute(tops)
-            }
             k = class_histograms
             columns = (k.c.labelled, k.c.predicted, k.c.bin)
             by_class = window(k, *columns, sa.func.sum(k.c.count), sa.func.sum(k.c.top_sum))
@@ -982,6 +976,11 @@ class Store:
                 (bool(flag), str(p), int(b)): (int(n), float(x))
                 for flag, p, b, n, x in connection.execute(by_class.group_by(*columns))
             }
+            # The overall histogram is the classes' summed (migration 6 backfilled them from
+            # the same records as migration 5's table, which the live path no longer writes).
+            for (flag, _, b), (n, x) in totals.class_bins.items():
+                n0, x0 = totals.top_bins.get((flag, b), (0, 0.0))
+                totals.top_bins[flag, b] = (n0 + n, x0 + x)
         return totals
 
     def _accuracy_ranges(
@@ -1268,9 +1267,9 @@ class _Sums:
     and a label add is ``monitor.accuracy``'s ``record_top`` and ``label_terms``.
     """
 
-    def __init__(self, bucket_seconds: int, histograms: bool = True, classes: bool = True) -> None:
+    def __init__(self, bucket_seconds: int, histograms: bool = False, classes: bool = True) -> None:
         self.bucket_seconds = bucket_seconds
-        self.histograms = histograms  # False: migration 4, before top_histograms exists
+        self.histograms = histograms  # top_histograms: migration 5's backfill only
         self.classes = classes  # False: migrations 4 and 5, before class_histograms exists
         self.sums: dict[tuple[str, int, bool, int], dict[str, float]] = {}
         self.confusion: dict[tuple[str, int, bool, int, str, str], int] = {}

@@ -150,7 +150,7 @@ def test_migration_5_backfills_the_histograms_of_stored_records(url: str) -> Non
         # Records and labels after the migration add to the backfilled histograms.
         _traffic(migrated, 300, seed=3)
         _assert_same_as_records(migrated)
-        assert migrated.table_rows()["top_histograms"] > 0
+        assert migrated.table_rows()["class_histograms"] > 0
         reopened = Store(url)  # migrates nothing again
         assert _estimates(reopened, None, None) == _estimates(migrated, None, None)
         reopened.close()

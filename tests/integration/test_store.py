@@ -605,7 +605,7 @@ def test_a_store_of_schema_3_gets_aggregates_of_its_records(url: str) -> None:
     with store.engine.begin() as connection:  # back to schema 3: its tables, its indexes
         for name in (
             "version_tasks", "accuracy_sums", "confusion", "label_losses", "label_lags",
-            "top_histograms",
+            "top_histograms", "class_histograms",
         ):  # fmt: skip
             connection.execute(sa.text(f"DROP TABLE {name}"))
         for index in ("bin_counts_window", "traffic_bucket", "latency_bucket", "reports_received"):
