@@ -978,9 +978,9 @@ class Store:
             }
             # The overall histogram is the classes' summed (migration 6 backfilled them from
             # the same records as migration 5's table, which the live path no longer writes).
-            for (flag, _, b), (n, x) in totals.class_bins.items():
-                n0, x0 = totals.top_bins.get((flag, b), (0, 0.0))
-                totals.top_bins[flag, b] = (n0 + n, x0 + x)
+            for (flag, _, b), (n, summed) in totals.class_bins.items():
+                n0, summed0 = totals.top_bins.get((flag, b), (0, 0.0))
+                totals.top_bins[flag, b] = (n0 + n, summed0 + summed)
         return totals
 
     def _accuracy_ranges(
