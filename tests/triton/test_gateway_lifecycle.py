@@ -33,20 +33,27 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
     repo = tmp_path / "repository"
     write_version(repo, "slow", 1, slow_identity_model())
     gateway = start_gateway(repo, tmp_path, "--grace", str(GRACE))
-    rows = [np.full((256, SLOW_WIDTH), i, dtype=np.float32) for i in range(8)]
+    rows = [np.full((512, SLOW_WIDTH), i, dtype=np.float32) for i in range(8)]
 
-    def queue_depth() -> float:
-        depth = sample(
-            scrape(gateway.metrics_port), "driftgate_queue_depth", model="slow", version="1"
+    def all_arrived_some_in_flight() -> bool:
+        # every request reached the gateway (answered or not) and some are still being answered
+        samples = scrape(gateway.metrics_port)
+        labels = {"model": "slow", "version": "1"}
+        in_flight = sample(samples, "driftgate_inference_in_flight", **labels) or 0
+        answered = sum(
+            value
+            for name, found, value in samples
+            if name == "driftgate_inference_requests_total" and labels.items() <= found.items()
         )
-        return depth or 0.0
+        return in_flight > 0 and in_flight + answered >= len(rows)
 
     async def main() -> tuple[list, int]:
         triton = aioclient.InferenceServerClient(gateway.address)
         try:
             calls = [asyncio.ensure_future(triton.infer("slow", inputs(x))) for x in rows]
-            # requests are waiting in the batching queue: they are in flight
-            await asyncio.to_thread(wait_until, queue_depth, 10.0, "a queued request")
+            await asyncio.to_thread(
+                wait_until, all_arrived_some_in_flight, 10.0, "every request in flight"
+            )
             gateway.process.send_signal(signal.SIGTERM)
             assert not all(call.done() for call in calls)
             results = await asyncio.gather(*calls, return_exceptions=True)
