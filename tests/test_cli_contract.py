@@ -38,6 +38,7 @@ CLIENT_COMMANDS = {
     "accuracy": (["m", "--window", "1h"], "monitor"),
     "events": ([], "monitor"),
     "retrain": (["m"], "monitor"),
+    "report": (["m", "--out", "report.html"], "monitor"),
     "health": ([], "gateway"),
 }
 # A bad argument of each command, and what the message names.
@@ -53,6 +54,7 @@ BAD_ARGUMENTS = {
     "accuracy": (["m", "--version", "latest"], "--version"),
     "events": (["--limit", "x"], "--limit"),
     "retrain": (["m", "--token-file", "/nonexistent/token"], "--token-file"),
+    "report": (["m", "--out", "-", "--json"], "would share standard output"),
     "health": (["--gateway", "a:1", "--monitor", "b:2"], "not allowed with"),
     "convert": (["m", "--estimator", "e.joblib"], "--data"),
     "serve": (["--max-queue-size", "0"], "--max-queue-size must be at least 1"),
