@@ -7,7 +7,7 @@ from pathlib import Path
 
 from driftgate.core.security import ServerSecurity
 from driftgate.core.tls import ClientTLS
-from driftgate.monitor.drift import DriftThresholds
+from driftgate.monitor.thresholds import DriftThresholds
 
 __all__ = ["MonitorSettings", "label_window"]
 
