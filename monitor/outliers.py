@@ -18,10 +18,21 @@ than ``min_rows`` rows is INSUFFICIENT_DATA.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from driftgate.monitor.drift import QualityDrift, rate_rise
+from driftgate.monitor.drift import DatasetDrift, QualityDrift, Verdict, rate_rise
 
-__all__ = ["OUTLIER_LABEL", "OutlierRate", "outlier_count", "outlier_rate_verdict"]
+__all__ = [
+    "OUTLIER_KIND",
+    "OUTLIER_LABEL",
+    "OutlierRate",
+    "outlier_count",
+    "outlier_rate_verdict",
+    "with_outlier_rate",
+]
+
+OUTLIER_KIND = "outlier"
+"""The kind of the outlier rate's test among the prediction's data-quality tests."""
 
 OUTLIER_LABEL = "-1"
 """The label scikit-learn's outlier detectors give an outlier (the profile's category)."""
@@ -50,4 +61,25 @@ def outlier_rate_verdict(
     min_rows: int = 100,
 ) -> OutlierRate:
     """The verdict on ``window`` (outliers, rows) against ``reference`` (outliers, rows)."""
-    return rate_rise("outlier", window, reference, alpha, floor, min_rows)
+    return rate_rise(OUTLIER_KIND, window, reference, alpha, floor, min_rows)
+
+
+def with_outlier_rate(result: DatasetDrift, rate: OutlierRate) -> DatasetDrift:
+    """``result`` with the outlier rate as a data-quality test of the prediction, so every
+    reader of drift (GetDrift, ``driftgate drift``, the report, the prediction alarm) sees
+    it: the prediction is DRIFT when its distribution test or the outlier rate says so."""
+    prediction = result.prediction
+    if prediction is None:
+        return result
+    verdict = prediction.verdict
+    if rate.verdict == Verdict.DRIFT:
+        verdict = Verdict.DRIFT
+    elif verdict == Verdict.INSUFFICIENT_DATA and rate.verdict == Verdict.NO_DRIFT:
+        verdict = Verdict.NO_DRIFT
+    tested = replace(
+        prediction,
+        verdict=verdict,
+        quality=(*prediction.quality, rate),
+        distribution=prediction.distribution_verdict,
+    )
+    return replace(result, prediction=tested)

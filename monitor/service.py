@@ -24,7 +24,13 @@ from driftgate.core.repository import validate_model_name
 from driftgate.monitor.accuracy import Accuracy, Calibration, accuracy_from
 from driftgate.monitor.drift import DatasetDrift, DriftTester, QualityCounts
 from driftgate.monitor.metrics import INVALID_MODEL, PREDICTION_FEATURE, MonitorMetrics
-from driftgate.monitor.outliers import OutlierRate, outlier_count, outlier_rate_verdict
+from driftgate.monitor.outliers import (
+    OUTLIER_KIND,
+    OutlierRate,
+    outlier_count,
+    outlier_rate_verdict,
+    with_outlier_rate,
+)
 from driftgate.monitor.settings import MonitorSettings
 from driftgate.monitor.store import (
     INF_BIN,
@@ -161,20 +167,31 @@ class Monitor:
         """``drift`` with the verdicts of ``tester`` (a policy's thresholds)."""
         profile = self.profile(model, version)
         counts = self.store.counts(model, version, window.start, window.end)
-        return tester.evaluate(*drift_inputs(profile, counts))
+        result = tester.evaluate(*drift_inputs(profile, counts))
+        outliers = self.outlier_rate(model, version, window, tester, counts)
+        return result if outliers is None else with_outlier_rate(result, outliers)
 
-    def outlier_rate(self, model: str, version: int, window: Window) -> OutlierRate | None:
+    def outlier_rate(
+        self,
+        model: str,
+        version: int,
+        window: Window,
+        tester: DriftTester | None = None,
+        counts: dict[tuple[bool, str], dict[int, int]] | None = None,
+    ) -> OutlierRate | None:
         """An outlier detector's outlier rate in ``window`` against its training rows'
-        (``monitor.outliers``); None for a version that is not an outlier detector."""
+        (``monitor.outliers``) at the thresholds of ``tester`` (the model's by default);
+        None for a version that is not an outlier detector."""
         if self._model_json(model, version).get("task") != "outlier_detection":
             return None
         bins = self.profile(model, version).prediction
         if not isinstance(bins, CategoricalBins):
             return None
-        counts = self.store.counts(model, version, window.start, window.end)
+        if counts is None:
+            counts = self.store.counts(model, version, window.start, window.end)
         stored = next((c for (p, _), c in counts.items() if p), {})
         rows = sum(c for index, c in stored.items() if index >= 0)
-        t = self.tester(model).thresholds
+        t = (tester or self.tester(model)).thresholds
         return outlier_rate_verdict(
             (outlier_count(bins.categories, stored), rows),
             (outlier_count(bins.categories, bins.counts), int(sum(bins.counts))),
@@ -243,8 +260,8 @@ class Monitor:
         with contextlib.suppress(ModelNotFound, FailedPrecondition):
             result = self.drift(model, version, Window(since, now))
             self.metrics.publish_drift(model, version, result)
-            outliers = self.outlier_rate(model, version, Window(since, now))
-            if outliers is not None:
+            tests = () if result.prediction is None else result.prediction.quality
+            for outliers in (q for q in tests if q.kind == OUTLIER_KIND):
                 self.metrics.publish_outliers(model, version, outliers)
         for seconds in (self.settings.default_window_seconds, 0.0):
             window = self.window(seconds, now)

@@ -107,6 +107,13 @@ def test_the_monitor_exports_an_outlier_detectors_rate_and_verdict(tmp_path: Pat
         verdict = "driftgate_monitor_outlier_verdict"
         assert registry.get_sample_value(verdict, {**labels, verdict: "drift"}) == 1
         assert registry.get_sample_value(verdict, {**labels, verdict: "no_drift"}) == 0
+        # GetDrift (and so `driftgate drift`, the report and the prediction alarm) carries
+        # it as a test of the prediction, with its figures.
+        drift = asyncio.run(servicer.GetDrift(pb.GetDriftRequest(model="guard", version=1), None))
+        (rate,) = [q for q in drift.prediction.quality if q.kind == "outlier"]
+        assert (rate.count, rate.rows, rate.test) == (600, 3000, "fisher_exact_rise")
+        assert rate.verdict == pb.DRIFT
+        assert drift.prediction.verdict == pb.DRIFT
     finally:
         executor.shutdown()
         store.close()
