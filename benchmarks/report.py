@@ -6,8 +6,12 @@ import json
 import math
 import sys
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import bulk as bulk_scenario
+import scaling as scaling_scenario
 
 Row = dict[str, Any]
 
@@ -30,22 +34,35 @@ def _check(name: str, value: float | None, op: str, threshold: float, detail: st
         "op": op,
         "threshold": threshold,
         "pass": passed,
-        "detail": detail if measured else detail + " (not measured)",
+        "detail": detail,
     }
 
 
 def _ratio_check(
-    name: str, a: Row | None, b: Row | None, key: str, op: str, threshold: float
+    name: str,
+    a: Row | None,
+    b: Row | None,
+    key: str,
+    op: str,
+    threshold: float,
+    required: bool = False,
 ) -> list[Row]:
-    """``a[key] / b[key]`` against the threshold, if both rows were measured."""
+    """``a[key] / b[key]`` against the threshold, if both rows were measured.
+
+    A ``required`` check (a target of the performance issue) is listed even when unmeasured,
+    so the table always shows every target; the others only when this run measured them.
+    """
     if not a or not b or a.get(key) is None or not b.get(key):
-        return []
+        return [_check(name, None, op, threshold, "")] if required else []
     unit, digits = ("ms", 3) if key.endswith("_ms") else ("req/s", 0)
+    if key.endswith("_per_request"):
+        unit = "µs/req"
     detail = f"{a[key]:.{digits}f} vs {b[key]:.{digits}f} {unit}"
     return [_check(name, a[key] / b[key], op, threshold, detail)]
 
 
 def _model_targets(rows: list[Row], model: str) -> list[Row]:
+    """The per-request targets; required for the forest with batching on (the default)."""
     checks: list[Row] = []
     floor16, floor1 = _find(rows, "floor", model, 16), _find(rows, "floor", model, 1)
     ort1 = _find(rows, "ort", model, 1)
@@ -58,56 +75,106 @@ def _model_targets(rows: list[Row], model: str) -> list[Row]:
     best = min(mlserver16, key=lambda r: r["p99_ms"], default=None)
     for config in ("driftgate-on", "driftgate-off"):
         c16, c1 = _find(rows, config, model, 16), _find(rows, config, model, 1)
-        name = f"{model} {config}"
-        checks += _ratio_check(
-            f"{name} c16 throughput / floor", c16, floor16, "throughput", ">=", 0.8
+        name, must = f"{model} {config}", model == "forest" and config == "driftgate-on"
+        check = partial(_ratio_check, required=must)
+        checks += check(
+            f"{name} c16 server CPU per request / floor",
+            c16, floor16, "server_cpu_us_per_request", "<=", 1.10,
+        )  # fmt: skip
+        checks += check(f"{name} c16 throughput / floor", c16, floor16, "throughput", ">=", 0.9)
+        checks += check(f"{name} c16 p99 / best MLServer p99", c16, best, "p99_ms", "<=", 0.7)
+        budget = {"p50_ms": floor1["p50_ms"] + ort1["p50_ms"]} if floor1 and ort1 else None
+        checks += check(
+            f"{name} c1 p50 / (floor p50 + ORT one row)", c1, budget, "p50_ms", "<=", 1.15
         )
-        checks += _ratio_check(
-            f"{name} c16 p99 / best MLServer p99", c16, best, "p99_ms", "<=", 0.7
-        )
-        if c1 and floor1 and ort1:
-            budget = {"p50_ms": floor1["p50_ms"] + ort1["p50_ms"]}
-            checks += _ratio_check(
-                f"{name} c1 p50 / (floor p50 + ORT one row)", c1, budget, "p50_ms", "<=", 1.3
-            )
     on1, off1 = _find(rows, "driftgate-on", model, 1), _find(rows, "driftgate-off", model, 1)
     checks += _ratio_check(f"{model} c1 batching on / off", on1, off1, "throughput", ">=", 0.95)
     return checks
 
 
-def targets(rows: list[Row], hotswap: Row | None) -> list[Row]:
-    """The ratios of the issue's targets that this run measured."""
-    checks = _model_targets(rows, "forest") + _model_targets(rows, "lr")
+def _monitoring_targets(rows: list[Row]) -> list[Row]:
     plain = _find(rows, "driftgate-on", "forest", 16)
-    for key, what in (("driftgate-statistics", "statistics"), ("driftgate-monitored", "records")):
-        monitored = _find(rows, key, "forest", 16)
-        checks += _ratio_check(
-            f"forest c16 monitoring ({what}) on / off", monitored, plain, "throughput", ">=", 0.95
-        )
+    records = _find(rows, "driftgate-monitored", "forest", 16)
+    statistics = _find(rows, "driftgate-statistics", "forest", 16)
+    name = "forest c16 monitoring (default records) on / off"
+    checks = _ratio_check(f"{name}, throughput", records, plain, "throughput", ">=", 0.97, True)
+    checks += _ratio_check(f"{name}, p99", records, plain, "p99_ms", "<=", 1.2, True)
+    for check in checks:  # the issue asks for three runs out of three; a table is one run
+        check["detail"] += "; one run of the three asked"
+    name = "forest c16 monitoring (statistics only) on / off"
+    checks += _ratio_check(f"{name}, throughput", statistics, plain, "throughput", ">=", 0.97)
+    checks += _ratio_check(f"{name}, p99", statistics, plain, "p99_ms", "<=", 1.2)
+    return checks
+
+
+def _heavy_targets(rows: list[Row]) -> list[Row]:
     on64, off64 = (_find(rows, f"driftgate-{b}", "heavy", 64) for b in ("on", "off"))
-    checks += _ratio_check("heavy c64 batching on / off", on64, off64, "throughput", ">=", 2.0)
-    if not hotswap or "error" in hotswap:
-        return checks
-    swaps = hotswap["swaps"]
-    checks.append(
-        _check("hot swap failed requests", hotswap["failed_requests"], "<=", 0, f"{swaps} swaps")
-    )
-    swapping = {"p99_ms": hotswap["swapping"]["p99_ms"]}
+    checks = _ratio_check("heavy c64 batching on / off", on64, off64, "throughput", ">=", 3.0, True)
+    limits = [r for r in (_find(rows, t, "heavy", 64) for t in ("floor", "ort")) if r]
+    smaller = min(limits, key=lambda r: r["throughput"]) if len(limits) == 2 else None
     checks += _ratio_check(
-        "hot swap p99 during swaps / steady", swapping, hotswap["steady"], "p99_ms", "<=", 2.0
-    )
-    if "rss_growth" in hotswap:
-        mib = f"{hotswap['rss_after_last'] / 2**20:.1f} vs {hotswap['rss_after_first'] / 2**20:.1f}"
-        checks.append(
-            _check(
-                f"hot swap RSS growth, swap 1 to swap {swaps}",
-                hotswap["rss_growth"],
-                "<=",
-                0.10,
-                f"{mib} MiB",
-            )
+        "heavy c64 batching on / min(floor, ORT 64-row calls)",
+        on64, smaller, "throughput", ">=", 0.6, True,
+    )  # fmt: skip
+    return checks
+
+
+def _bulk_targets(bulk: Row | None) -> list[Row]:
+    """Rows/s of the gateway against onnxruntime alone at the same chunk size."""
+    points = {p["rows"]: p for p in (bulk or {}).get("points", [])}
+    checks: list[Row] = []
+    for size in sorted({4096} | set(points)):
+        point = points.get(size)
+        served = point and {"throughput": point["rows_per_second"]}
+        ort = point and {"throughput": point["ort_parallel_rows_per_second"]}
+        name = f"bulk forest {size}-row requests, rows/s / ORT at the chunk size and threads"
+        checks += _ratio_check(name, served, ort, "throughput", ">=", 0.8, size == 4096)
+    for check in checks:
+        check["detail"] = check["detail"].replace("req/s", "rows/s")
+    return checks
+
+
+def _scaling_targets(scaling: Row | None) -> list[Row]:
+    points = {p["workers"]: p for p in (scaling or {}).get("points", [])}
+    name = "--workers 2 / --workers 1, perf_analyzer c32 throughput"
+    checks = _ratio_check(name, points.get(2), points.get(1), "throughput", ">=", 1.3, True)
+    if scaling and "skipped" in scaling:
+        checks[0]["detail"] = f"skipped: {scaling['skipped']}"
+    return checks
+
+
+def _hotswap_targets(hotswap: Row | None) -> list[Row]:
+    swap = hotswap if hotswap and "error" not in hotswap else {}
+    swaps = swap.get("swaps", 1000)
+    failed = swap.get("failed_requests")
+    checks = [_check("hot swap failed requests", failed, "<=", 0, f"{swaps} swaps")]
+    growth, mib = swap.get("rss_growth"), 2**20
+    detail = ""
+    if growth is not None:
+        detail = f"{swap['rss_after_last'] / mib:.1f} vs {swap['rss_after_first'] / mib:.1f} MiB"
+    name = f"hot swap RSS change from swap 1 to swap {swaps} (either way)"
+    checks.append(_check(name, None if growth is None else abs(growth), "<=", 0.05, detail))
+    if swap:
+        swapping = {"p99_ms": swap["swapping"]["p99_ms"]}
+        checks += _ratio_check(
+            "hot swap p99 during swaps / steady", swapping, swap["steady"], "p99_ms", "<=", 2.0
         )
     return checks
+
+
+def targets(
+    rows: list[Row], hotswap: Row | None, bulk: Row | None = None, scaling: Row | None = None
+) -> list[Row]:
+    """Every target of the performance issue (unmeasured ones say so), then the other ratios."""
+    return (
+        _model_targets(rows, "forest")
+        + _monitoring_targets(rows)
+        + _bulk_targets(bulk)
+        + _scaling_targets(scaling)
+        + _heavy_targets(rows)
+        + _hotswap_targets(hotswap)
+        + _model_targets(rows, "lr")
+    )
 
 
 def _ms(value: float) -> str:
@@ -153,6 +220,8 @@ def markdown(results: Row) -> str:
             )
         lines.append("")
     lines += _hotswap_markdown(results.get("hotswap"))
+    lines += bulk_scenario.markdown(results.get("bulk"))
+    lines += scaling_scenario.markdown(results.get("scaling"))
     lines += _targets_markdown(results["targets"])
     for failure in results.get("failures", []):
         lines.append(f"- **{failure['target']}** could not run: `{failure['error'][:300]}`")
@@ -202,7 +271,7 @@ def _targets_markdown(checks: list[Row]) -> list[str]:
         return []
     lines = ["## Targets", "", "| target | measured | needed | | detail |", "|---|--:|--:|---|---|"]
     for check in checks:
-        verdict = {True: "pass", False: "**FAIL**", None: "–"}[check["pass"]]
+        verdict = {True: "pass", False: "**FAIL**", None: "not measured"}[check["pass"]]
         value = "–" if check["value"] is None else f"{check['value']:.3f}"
         lines.append(
             f"| {check['target']} | {value} | {check['op']} {check['threshold']} | {verdict} "

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--concurrency 1,16,64]
         [--targets floor,ort,driftgate,mlserver] [--models lr,forest,heavy]
-        [--scenario bench|hotswap|all] [--out benchmarks/results]
+        [--scenario bench|hotswap|bulk|scaling|all] [--out benchmarks/results]
 
 The transport floor is always measured first, as the calibration of the load generator on
 this machine; see benchmarks/README.md for what each row means.
@@ -31,10 +31,12 @@ for path in (str(HERE), str(ROOT)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+import bulk  # noqa: E402
 import hotswap  # noqa: E402
 import loadgen  # noqa: E402
 import models  # noqa: E402
 import report  # noqa: E402
+import scaling  # noqa: E402
 import servers  # noqa: E402
 
 
@@ -112,14 +114,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="floor, ort, driftgate, monitored (driftgate reporting to a monitor), mlserver",
     )
     add("--models", type=names, default=list(models.MODEL_NAMES))
-    add("--scenario", choices=("bench", "hotswap", "all"), default="bench")
+    add("--scenario", choices=("bench", "hotswap", "bulk", "scaling", "all"), default="bench")
     add("--processes", type=int, default=2, help="client processes (default 2)")
     add("--mlserver-batch", default="32,0.001", help="MLServer max_batch_size,max_batch_time")
-    add("--hotswap-swaps", type=int, default=100)
+    add("--hotswap-swaps", type=int, default=1000)
     add("--hotswap-interval", type=float, default=0.5, help="seconds between swaps")
     add("--hotswap-steady", type=float, default=10.0, help="seconds of steady-state load")
     add("--hotswap-poll", type=float, default=0.25, help="the gateway's --poll-interval")
     add("--hotswap-concurrency", type=int, default=16)
+    add("--bulk-rows", type=ints, default=[1024, 4096], help="rows a bulk request (1024,4096)")
+    add("--bulk-concurrency", type=int, default=2, help="bulk requests in flight (default 2)")
+    add("--scaling-workers", type=ints, default=[1, 2], help="--workers values (1,2)")
+    add("--scaling-concurrency", type=int, default=32, help="perf_analyzer's concurrency")
     add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
     add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
@@ -203,6 +209,34 @@ def _brief(summary: dict[str, Any]) -> str:
     )
 
 
+def _run_bulk_and_scaling(
+    args: argparse.Namespace, workdir: Path, load: loadgen.LoadGenerator
+) -> dict[str, Any]:
+    """The bulk and scaling scenarios, as asked by ``--scenario``; a failure is reported."""
+    bulk_config = bulk.BulkConfig(
+        tuple(args.bulk_rows), args.bulk_concurrency, args.duration, args.warmup, "forest",
+        args.retries, args.noise,
+    )  # fmt: skip
+    scaling_config = scaling.ScalingConfig(
+        tuple(args.scaling_workers), args.scaling_concurrency, args.duration
+    )
+    scenarios: dict[str, Callable[[], dict[str, Any]]] = {
+        "bulk": lambda: bulk.run(bulk_config, workdir, load, say),
+        "scaling": lambda: scaling.run(scaling_config, workdir, say),
+    }
+    done: dict[str, Any] = {}
+    for name, start in scenarios.items():
+        if args.scenario not in (name, "all"):
+            continue
+        say(f"scenario {name}")
+        try:
+            done[name] = start()
+        except Exception as exc:
+            say(f"{name} failed: {exc}")
+            done[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return done
+
+
 def metadata(args: argparse.Namespace, mlserver: bool) -> dict[str, Any]:
     import grpc
     import onnxruntime
@@ -262,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 say(f"hot swap failed: {exc}")
                 swap = {"error": f"{type(exc).__name__}: {exc}"}
+        extra = _run_bulk_and_scaling(args, workdir, load)
     results = {
         "meta": metadata(args, any(r["target"].startswith("mlserver") for r in rows)),
         "models": {n: models.DESCRIPTIONS[n] for n in infos or args.models},
@@ -269,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "hotswap": swap,
         "failures": failures,
-    }
-    results["targets"] = report.targets(rows, swap)
+    } | extra
+    results["targets"] = report.targets(rows, swap, extra.get("bulk"), extra.get("scaling"))
     text = report.write(results, args.out)
     print(text)
     say(f"wrote {args.out}/results.json, results.md, results.png")
