@@ -181,6 +181,11 @@ class MonitorMetrics:
             ("model", "kind"),
             registry=registry,
         )
+        self.scheduler_restarts = Counter(
+            "driftgate_monitor_scheduler_restarts",
+            "Restarts of the policy scheduler after its thread ended on an error",
+            registry=registry,
+        )
         self.store_rows = Gauge(
             "driftgate_monitor_store_rows", "Rows per store table", ("table",), registry=registry
         )

@@ -159,6 +159,27 @@ class PolicyScheduler:
             misfire_grace_time=None,
         )
 
+    def ensure_running(self) -> bool:
+        """Restart the scheduler if its thread ended; True when it did.
+
+        APScheduler 3 writes a job's next run time outside its error handling, so one failed
+        write (SQLite's "database is locked" after the busy timeout, a PostgreSQL failover)
+        ends its thread and every job with it, silently. The jobs and their next run times
+        are in the store, so a new scheduler carries on where the old one stopped."""
+        with self._mutex:
+            scheduler = self._scheduler
+            thread = getattr(scheduler, "_thread", None)
+            if scheduler is None or thread is None or thread.is_alive():
+                return False
+            log.error("the policy scheduler's thread ended (see the error above); restarting it")
+            with contextlib.suppress(Exception):
+                scheduler.shutdown(wait=False)
+            self._scheduler = None
+            self._start()
+        self.autopilot.monitor.metrics.scheduler_restarts.inc()
+        self.sync()
+        return True
+
     def shutdown(self) -> None:
         """Stop running jobs (a job already running finishes; its writes are fenced)."""
         with self._mutex:

@@ -139,6 +139,9 @@ class MonitorServer:
             loop.create_task(self._every(self.settings.evaluate_interval, self.monitor.evaluate)),
             loop.create_task(self._every(self.settings.prune_interval, self.monitor.prune)),
         ]
+        if self.scheduler is not None:
+            watch = self._every(self.settings.leader_check_interval, self.scheduler.ensure_running)
+            self._tasks.append(loop.create_task(watch))
         write_ready_file(
             self.settings.ready_file,
             grpc_port=self.port,

@@ -236,3 +236,48 @@ def test_canary_predictions_are_counted_on_the_stable_versions_bins(tmp_path: Pa
     expected = numeric_counts(stable_bins.edges, values, stable_bins.dtype).counts  # type: ignore[union-attr]
     assert figures.canary.predictions == tuple(int(c) for c in expected)
     assert sum(figures.canary.predictions) == 41
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_scheduler_ended_by_a_locked_store_is_restarted_with_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    root, data = _repository(tmp_path), tmp_path / "data"
+    pilot = _autopilot(root, data, FakeControl(), Clock())
+    scheduler = PolicyScheduler(pilot, sync_interval=60)
+    scheduler.start()  # the canary job runs every 2.5 s
+
+    def next_run(job: str) -> float:
+        with sqlite3.connect(data / "monitor.db") as db:
+            query = "SELECT next_run_time FROM apscheduler_jobs WHERE id = ?"
+            return float(db.execute(query, (job,)).fetchone()[0])
+
+    # Another writer holds the store for 13 s, past the busy timeout (10 s): the scheduler's
+    # write of a job's next run time fails, and APScheduler's thread ends with it.
+    writer = sqlite3.connect(data / "monitor.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(13.0, writer.rollback)
+    release.start()
+    try:
+        deadline = time.monotonic() + 30
+        restarted = False
+        while not restarted and time.monotonic() < deadline:
+            time.sleep(0.5)
+            restarted = scheduler.ensure_running()
+        release.join()
+        assert restarted, "the scheduler's thread never ended: the test did not lock the store"
+        counter = pilot.monitor.metrics.scheduler_restarts._value.get()
+        assert counter == 1
+        assert scheduler.job_ids() == [f"{MODEL}:canary", f"{MODEL}:drift"]
+        before = next_run(f"{MODEL}:canary")
+        time.sleep(6)
+        assert next_run(f"{MODEL}:canary") > before  # its jobs run again
+        assert not scheduler.ensure_running()  # and its thread is alive
+    finally:
+        release.cancel()
+        writer.close()
+        scheduler.shutdown()
+        pilot.store.close()
