@@ -26,11 +26,11 @@ import servers
 
 @dataclass(frozen=True)
 class HotswapConfig:
-    swaps: int = 100
-    interval: float = 0.5  # seconds between one observed swap and the next write
+    swaps: int = 1000
+    interval: float = 0.1  # seconds between one observed swap and the next write
     steady: float = 10.0  # seconds of the steady-state phase
     concurrency: int = 16
-    poll_interval: float = 0.25  # the gateway's --poll-interval
+    poll_interval: float = 0.1  # the gateway's --poll-interval
     model: str = "forest"
     warmup: float = 2.0
 
