@@ -3,8 +3,10 @@
 driftgate splits a request of more rows than the model's ``max_batch_size`` into chunks of at
 most that many rows, runs them like queued requests and answers them as one. This scenario
 sends such requests (1,024 and 4,096 rows of the forest by default) in a closed loop at a small
-concurrency and reports rows per second beside onnxruntime alone in this process, one thread,
-called with the same rows in chunks of the same size: what a perfect server could reach.
+concurrency and reports rows per second beside onnxruntime alone in this process, called with
+the same rows in chunks of the same size, from one thread and from as many threads as the
+gateway runs onnxruntime calls at once: the latter is what a perfect server could reach with
+the cores the gateway uses, and the target is judged against it.
 """
 
 from __future__ import annotations
