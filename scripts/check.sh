@@ -30,7 +30,7 @@ fi
 # KServe and Prometheus Operator resources have no schema there: tests/test_deploy.py checks them.
 kubernetes-validate --strict --quiet deploy/kubernetes/configmap.yaml \
     deploy/kubernetes/deployment.yaml deploy/kubernetes/pvc.yaml deploy/kubernetes/service.yaml \
-    deploy/kubernetes/secret.yaml
+    deploy/kubernetes/secret.yaml deploy/kubernetes/postgres.yaml
 echo "== pytest: unit and integration tests"
 python -m pytest tests "$@"
 echo "== pytest: tritonclient against the gateway (a process of its own, see tests/conftest.py)"
