@@ -23,8 +23,10 @@ from driftgate.cli import build_parser
 from driftgate.gateway.metrics import GatewayMetrics, ServingSnapshot
 from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from driftgate.gateway.settings import GatewaySettings
+from driftgate.monitor.leader import Leadership
 from driftgate.monitor.metrics import MonitorMetrics
 from driftgate.monitor.settings import MonitorSettings
+from driftgate.monitor.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -50,6 +52,7 @@ def _exported_metrics() -> set[str]:
     GatewayMetrics(gateway).watch(ServingSnapshot)  # the live families, with no version
     MonitorReporter("127.0.0.1:1", StatisticsHub(), LabelBuffer(), registry=gateway)
     MonitorMetrics(monitor)
+    Leadership(Store("sqlite://"), "deploy", 5.0, monitor, lambda leading: None)  # not started
     suffixes = {
         "counter": ("_total",),
         "histogram": ("_bucket", "_sum", "_count"),
