@@ -108,6 +108,13 @@ def register(subparsers: Any) -> None:
         help="bytes of inference requests in progress at once (DRIFTGATE_MAX_IN_FLIGHT_BYTES)",
     )
     add(
+        "--max-pending-infers",
+        type=int,
+        default=env("MAX_PENDING_INFERS", defaults.max_pending_infers),
+        help="ModelInfer calls waiting or running before new ones are refused, unread "
+        "(DRIFTGATE_MAX_PENDING_INFERS; 0, the default: --max-queue-size)",
+    )
+    add(
         "--stream-concurrency",
         type=int,
         default=env("STREAM_CONCURRENCY", defaults.stream_concurrency),
@@ -277,6 +284,11 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
             raise UsageError(
                 f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}"
             )
+    if args.max_pending_infers < 0:
+        raise UsageError(
+            f"--max-pending-infers must be 0 (--max-queue-size) or more, got "
+            f"{args.max_pending_infers}"
+        )
     try:
         preferred = tuple(int(s) for s in str(args.preferred_batch_sizes).split(",") if s.strip())
     except ValueError:
@@ -294,6 +306,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_in_flight_requests=args.max_in_flight_requests,
         max_in_flight_bytes=args.max_in_flight_bytes,
+        max_pending_infers=args.max_pending_infers,
         stream_concurrency=args.stream_concurrency,
         batching=BatchingConfig(
             enabled=args.batching == "on",

@@ -244,7 +244,8 @@ class GatewayMetrics:
         self.admission_refusals = Counter(
             "driftgate_admission_refusals",
             "Inference requests refused before reaching a model by a server-wide limit "
-            "(requests or bytes in progress), answered RESOURCE_EXHAUSTED",
+            "(requests or bytes in progress, or calls pending, refused unread), answered "
+            "RESOURCE_EXHAUSTED",
             ("limit",),
             registry=registry,
         )

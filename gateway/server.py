@@ -40,6 +40,7 @@ from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsH
 from driftgate.gateway.servicer import Admission, InferenceServicer
 from driftgate.gateway.settings import GatewaySettings
 from driftgate.gateway.shadow import ShadowMirror
+from driftgate.gateway.shedding import LoadShedder
 
 __all__ = ["GatewayServer"]
 
@@ -98,6 +99,10 @@ class GatewayServer:
             settings.max_in_flight_bytes,
             lambda limit: self.metrics.admission_refusals.labels(limit).inc(),
         )
+        self.shedder = LoadShedder(
+            settings.pending_infers_limit,
+            lambda: self.metrics.admission_refusals.labels("pending").inc(),
+        )
         self.credentials = settings.security.credentials()
         self.inference = InferenceServicer(
             self.manager,
@@ -129,6 +134,7 @@ class GatewayServer:
                 ("grpc.so_reuseport", 1),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+            interceptors=[self.shedder],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), self._server)

@@ -36,6 +36,10 @@ class GatewaySettings:
     max_in_flight_requests: int = 4096
     #: bytes of inference requests in progress at once (DRIFTGATE_MAX_IN_FLIGHT_BYTES)
     max_in_flight_bytes: int = 512 * 1024 * 1024
+    #: ModelInfer calls waiting or running at once, counted from the moment gRPC hands one to
+    #: the server; more are refused with RESOURCE_EXHAUSTED before their message is read.
+    #: 0: the batching max_queue_size (DRIFTGATE_MAX_PENDING_INFERS)
+    max_pending_infers: int = 0
     #: requests of one ModelStreamInfer stream answered concurrently
     stream_concurrency: int = 64
     #: most rows one request may carry; more than max_batch_size are run in chunks
@@ -99,3 +103,8 @@ class GatewaySettings:
     #: (ids are echoed, hashed for routing and kept with prediction records)
     #: (DRIFTGATE_MAX_REQUEST_ID_BYTES)
     max_request_id_bytes: int = 256
+
+    @property
+    def pending_infers_limit(self) -> int:
+        """The bound on ModelInfer calls in progress (``max_pending_infers`` or its default)."""
+        return self.max_pending_infers or self.batching.max_queue_size

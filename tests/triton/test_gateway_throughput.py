@@ -89,6 +89,9 @@ def bounded(
         "4",
         "--max-in-flight-bytes",
         "20000",
+        # The floods here meet the model's queue, not the calls pending before it.
+        "--max-pending-infers",
+        "1000",
     )
 
 
