@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import bulk as bulk_scenario
+import overload as overload_scenario
 import scaling as scaling_scenario
 
 Row = dict[str, Any]
@@ -162,8 +163,46 @@ def _hotswap_targets(hotswap: Row | None) -> list[Row]:
     return checks
 
 
+def _overload_targets(overload: Row | None) -> list[Row]:
+    """At 3x capacity against 0.8x: required for driftgate, MLServer's figures beside them."""
+    runs = {k: r for k, r in ((overload or {}).get("servers") or {}).items() if "error" not in r}
+    checks = _overload_checks("overload 3x", runs.get("driftgate-on"), required=True)
+    for key in sorted(k for k in runs if k != "driftgate-on"):
+        checks += _overload_checks(f"{key} overload 3x", runs[key], required=False)
+    return checks
+
+
+def _overload_checks(name: str, run: Row | None, required: bool) -> list[Row]:
+    points = {p["multiple"]: p for p in (run or {}).get("points", [])[:-1]}  # not the recovery
+    low, high = points.get(0.8), points.get(3.0)
+    if not (low and high):
+        if not required:
+            return []
+        low = high = None
+    p99 = {"p99_ms": high["admitted_p99_ms"]} if high else None
+    base = {"p99_ms": low["admitted_p99_ms"]} if low else None
+    checks = _ratio_check(
+        f"{name}: admitted p99 / p99 at 0.8x", p99, base, "p99_ms", "<=", 3.0, True
+    )
+    slowest, growth, detail, memory = None, None, "", ""
+    if low and high:
+        slowest, mib = high["rejected_max_ms"], 2**20
+        detail = f"{high['rejected_per_second']:.0f} rejected/s"
+        if slowest is None:
+            detail = "no request was rejected"
+        growth = abs(high["rss_bytes"] / low["rss_bytes"] - 1)
+        memory = f"{high['rss_bytes'] / mib:.1f} vs {low['rss_bytes'] / mib:.1f} MiB"
+    checks.append(_check(f"{name}: slowest rejected answer, ms", slowest, "<=", 5.0, detail))
+    checks.append(_check(f"{name}: RSS change from 0.8x (either way)", growth, "<=", 0.10, memory))
+    return checks
+
+
 def targets(
-    rows: list[Row], hotswap: Row | None, bulk: Row | None = None, scaling: Row | None = None
+    rows: list[Row],
+    hotswap: Row | None,
+    bulk: Row | None = None,
+    scaling: Row | None = None,
+    overload: Row | None = None,
 ) -> list[Row]:
     """Every target of the performance issue (unmeasured ones say so), then the other ratios."""
     return (
@@ -173,6 +212,7 @@ def targets(
         + _scaling_targets(scaling)
         + _heavy_targets(rows)
         + _hotswap_targets(hotswap)
+        + _overload_targets(overload)
         + _model_targets(rows, "lr")
     )
 
@@ -222,6 +262,7 @@ def markdown(results: Row) -> str:
     lines += _hotswap_markdown(results.get("hotswap"))
     lines += bulk_scenario.markdown(results.get("bulk"))
     lines += scaling_scenario.markdown(results.get("scaling"))
+    lines += overload_scenario.markdown(results.get("overload"), labels)
     lines += _targets_markdown(results["targets"])
     for failure in results.get("failures", []):
         lines.append(f"- **{failure['target']}** could not run: `{failure['error'][:300]}`")
@@ -340,6 +381,7 @@ def write(results: Row, out: Path) -> str:
     (out / "results.md").write_text(text)
     if not plot(results, out / "results.png"):
         print("results.png not written: install matplotlib (the dev extra)", file=sys.stderr)
+    overload_scenario.plot(results.get("overload"), results["labels"], out / "overload.png")
     return text
 
 

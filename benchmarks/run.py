@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--concurrency 1,16,64]
         [--targets floor,ort,driftgate,mlserver] [--models lr,forest,heavy]
-        [--scenario bench|hotswap|bulk|scaling|all] [--out benchmarks/results]
+        [--scenario bench|hotswap|bulk|scaling|overload|all] [--out benchmarks/results]
 
 The transport floor is always measured first, as the calibration of the load generator on
 this machine; see benchmarks/README.md for what each row means.
@@ -35,6 +35,7 @@ import bulk  # noqa: E402
 import hotswap  # noqa: E402
 import loadgen  # noqa: E402
 import models  # noqa: E402
+import overload  # noqa: E402
 import report  # noqa: E402
 import scaling  # noqa: E402
 import servers  # noqa: E402
@@ -114,7 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="floor, ort, driftgate, monitored (driftgate reporting to a monitor), mlserver",
     )
     add("--models", type=names, default=list(models.MODEL_NAMES))
-    add("--scenario", choices=("bench", "hotswap", "bulk", "scaling", "all"), default="bench")
+    add(
+        "--scenario",
+        choices=("bench", "hotswap", "bulk", "scaling", "overload", "all"),
+        default="bench",
+    )
     add("--processes", type=int, default=2, help="client processes (default 2)")
     add("--mlserver-batch", default="32,0.001", help="MLServer max_batch_size,max_batch_time")
     add("--hotswap-swaps", type=int, default=1000)
@@ -126,6 +131,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--bulk-concurrency", type=int, default=2, help="bulk requests in flight (default 2)")
     add("--scaling-workers", type=ints, default=[1, 2], help="--workers values (1,2)")
     add("--scaling-concurrency", type=int, default=32, help="perf_analyzer's concurrency")
+    add("--overload-seconds", type=float, default=30.0, help="seconds per overload phase")
+    add(
+        "--overload-multiples",
+        type=lambda text: tuple(float(v) for v in text.split(",") if v.strip()),
+        default=(0.8, 1.5, 3.0),
+        help="offered load as multiples of capacity (0.8,1.5,3); the first again at the end",
+    )
+    add("--overload-capacity-seconds", type=float, default=10.0, help="closed-loop c16 seconds")
+    add("--overload-deadline", type=float, default=1.0, help="each open-loop request's deadline")
+    add("--overload-recovery", type=float, default=2.0, help="seconds after the drop reported")
+    add(
+        "--overload-mlserver",
+        choices=(*overload.MLSERVER_CONFIGS, "none"),
+        default="pw0-batch",
+        help="the MLServer configuration beside driftgate (pw0-batch: parallel_workers 0 and "
+        "adaptive batching, the bench's best)",
+    )
     add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
     add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
@@ -212,7 +234,8 @@ def _brief(summary: dict[str, Any]) -> str:
 def _run_bulk_and_scaling(
     args: argparse.Namespace, workdir: Path, load: loadgen.LoadGenerator
 ) -> dict[str, Any]:
-    """The bulk and scaling scenarios, as asked by ``--scenario``; a failure is reported."""
+    """The bulk, scaling and overload scenarios, as asked by ``--scenario``; a failure is
+    reported."""
     bulk_config = bulk.BulkConfig(
         tuple(args.bulk_rows), args.bulk_concurrency, args.duration, args.warmup, "forest",
         args.retries, args.noise,
@@ -220,9 +243,16 @@ def _run_bulk_and_scaling(
     scaling_config = scaling.ScalingConfig(
         tuple(args.scaling_workers), args.scaling_concurrency, args.duration
     )
+    size, delay = args.mlserver_batch.split(",")
+    overload_config = overload.OverloadConfig(
+        args.overload_seconds, args.overload_multiples, args.warmup,
+        args.overload_capacity_seconds, 16, args.overload_deadline, args.overload_recovery,
+        "forest", args.overload_mlserver, (int(size), float(delay)), args.processes,
+    )  # fmt: skip
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk": lambda: bulk.run(bulk_config, workdir, load, say),
         "scaling": lambda: scaling.run(scaling_config, workdir, say),
+        "overload": lambda: overload.run(overload_config, workdir, load, say),
     }
     done: dict[str, Any] = {}
     for name, start in scenarios.items():
@@ -305,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "hotswap": swap,
         "failures": failures,
     } | extra
-    results["targets"] = report.targets(rows, swap, extra.get("bulk"), extra.get("scaling"))
+    results["targets"] = report.targets(
+        rows, swap, extra.get("bulk"), extra.get("scaling"), extra.get("overload")
+    )
     text = report.write(results, args.out)
     print(text)
     say(f"wrote {args.out}/results.json, results.md, results.png")

@@ -119,6 +119,51 @@ def test_scaling_scenario_smoke(tmp_path: Path) -> None:
     assert target["value"] == pytest.approx(points[1]["throughput"] / points[0]["throughput"])
 
 
+#: The overload targets: required, so listed in every run.
+OVERLOAD_TARGETS = (
+    "overload 3x: admitted p99 / p99 at 0.8x",
+    "overload 3x: slowest rejected answer, ms",
+    "overload 3x: RSS change from 0.8x (either way)",
+)
+
+
+def test_overload_scenario_smoke(tmp_path: Path) -> None:
+    """Open-loop phases at 0.8x, 1.5x and 3x the measured capacity and back, driftgate only."""
+    results = _run_scenario(
+        tmp_path, "overload", "--overload-seconds", "1.5", "--overload-capacity-seconds", "1",
+        "--overload-mlserver", "none",
+    )  # fmt: skip
+    runs = results["overload"]["servers"]
+    assert list(runs) == ["driftgate-on"], runs
+    run = runs["driftgate-on"]
+    capacity = run["capacity"]["throughput"]
+    assert capacity > 0 and run["capacity"]["errors"] == 0, run["capacity"]
+    points = run["points"]
+    assert [p["multiple"] for p in points] == [0.8, 1.5, 3.0, 0.8]
+    for point in points:
+        assert point["offered_per_second"] == pytest.approx(point["multiple"] * capacity)
+        # Poisson arrivals: what was due matches what was asked, within the noise of 1.5 s.
+        assert 0.6 < point["sent_per_second"] / point["offered_per_second"] < 1.4, point
+        assert sum(point["codes"].values()) == point["sent"], point
+        assert point["admitted_per_second"] > 0 and point["admitted_p99_ms"] > 0, point
+        assert point["rss_bytes"] > 0 and point["server_cpu"] > 0, point
+        assert 0 <= point["late_share"] <= 1, point
+    assert points[-1]["recovery_p99_ms"] > 0, points[-1]
+    targets = {t["target"]: t for t in results["targets"]}
+    ratio = targets[OVERLOAD_TARGETS[0]]
+    assert ratio["value"] == pytest.approx(
+        points[2]["admitted_p99_ms"] / points[0]["admitted_p99_ms"]
+    )
+    assert ratio["pass"] is (ratio["value"] <= 3.0)
+    rss = targets[OVERLOAD_TARGETS[2]]
+    assert rss["value"] == pytest.approx(abs(points[2]["rss_bytes"] / points[0]["rss_bytes"] - 1))
+    assert OVERLOAD_TARGETS[1] in targets
+    out = tmp_path / "results"
+    assert "## Overload" in (out / "results.md").read_text()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "overload.png").stat().st_size > 0
+
+
 def test_drift_statistics_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "drift.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "drift_statistics.py"), "--quick"]

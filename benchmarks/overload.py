@@ -1,0 +1,237 @@
+"""The overload scenario: open-loop arrivals at multiples of the measured capacity.
+
+For each server (driftgate with batching on, the default, and one MLServer configuration):
+capacity is the throughput of a closed loop at ``concurrency`` 16 (the most the server answered
+with 16 requests always waiting); then one open-loop job offers a warm-up at 0.8x, then 0.8x,
+1.5x and 3x capacity for ``seconds`` each, then 0.8x again, back to back, so the last phase
+shows how the server recovers the moment the load drops. The server's CPU and resident memory
+are read at the end of every phase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import loadgen
+import models
+import openloop
+import procfs
+import servers
+
+#: MLServer configurations by name: (parallel_workers, adaptive batching on)
+MLSERVER_CONFIGS = {
+    "pw0-batch": (0, True),
+    "pw0": (0, False),
+    "default-batch": (None, True),
+    "default": (None, False),
+}
+
+
+@dataclass(frozen=True)
+class OverloadConfig:
+    seconds: float = 30.0  # each measured phase
+    multiples: tuple[float, ...] = (0.8, 1.5, 3.0)  # of capacity, then the first one again
+    warmup: float = 2.0
+    capacity_seconds: float = 10.0  # the closed-loop capacity measurement
+    concurrency: int = 16  # of the capacity measurement
+    deadline: float = 1.0  # seconds a request may take before the client gives up
+    recovery: float = 2.0  # seconds after the load drops whose p99 is reported apart
+    model: str = "forest"
+    mlserver: str = "pw0-batch"  # a MLSERVER_CONFIGS key, or "none"
+    mlserver_batch: tuple[int, float] = (32, 0.001)
+    processes: int = 2  # open-loop client processes
+
+
+def run(
+    config: OverloadConfig,
+    workdir: Path,
+    load: loadgen.LoadGenerator,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    repository = workdir / "overload-repository"
+    info = models.write_model(repository, config.model)
+    request = loadgen.build_request(config.model, info.input_name, models.sample_row())
+    starts: dict[str, Callable[[], servers.Server]] = {
+        "driftgate-on": lambda: servers.start_driftgate(
+            "driftgate-overload", repository, [config.model], workdir, "on"
+        )
+    }
+    if config.mlserver != "none":
+        workers, batching = MLSERVER_CONFIGS[config.mlserver]
+        starts[f"mlserver-{config.mlserver}"] = lambda: servers.start_mlserver(
+            f"mlserver-overload-{config.mlserver}", [(config.model, info.path)], workdir,
+            workers, config.mlserver_batch if batching else None,
+        )  # fmt: skip
+    results: dict[str, Any] = {}
+    with openloop.OpenLoop(config.processes) as clients:
+        for key, start in starts.items():
+            say(f"overload: {key}")
+            try:
+                server = start()
+                try:
+                    results[key] = _measure(config, server, request, load, clients, say)
+                finally:
+                    server.stop()
+            except Exception as exc:
+                say(f"overload {key} failed: {exc}")
+                results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"model": config.model, "config": config.__dict__, "servers": results}
+
+
+def _measure(
+    config: OverloadConfig,
+    server: servers.Server,
+    request: bytes,
+    load: loadgen.LoadGenerator,
+    clients: openloop.OpenLoop,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    job = loadgen.Job(server.port, request, config.concurrency, config.capacity_seconds, 1.0)
+    capacity = loadgen.measure(load, server.pid, job)
+    rate = capacity["throughput"]
+    say(f"  capacity (closed loop c{config.concurrency}): {rate:.0f} req/s")
+    multiples = (*config.multiples, config.multiples[0])
+    phases = ((multiples[0] * rate, config.warmup),) + tuple(
+        (m * rate, config.seconds) for m in multiples
+    )
+    open_job = openloop.OpenLoopJob(server.port, request, phases, config.deadline)
+    samples: list[tuple[float, int]] = []
+
+    def sample(start: float) -> None:  # CPU and RSS at the end of each phase
+        bounds = [config.warmup + i * config.seconds for i in range(len(multiples) + 1)]
+        for bound in bounds:
+            time.sleep(max(0.0, start + bound - time.time()))
+            samples.append((procfs.cpu_seconds(server.pid), procfs.rss_bytes(server.pid)))
+
+    done = clients.run(open_job, sample)
+    points = []
+    for index, multiple in enumerate(multiples):
+        summary = done.phase(index + 1).summary()
+        cpu = (samples[index + 1][0] - samples[index][0]) / config.seconds
+        point = {"multiple": multiple, "offered_per_second": multiple * rate} | summary
+        point |= {"server_cpu": round(cpu, 2), "rss_bytes": samples[index + 1][1]}
+        points.append(point)
+        say(f"  {multiple:g}x: " + _brief(point))
+    recovery = done.phase(len(multiples), config.recovery).summary()
+    points[-1]["recovery_p99_ms"] = recovery["admitted_p99_ms"]
+    points[-1]["recovery_failed"] = recovery["failed"] + recovery["codes"].get(
+        "RESOURCE_EXHAUSTED", 0
+    )
+    return {"capacity": capacity, "points": points, "client_cpu": done.client_cpu}
+
+
+def _brief(point: dict[str, Any]) -> str:
+    def ms(key: str) -> str:
+        return "–" if point[key] is None else f"{point[key]:.1f}"
+
+    return (
+        f"offered {point['offered_per_second']:.0f}/s, admitted {point['admitted_per_second']:.0f}"
+        f"/s (p99 {ms('admitted_p99_ms')} ms), rejected {point['rejected_per_second']:.0f}/s "
+        f"(max {ms('rejected_max_ms')} ms), failed {point['failed']}, late "
+        f"{point['late_share']:.1%}, RSS {point['rss_bytes'] / 2**20:.0f} MiB"
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def markdown(overload: dict[str, Any] | None, labels: dict[str, str]) -> list[str]:
+    """The scenario's table for results.md, a block of rows per server."""
+    if not overload:
+        return []
+    if "error" in overload:
+        return ["## Overload", "", f"not measured: `{overload['error'][:300]}`", ""]
+    config = overload["config"]
+    lines = [
+        "## Overload",
+        "",
+        f"{overload['model']}, one row a request; capacity is the closed-loop throughput at "
+        f"concurrency {config['concurrency']}; then Poisson arrivals at each multiple of it for "
+        f"{config['seconds']:g} s, back to back, each request with a {config['deadline']:g} s "
+        f"deadline; the last phase's first {config['recovery']:g} s are the recovery. Late: "
+        f"share of requests the client sent more than {openloop.LATE_SECONDS * 1e3:g} ms after "
+        "they were due (its p99 in ms): a client that falls behind offers less than asked.",
+        "",
+        "| server | capacity | offered/s | sent/s | admitted/s | p50 ms | p99 ms | rejected/s "
+        "| rejected p99 / max ms | failed | late (p99 ms) | server CPU | RSS MiB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    for key, result in overload["servers"].items():
+        name = labels.get(key, key)
+        if "error" in result:
+            lines.append(f"| {name} | {result['error'][:120]} |" + " |" * 11)
+            continue
+        capacity = result["capacity"]["throughput"]
+        for p in result["points"]:
+            failed = ", ".join(f"{c} {n}" for c, n in p["codes"].items() if c != "OK")
+            p99 = _ms(p["admitted_p99_ms"])
+            if "recovery_p99_ms" in p:
+                p99 += f" (first {config['recovery']:g} s: {_ms(p['recovery_p99_ms'])})"
+            lines.append(
+                f"| {name} | {capacity:.0f} | {p['multiple']:g}x = {p['offered_per_second']:.0f} "
+                f"| {p['sent_per_second']:.0f} | {p['admitted_per_second']:.0f} "
+                f"| {_ms(p['admitted_p50_ms'])} | {p99} | {p['rejected_per_second']:.0f} "
+                f"| {_ms(p['rejected_p99_ms'])} / {_ms(p['rejected_max_ms'])} | {failed or 0} "
+                f"| {p['late_share']:.1%} ({_ms(p['late_p99_ms'])}) | {p['server_cpu']} "
+                f"| {p['rss_bytes'] / 2**20:.1f} |"
+            )
+    return [*lines, ""]
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def plot(overload: dict[str, Any] | None, labels: dict[str, str], path: Path) -> bool:
+    """Admitted throughput and p99 against offered load, one line per server."""
+    servers_run = {
+        k: r for k, r in ((overload or {}).get("servers") or {}).items() if "error" not in r
+    }
+    if not servers_run:
+        return False
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    panels = (("admitted_per_second", "admitted (req/s)"), ("admitted_p99_ms", "p99 admitted (ms)"))
+    for index, (key, result) in enumerate(servers_run.items()):
+        points = result["points"][:-1]  # the rising load; the recovery is marked apart
+        offered = [p["offered_per_second"] for p in points]
+        for axis, (field, ylabel) in zip(axes, panels, strict=True):
+            axis.plot(
+                offered,
+                [_number(p[field]) for p in points],
+                "-o",
+                color=f"C{index}",
+                label=labels.get(key, key),
+            )
+            last = result["points"][-1]
+            axis.plot(
+                [last["offered_per_second"]],
+                [_number(last[field])],
+                "x",
+                color=f"C{index}",
+                markersize=9,
+            )
+            axis.set_xlabel("offered load (req/s); x: after the overload")
+            axis.set_ylabel(ylabel)
+            axis.grid(True, alpha=0.3)
+    top = max(p["offered_per_second"] for r in servers_run.values() for p in r["points"])
+    axes[0].plot([0, top], [0, top], ":", color="grey", label="admitted = offered")
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    model = (overload or {}).get("model")
+    figure.suptitle(f"{model}: open-loop load at multiples of capacity", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
