@@ -44,6 +44,7 @@ class OverloadConfig:
     mlserver: str = "pw0-batch"  # a MLSERVER_CONFIGS key, or "none"
     mlserver_batch: tuple[int, float] = (32, 0.001)
     processes: int = 2  # open-loop client processes
+    gateway_flags: tuple[str, ...] = ()  # more `driftgate serve` flags (e.g. the shedding bound)
 
 
 def run(
@@ -57,7 +58,7 @@ def run(
     request = loadgen.build_request(config.model, info.input_name, models.sample_row())
     starts: dict[str, Callable[[], servers.Server]] = {
         "driftgate-on": lambda: servers.start_driftgate(
-            "driftgate-overload", repository, [config.model], workdir, "on"
+            "driftgate-overload", repository, [config.model], workdir, "on", config.gateway_flags
         )
     }
     if config.mlserver != "none":

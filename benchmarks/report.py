@@ -192,6 +192,8 @@ def _overload_checks(name: str, run: Row | None, required: bool) -> list[Row]:
             detail = "no request was rejected"
         growth = abs(high["rss_bytes"] / low["rss_bytes"] - 1)
         memory = f"{high['rss_bytes'] / mib:.1f} vs {low['rss_bytes'] / mib:.1f} MiB"
+    if high and high["late_share"] > 0.05:  # the client fell behind: it offered less
+        checks[0]["detail"] += f"; client late for {high['late_share']:.0%} of requests at 3x"
     checks.append(_check(f"{name}: slowest rejected answer, ms", slowest, "<=", 5.0, detail))
     checks.append(_check(f"{name}: RSS change from 0.8x (either way)", growth, "<=", 0.10, memory))
     return checks

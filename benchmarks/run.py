@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the MLServer configuration beside driftgate (pw0-batch: parallel_workers 0 and "
         "adaptive batching, the bench's best)",
     )
+    add(
+        "--overload-gateway-flags",
+        type=shlex.split,
+        default=[],
+        help="more driftgate serve flags for the overload scenario, e.g. '--max-pending-infers 64'",
+    )
     add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
     add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
@@ -248,6 +255,7 @@ def _run_bulk_and_scaling(
         args.overload_seconds, args.overload_multiples, args.warmup,
         args.overload_capacity_seconds, 16, args.overload_deadline, args.overload_recovery,
         "forest", args.overload_mlserver, (int(size), float(delay)), args.processes,
+        tuple(args.overload_gateway_flags),
     )  # fmt: skip
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk": lambda: bulk.run(bulk_config, workdir, load, say),
