@@ -7,7 +7,9 @@ arrival starts its own request with its own deadline, however many are still una
 
 Every request is kept: when it was due, how late the client itself sent it, how long its answer
 took, and its status code. An open-loop client that cannot keep its schedule is a closed loop in
-disguise, so lateness (send time minus due time) is reported beside the server's figures.
+disguise, so lateness (send time minus due time) is reported beside the server's figures; a
+request the client could only send after its deadline had passed is not sent (NOT_SENT), so a
+client that fell behind catches up instead of piling up requests nobody waits for.
 
     with OpenLoop(processes=2) as load:
         run = load.run(OpenLoopJob(port, request, phases=((500, 10.0), (1500, 10.0))))
@@ -30,7 +32,7 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 #: status names a request can end with; "OK" needs both outputs in the answer
 CODES = (
     "OK", "BAD_RESPONSE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE",
-    "CANCELLED", "INTERNAL", "UNKNOWN", "OTHER",
+    "CANCELLED", "INTERNAL", "UNKNOWN", "OTHER", "NOT_SENT",
 )  # fmt: skip
 #: a request sent this much after it was due counts as late (the event loop's timers wake
 #: about a millisecond apart, so smaller delays are the clock, not a client falling behind)
@@ -76,6 +78,7 @@ class OpenLoopRun:
         seconds = max(self.bounds[-1] - self.bounds[0], 1e-9)
         ok = self.codes == 0
         rejected = self.codes == CODES.index("RESOURCE_EXHAUSTED")
+        unsent = self.codes == CODES.index("NOT_SENT")
         counts = np.bincount(self.codes, minlength=len(CODES))
         return {
             "seconds": seconds,
@@ -84,7 +87,8 @@ class OpenLoopRun:
             "admitted_per_second": int(ok.sum()) / seconds,
             "rejected_per_second": int(rejected.sum()) / seconds,
             "codes": {CODES[i]: int(n) for i, n in enumerate(counts) if n},
-            "failed": int((~ok & ~rejected).sum()),
+            "failed": int((~ok & ~rejected & ~unsent).sum()),
+            "not_sent": int(unsent.sum()),
             "admitted_p50_ms": _percentile(self.latency[ok], 50),
             "admitted_p99_ms": _percentile(self.latency[ok], 99),
             "rejected_p99_ms": _percentile(self.latency[rejected], 99),
@@ -215,6 +219,9 @@ async def _run(job: OpenLoopJob, start: float) -> dict[str, Any]:
     async def send(index: int) -> None:
         sent = clock()
         late[index] = sent - begin - due[index]
+        if late[index] > job.deadline:  # nobody waits for it any more
+            codes[index] = known["NOT_SENT"]
+            return
         try:
             response = parse(await call(job.request, timeout=job.deadline))
             code = "OK" if len(response.outputs) == job.expected_outputs else "BAD_RESPONSE"
