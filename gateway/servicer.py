@@ -13,10 +13,9 @@ base class.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -67,8 +66,8 @@ class Admission:
         self.requests = 0
         self.bytes = 0
 
-    @contextlib.contextmanager
-    def admit(self, size: int) -> Iterator[None]:
+    def admit(self, size: int) -> _Admitted:
+        """Count a request of ``size`` bytes in, for the length of a ``with`` block."""
         over_requests = self.requests >= self.max_requests
         if over_requests or (self.bytes and self.bytes + size > self.max_bytes):
             if self._on_refusal is not None:
@@ -80,11 +79,28 @@ class Admission:
             )
         self.requests += 1
         self.bytes += size
-        try:
-            yield
-        finally:
-            self.requests -= 1
-            self.bytes -= size
+        return _Admitted(self, size)
+
+
+class _Admitted:
+    """An admitted request; leaving the ``with`` block counts it out.
+
+    A plain class rather than ``contextlib.contextmanager``: the generator costs about three
+    times as much, on every request.
+    """
+
+    __slots__ = ("_admission", "_size")
+
+    def __init__(self, admission: Admission, size: int) -> None:
+        self._admission = admission
+        self._size = size
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._admission.requests -= 1
+        self._admission.bytes -= self._size
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]

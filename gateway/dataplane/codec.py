@@ -8,6 +8,7 @@ Responses always carry ``raw_output_contents``, as Triton's do.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -402,13 +403,21 @@ def encode_outputs(
     for spec, array in zip(specs, outputs, strict=True):
         if wanted and spec.name not in wanted:
             continue
-        tensors.append(
-            pb.ModelInferResponse.InferOutputTensor(
-                name=spec.name, datatype=spec.datatype, shape=array.shape
-            )
-        )
+        tensors.append(_output_tensor(spec.name, spec.datatype, array.shape))
         if spec.datatype == "BYTES":
             raw.append(encode_bytes(array))
         else:
             raw.append(np.ascontiguousarray(array, dtype=spec.dtype).tobytes())
     return tensors, raw
+
+
+@functools.lru_cache(maxsize=4096)
+def _output_tensor(
+    name: str, datatype: str, shape: tuple[int, ...]
+) -> pb.ModelInferResponse.InferOutputTensor:
+    """An output's description, made once per name, type and shape.
+
+    Building the message costs about 2 µs a request and output; a response copies the
+    messages it is given, so one shared instance is never changed by a request.
+    """
+    return pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)

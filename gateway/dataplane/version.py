@@ -24,9 +24,8 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -154,17 +153,14 @@ class VersionRuntime:
         await loop.run_in_executor(release, self.session.release)
         return True
 
-    @contextmanager
-    def lease(self) -> Iterator[None]:
+    def lease(self) -> _Lease:
+        """Count work in, for the length of a ``with`` block; refused unless serving."""
         if self.state is not State.SERVING:
             raise Unavailable(
                 f"version {self.version} of model '{self.model}' is {self.state.value}; retry"
             )
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+        return _Lease(self)
 
     # -- the request path ---------------------------------------------------------------
 
@@ -212,6 +208,25 @@ class VersionRuntime:
         except Exception:
             self.bookkeeping_errors += 1
             log.exception("%s version %d: statistics bookkeeping failed", self.model, self.version)
+
+
+class _Lease:
+    """Work in progress on a version; leaving the ``with`` block counts it out.
+
+    A plain class rather than ``contextlib.contextmanager``, whose generator costs about
+    three times as much on every request.
+    """
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: VersionRuntime) -> None:
+        self._runtime = runtime
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._runtime.in_flight -= 1
 
 
 def batching_config(metadata: Mapping[str, Any], default: BatchingConfig) -> BatchingConfig:
