@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"hot swap failed: {exc}")
                 swap = {"error": f"{type(exc).__name__}: {exc}"}
         extra = _run_bulk_and_scaling(args, workdir, load)
+    served = [r["target"] for r in rows] + list((extra.get("overload") or {}).get("servers", {}))
     results = {
-        "meta": metadata(args, any(r["target"].startswith("mlserver") for r in rows)),
+        "meta": metadata(args, any(k.startswith("mlserver") for k in served)),
         "models": {n: models.DESCRIPTIONS[n] for n in infos or args.models},
         "labels": {t.key: t.label for t in chosen},
         "rows": rows,
