@@ -404,7 +404,7 @@ class VersionCollector:
             binned = numeric_counts(self._prediction_edges, flat, self._prediction_dtype)
             counts.predictions += binned.counts
         else:
-            codes = self._prediction_lookup(flat)
+            codes = _codes(self._prediction_lookup, flat)
             bins = codes[codes != MISSING]
             counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
@@ -545,12 +545,27 @@ def _count_feature(
         counts.out_of_range[index] += int(binned.counts[0] + binned.counts[-1])
     else:
         assert feature.lookup is not None
-        codes = feature.lookup(values)
+        codes = _codes(feature.lookup, values)
         present = codes != MISSING
         counts.nan[index] += len(codes) - int(present.sum())
         hist = np.bincount(codes[present], minlength=feature.bins)
         counts.features[index] += hist
         counts.out_of_range[index] += int(hist[-1])
+
+
+def _codes(lookup: CategoryIndex, values: np.ndarray) -> np.ndarray:
+    """The category codes of ``values`` (flattened), each distinct value looked up once.
+
+    The index looks values up one by one in Python (about 1.3 µs each: the largest part of
+    counting a batch of one-row requests); labels and categories repeat a few values over a
+    batch, so numbers and fixed-width strings are reduced to their distinct values first.
+    Object arrays are looked up as they are: sorting them would compare in Python.
+    """
+    array = np.asarray(values).ravel()
+    if array.dtype == object or array.size < 16:
+        return lookup(array)
+    distinct, inverse = np.unique(array, return_inverse=True)
+    return lookup(distinct)[inverse.ravel()]
 
 
 _NO_ANALYZER = TextAnalyzer(r"(?u)\b\w\w+\b", True, (1, 1), (), ())
