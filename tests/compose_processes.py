@@ -129,7 +129,8 @@ class ComposeProject:
             if value == target or value.startswith(target.rstrip("/") + "/"):
                 return str(mounts[target]) + value[len(target.rstrip("/")) :]
         for (service, port), free in self.ports.items():
-            if value in (f"{service}:{port}", f"localhost:{port}" if service == name else ""):
+            own = [f"localhost:{port}"] if service == name else []
+            if value in (f"{service}:{port}", *own):
                 return f"127.0.0.1:{free}"
         return value
 
