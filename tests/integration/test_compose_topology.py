@@ -2,11 +2,12 @@
 their own commands, environment, volumes and secrets, as processes on this machine (see
 tests/compose_processes.py for what stands in for Docker).
 
-Through them, as an operator would: both health checks pass; traffic and labels go through
-the gateway and reach the monitor (its drift and accuracy count them); a retrain asked of the
-monitor writes version 2 into the shared repository and deploys it as a canary through the
-gateway it was given; the control client then moves the canary's traffic and promotes it. A
-wrong command, flag, address, token file or a read-only repository for the monitor fails it.
+Through them, as an operator would: both health checks pass and the monitor's metrics say it
+leads the policy; traffic and labels go through the gateway and reach the monitor (its drift
+and accuracy count them); a retrain asked of the monitor writes version 2 into the shared
+repository and deploys it as a canary through the gateway it was given; the control client
+then moves the canary's traffic and promotes it. A wrong command, flag, address, token file
+or a read-only repository for the monitor fails it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from driftgate.client import Control, Gateway, Monitor
 from driftgate.converter import convert
 from tests.compose_processes import ComposeProject
+from tests.triton.helpers import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +86,11 @@ def test_compose_stack_serves_monitors_retrains_and_takes_control_commands(
     for name in ("gateway", "monitor"):
         health = stack.healthcheck(name)
         assert health.returncode == 0, (name, health.stdout, health.stderr, stack.logs())
+    metrics = stack.ports[
+        ("monitor", stack.container_ports("monitor")["DRIFTGATE_MONITOR_METRICS_PORT"])
+    ]
+    leader = [v for n, _, v in scrape(metrics) if n == "driftgate_monitor_leader"]
+    assert leader == [1.0], "the monitor does not run the policy"
     gateway, monitor, control = _clients(stack)
     x, y = _data()
     with gateway, monitor, control:
