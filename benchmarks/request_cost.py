@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +109,7 @@ async def main(args: argparse.Namespace) -> None:
         request = pb.ModelInferRequest.FromString(
             loadgen.build_request("forest", info.input_name, models.sample_row())
         )
+        results: list[dict[str, Any]] = []
         try:
             for round_ in range(args.rounds):
                 frozen = await measure(server, request, args.requests, args.concurrency)
@@ -117,8 +119,11 @@ async def main(args: argparse.Namespace) -> None:
                 for label, figures in (("start-up settings", frozen), ("gc defaults", default)):
                     shown = "  ".join(f"{k} {v:.2f}" for k, v in figures.items())
                     print(f"round {round_}  {label:18}  {shown}", flush=True)
+                    results.append({"round": round_, "settings": label, **figures})
         finally:
             await server.stop(0)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
@@ -127,4 +132,5 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--monitored", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
     asyncio.run(main(parser.parse_args()))
