@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgate.core.auth import Role
-from driftgate.core.cli import EXIT_REFUSED, add_command, env, serve_or_explain
+from driftgate.core.cli import EXIT_REFUSED, UsageError, add_command, env, serve_or_explain
 from driftgate.core.objectstore import repository_location
 from driftgate.core.security import (
     add_client_tls_flags,
@@ -22,7 +22,7 @@ from driftgate.core.security import (
 )
 from driftgate.monitor.settings import MonitorSettings
 
-__all__ = ["events_table", "parse_duration", "register"]
+__all__ = ["events_table", "parse_duration", "register", "store_url"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -65,6 +65,14 @@ def _register_monitor(subparsers: Any) -> None:
         default=os.environ.get("DRIFTGATE_STORE_URL"),
         help="database URL, e.g. postgresql+psycopg://... (DRIFTGATE_STORE_URL; default "
         "sqlite:///<data-dir>/monitor.db)",
+    )
+    add(
+        "--store-url-file",
+        type=Path,
+        default=os.environ.get("DRIFTGATE_STORE_URL_FILE"),
+        help="read the database URL from this file, read once at start: it holds a password, "
+        "and Compose and Kubernetes secrets are files (DRIFTGATE_STORE_URL_FILE; instead of "
+        "--store-url)",
     )
     add(
         "--repository",
@@ -198,7 +206,7 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
     window = args.window if isinstance(args.window, float) else parse_duration(args.window)
     return MonitorSettings(
         data_dir=args.data_dir,
-        store_url=args.store_url,
+        store_url=store_url(args),
         repository=args.repository,
         host=args.host,
         grpc_port=args.grpc_port,
@@ -222,6 +230,26 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
         leader_check_interval=args.leader_check_interval,
         monitor_id=args.monitor_id or None,
     )
+
+
+def store_url(args: argparse.Namespace) -> str | None:
+    """The URL of ``--store-url`` or the one in ``--store-url-file`` (one of them at most)."""
+    path = args.store_url_file
+    if path is None:
+        return args.store_url or None
+    if args.store_url:
+        raise UsageError(
+            "give the database URL once: --store-url (DRIFTGATE_STORE_URL) or "
+            "--store-url-file (DRIFTGATE_STORE_URL_FILE), not both"
+        )
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"--store-url-file {path}: {reason}") from exc
+    if not url:
+        raise UsageError(f"--store-url-file {path} is empty: expected a database URL")
+    return url
 
 
 def _seconds(value: float | str) -> float:
