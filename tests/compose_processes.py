@@ -14,7 +14,13 @@ Docker's networking and mounts make it look from inside:
   the same source; a read-only (``:ro``) mount is a copy of its own made at start, since the
   tests may run as root, which file modes would not stop: writes through it reach no other
   service, as they would fail in a container;
-- a Compose secret ``/run/secrets/NAME`` becomes a file holding a fresh token.
+- a Compose secret ``/run/secrets/NAME`` becomes a file holding a fresh token, or the value
+  the test gives for it (the URL of a PostgreSQL server of its own for a store-URL secret);
+- services built from elsewhere (``postgres``) do not run: the test starts what stands for
+  them and passes its address in a secret.
+
+Override files (``docker compose -f FILE -f OVERRIDE``) may add environment variables to a
+service, merged over the file's as Compose merges mappings.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +60,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _merge_environment(spec: dict[str, Any], override: dict[str, Any]) -> None:
+    """An override file's environment variables over ``spec``'s (nothing else overridden)."""
+    for name, service in override["services"].items():
+        assert set(service) == {"environment"}, f"{name}: only environment is overridden"
+        base = spec["services"][name]
+        base["environment"] = {**base.get("environment", {}), **service["environment"]}
+
+
 class ComposeProject:
     """The driftgate services of a compose file (those built from this repository), mapped
     onto ``workdir``; ``start()`` runs them, ``stop()`` ends them."""
 
-    def __init__(self, compose_file: Path, workdir: Path) -> None:
+    def __init__(
+        self,
+        compose_file: Path,
+        workdir: Path,
+        overrides: Sequence[Path] = (),
+        secret_values: Mapping[str, str] | None = None,
+    ) -> None:
         self.directory = compose_file.parent
         self.spec: dict[str, Any] = yaml.safe_load(compose_file.read_text())
+        for override in overrides:
+            _merge_environment(self.spec, yaml.safe_load(override.read_text()))
         self.workdir = workdir
         self.services = {
             name: service
@@ -72,6 +95,7 @@ class ComposeProject:
             for port in self.container_ports(name).values()
         }
         self.tokens = {name: secrets.token_hex(16) for name in self.spec.get("secrets", {})}
+        self.tokens.update(secret_values or {})
         self.processes: dict[str, DriftgateProcess] = {}
 
     def container_ports(self, name: str) -> dict[str, int]:
