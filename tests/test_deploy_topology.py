@@ -1,7 +1,8 @@
 """The shipped topologies wire the loop: each monitor writes the repository its gateways serve,
 acts on a gateway, and exactly one runs the policy (one SQLite monitor, or monitors electing a
 leader over one PostgreSQL store). Read from deploy/ with the real CLI parser, offline;
-tests/integration/test_compose_topology.py runs the compose stack as processes.
+tests/integration/test_compose_topology.py and test_compose_replicated.py run the compose
+stacks (compose.yaml, compose.replicated.yaml) as processes.
 """
 
 from __future__ import annotations
@@ -133,14 +134,16 @@ def test_kubernetes_postgres_probes_run_inside_its_container() -> None:
 
 # -- compose -------------------------------------------------------------------------------
 
+COMPOSE_FILES = ("compose.yaml", "compose.replicated.yaml")
 
-def _compose() -> dict[str, Any]:
-    spec: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+def _compose(file: str = "compose.yaml") -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((DEPLOY / file).read_text())
     return spec
 
 
-def _compose_args(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    service = _compose()["services"][name]
+def _compose_args(name: str, monkeypatch: pytest.MonkeyPatch, file: str = "compose.yaml") -> Any:
+    service = _compose(file)["services"][name]
     env = {k: str(v) for k, v in service["environment"].items()}
     return _parse(service["command"], env, monkeypatch)
 
@@ -153,27 +156,73 @@ def _volume(service: dict[str, Any], target: str) -> tuple[str, list[str]]:
     raise AssertionError(f"nothing mounted at {target}: {service['volumes']}")
 
 
+def _commands(file: str, command: str) -> list[str]:
+    services = _compose(file)["services"]
+    return [n for n, s in services.items() if s.get("command", [""])[0] == command]
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
 def test_compose_monitor_writes_the_repository_and_acts_on_the_gateway(
-    monkeypatch: pytest.MonkeyPatch,
+    file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    services = _compose()["services"]
-    gateway, monitor = (_compose_args(n, monkeypatch) for n in ("gateway", "monitor"))
-    gateway_source, _ = _volume(services["gateway"], str(gateway.repository))
-    monitor_source, mode = _volume(services["monitor"], str(monitor.repository))
-    assert monitor_source == gateway_source and "ro" not in mode
-    assert monitor.gateway == f"gateway:{gateway.grpc_port}"
-    assert gateway.monitor == f"monitor:{monitor.grpc_port}"
+    services = _compose(file)["services"]
+    gateways = {n: _compose_args(n, monkeypatch, file) for n in _commands(file, "serve")}
+    monitors = {n: _compose_args(n, monkeypatch, file) for n in _commands(file, "monitor")}
+    assert gateways and monitors
+    sources = {_volume(services[n], str(a.repository))[0] for n, a in gateways.items()}
+    assert len(sources) == 1, f"the gateways serve different repositories: {sources}"
+    for name, monitor in monitors.items():
+        source, mode = _volume(services[name], str(monitor.repository))
+        assert source in sources and "ro" not in mode, name
+        host, port = str(monitor.gateway).split(":")
+        assert host in gateways and int(port) == gateways[host].grpc_port, name
+    for name, gateway in gateways.items():
+        host, port = str(gateway.monitor).split(":")
+        assert host in monitors and int(port) == monitors[host].grpc_port, name
+    # every gateway on host ports of its own, so each is reachable without a load balancer
+    published = [p.rsplit(":", 1)[0] for n in gateways for p in services[n]["ports"]]
+    assert len(published) == len(set(published)), published
 
 
-def test_compose_runs_one_policy_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+def _compose_store(args: Any, service: dict[str, Any]) -> str:
+    """The monitor's store URL, or for a URL in a secret file the secret's name."""
+    if args.store_url_file is None:
+        return str(args.store_url)
+    path = Path(str(args.store_url_file))
+    assert path.parent == Path("/run/secrets") and path.name in service["secrets"], path
+    return f"secret:{path.name}"
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
+def test_compose_runs_one_policy_runner(file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     runners = []
-    for name, service in _compose()["services"].items():
+    for name, service in _compose(file)["services"].items():
         if service.get("command", [""])[0] == "monitor":
-            args = _compose_args(name, monkeypatch)
+            args = _compose_args(name, monkeypatch, file)
             replicas = service.get("deploy", {}).get("replicas", 1)
-            runners += [args] * (replicas if args.scheduler else 0)
+            runners += [_compose_store(args, service)] * (replicas if args.scheduler else 0)
     assert runners, "no monitor runs the policy"
     # Several would need one PostgreSQL store to elect a leader on (on SQLite the second
     # refuses to start).
     if len(runners) > 1:
-        assert all(str(a.store_url).startswith("postgresql") for a in runners), runners
+        assert len(set(runners)) == 1, runners
+        if not runners[0].startswith("secret:"):
+            assert runners[0].startswith("postgresql"), runners
+
+
+def test_compose_replicated_store_url_names_its_postgres_service() -> None:
+    spec = _compose("compose.replicated.yaml")
+    postgres = spec["services"]["postgres"]
+    env = postgres["environment"]
+    password = Path(env["POSTGRES_PASSWORD_FILE"])
+    assert password.parent == Path("/run/secrets") and password.name in postgres["secrets"]
+    assert set(spec["secrets"]) >= {"store-url", password.name}
+    assert postgres["healthcheck"]["test"][1] == "pg_isready"
+    for name in _commands("compose.replicated.yaml", "monitor"):
+        condition = spec["services"][name]["depends_on"]["postgres"]["condition"]
+        assert condition == "service_healthy", name
+    # the URL the header tells operators to write names this service, its user and database
+    header = (DEPLOY / "compose.replicated.yaml").read_text()
+    url = rf"postgresql\+psycopg://{env['POSTGRES_USER']}:\S+@postgres:5432/{env['POSTGRES_DB']}"
+    assert re.search(url, header)
+    assert f"> deploy/secrets/{password.name}" in header
