@@ -185,11 +185,13 @@ async def serve_until_signalled(
     keeps serving for ``delay`` seconds, the time the balancer takes to see it and stop
     routing new requests to it; a second signal ends the delay at once.
     """
-    await start()
+    # Handlers first: start() announces readiness (the ready file) before it returns, and a
+    # signal sent on that news must find them, not Python's default (exit at once).
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signalled.set)
+    await start()
     await signalled.wait()
     if announce is not None:
         signalled.clear()
