@@ -28,6 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from driftgate.client import Gateway, Monitor
 from driftgate.converter import ConverterSettings, convert
+from driftgate.monitor.demo import POLICY as DEMO_POLICY
 from tests.compose_processes import ComposeProject
 from tests.postgres_cluster import PostgresCluster
 from tests.triton.helpers import scrape
@@ -55,36 +56,7 @@ services:
 """
 # The demo's fast policy (driftgate demo): eight-second drift windows, two drifted ones
 # retrain; the canary moves every 3 s over two steps, judged on labels as well.
-POLICY = """\
-[drift]
-interval = 1
-window = 8
-min_rows = 100
-
-[canary]
-interval = 3
-steps = [20, 50]
-deadline = 40
-min_requests = 20
-
-[canary.checks]
-min_labels = 15
-max_accuracy_drop = 0.1
-max_prediction_drift = 0.5
-min_prediction_rows = 30
-latency_p99_slack_ms = 50
-
-[retrain]
-drift_evaluations = 2
-accuracy_drop = 0.5
-min_labels = 150
-window = "10m"
-min_rows = 200
-holdout_fraction = 0.35
-tolerance = 0.15
-timeout = 60
-cooldown = "10m"
-"""
+POLICY = DEMO_POLICY.format(interval=3)
 
 
 @pytest.fixture
