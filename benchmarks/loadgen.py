@@ -148,6 +148,11 @@ class LoadGenerator:
             if conn.recv() != "ready":
                 raise RuntimeError("a load generator worker failed to start")
 
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' pids (to place them on CPUs)."""
+        return [process.pid for process, _ in self._workers]
+
     def __enter__(self) -> LoadGenerator:
         return self
 

@@ -132,6 +132,11 @@ class OpenLoop:
             if conn.recv() != "ready":
                 raise RuntimeError("an open-loop client process failed to start")
 
+    @property
+    def pids(self) -> list[int]:
+        """The client processes' pids (to place them on CPUs)."""
+        return [process.pid for process, _ in self._workers]
+
     def __enter__(self) -> OpenLoop:
         return self
 

@@ -5,12 +5,16 @@ capacity is the throughput of a closed loop at ``concurrency`` 16 (the most the 
 with 16 requests always waiting); then one open-loop job offers a warm-up at 0.8x, then 0.8x,
 1.5x and 3x capacity for ``seconds`` each, then 0.8x again, back to back, so the last phase
 shows how the server recovers the moment the load drops. The server's CPU and resident memory
-are read at the end of every phase.
+are read at the end of every phase. The server runs on half the CPUs and the clients on the
+other half (``pin``), so a client working harder above capacity does not take the server's CPU.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,7 @@ class OverloadConfig:
     mlserver_batch: tuple[int, float] = (32, 0.001)
     processes: int = 2  # open-loop client processes
     gateway_flags: tuple[str, ...] = ()  # more `driftgate serve` flags (e.g. the shedding bound)
+    pin: bool = True  # the server on half the CPUs, the clients on the other half
 
 
 def run(
@@ -58,7 +63,12 @@ def run(
     request = loadgen.build_request(config.model, info.input_name, models.sample_row())
     starts: dict[str, Callable[[], servers.Server]] = {
         "driftgate-on": lambda: servers.start_driftgate(
-            "driftgate-overload", repository, [config.model], workdir, "on", config.gateway_flags
+            "driftgate-overload",
+            repository,
+            [config.model],
+            workdir,
+            "on",
+            ("--metrics-port", "0", *config.gateway_flags),
         )
     }
     if config.mlserver != "none":
@@ -75,6 +85,9 @@ def run(
                 server = start()
                 try:
                     results[key] = _measure(config, server, request, load, clients, say)
+                    if key.startswith("driftgate"):
+                        ready = workdir / "driftgate-overload.ready.json"
+                        results[key]["dropped"] = _dropped(ready)
                 finally:
                     server.stop()
             except Exception as exc:
@@ -84,6 +97,33 @@ def run(
 
 
 def _measure(
+    config: OverloadConfig,
+    server: servers.Server,
+    request: bytes,
+    load: loadgen.LoadGenerator,
+    clients: openloop.OpenLoop,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    placement = _placement(server.pid, [*load.pids, *clients.pids]) if config.pin else {}
+    with procfs.pinned(placement):
+        return _measure_placed(config, server, request, load, clients, say)
+
+
+def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
+    """The server on the first half of this process's CPUs, the clients on the rest.
+
+    Above capacity the open-loop clients need more CPU than at capacity while the server needs
+    all it can get; sharing the CPUs, the two fight, and the client falls behind its schedule
+    exactly when it matters. Apart, the server has a fixed share and the client the rest.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {}  # nothing to split
+    half = len(cpus) // 2
+    return {server: set(cpus[:half])} | {pid: set(cpus[half:]) for pid in clients}
+
+
+def _measure_placed(
     config: OverloadConfig,
     server: servers.Server,
     request: bytes,
@@ -123,6 +163,21 @@ def _measure(
         "RESOURCE_EXHAUSTED", 0
     )
     return {"capacity": capacity, "points": points, "client_cpu": done.client_cpu}
+
+
+def _dropped(ready_file: Path) -> dict[str, float]:
+    """The gateway's own count of calls it dropped or refused, from its /metrics."""
+    port = json.loads(ready_file.read_text())["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("driftgate_expired_requests_total"):
+            counts["deadline passed"] = float(line.split()[-1])
+        elif line.startswith("driftgate_admission_refusals_total"):
+            limit = line.split('limit="', 1)[1].split('"', 1)[0]
+            counts[f"refused ({limit})"] = float(line.split()[-1])
+    return counts
 
 
 def _brief(point: dict[str, Any]) -> str:
@@ -181,6 +236,14 @@ def markdown(overload: dict[str, Any] | None, labels: dict[str, str]) -> list[st
                 f"| {p['late_share']:.1%} ({_ms(p['late_p99_ms'])}) | {p['server_cpu']} "
                 f"| {p['rss_bytes'] / 2**20:.1f} |"
             )
+    notes = [
+        f"{labels.get(key, key)} counted, over the whole scenario: "
+        + ", ".join(f"{what} {count:.0f}" for what, count in result["dropped"].items())
+        for key, result in overload["servers"].items()
+        if result.get("dropped")
+    ]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return [*lines, ""]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -52,3 +54,34 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _threads(pids: Iterable[int]) -> list[int]:
+    """Every thread of ``pids`` and of the processes below them."""
+    tids = []
+    for pid in pids:
+        for each in [pid, *descendants(pid)]:
+            with contextlib.suppress(OSError):
+                tids.extend(int(t.name) for t in Path(f"/proc/{each}/task").iterdir())
+    return tids
+
+
+@contextlib.contextmanager
+def pinned(placement: dict[int, set[int]]) -> Iterator[None]:
+    """Run the block with each pid (its threads and children too) on the given CPUs.
+
+    The CPUs each thread had before are given back afterwards. Threads started inside the block
+    inherit their creator's CPUs, so pin a process once it has started its threads.
+    """
+    before: dict[int, set[int]] = {}
+    try:
+        for pid, cpus in placement.items():
+            for tid in _threads([pid]):
+                with contextlib.suppress(OSError):
+                    before.setdefault(tid, os.sched_getaffinity(tid))
+                    os.sched_setaffinity(tid, cpus)
+        yield
+    finally:
+        for tid, cpus in before.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus)

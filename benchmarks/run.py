@@ -155,6 +155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="more driftgate serve flags for the overload scenario, e.g. '--max-pending-infers 64'",
     )
+    add(
+        "--overload-shared-cpus",
+        action="store_true",
+        help="let the overload scenario's server and clients share every CPU (by default the "
+        "server runs on half of them and the clients on the other half)",
+    )
     add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
     add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
@@ -255,7 +261,7 @@ def _run_bulk_and_scaling(
         args.overload_seconds, args.overload_multiples, args.warmup,
         args.overload_capacity_seconds, 16, args.overload_deadline, args.overload_recovery,
         "forest", args.overload_mlserver, (int(size), float(delay)), args.processes,
-        tuple(args.overload_gateway_flags),
+        tuple(args.overload_gateway_flags), not args.overload_shared_cpus,
     )  # fmt: skip
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk": lambda: bulk.run(bulk_config, workdir, load, say),

@@ -115,6 +115,13 @@ def register(subparsers: Any) -> None:
         "(DRIFTGATE_MAX_PENDING_INFERS; 0, the default: --max-queue-size)",
     )
     add(
+        "--max-queue-seconds",
+        type=int,
+        default=env("MAX_QUEUE_SECONDS", defaults.max_queue_seconds),
+        help="seconds a call may wait in gRPC's queue before the gateway takes it; older ones "
+        "are dropped unread and their clients see CANCELLED (DRIFTGATE_MAX_QUEUE_SECONDS)",
+    )
+    add(
         "--stream-concurrency",
         type=int,
         default=env("STREAM_CONCURRENCY", defaults.stream_concurrency),
@@ -279,6 +286,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         "stream_concurrency",
         "report_bucket_seconds",
         "report_max_buckets",
+        "max_queue_seconds",
     ):
         if getattr(args, flag) < 1:
             raise UsageError(
@@ -307,6 +315,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         max_in_flight_requests=args.max_in_flight_requests,
         max_in_flight_bytes=args.max_in_flight_bytes,
         max_pending_infers=args.max_pending_infers,
+        max_queue_seconds=args.max_queue_seconds,
         stream_concurrency=args.stream_concurrency,
         batching=BatchingConfig(
             enabled=args.batching == "on",

@@ -249,6 +249,12 @@ class GatewayMetrics:
             ("limit",),
             registry=registry,
         )
+        self.expired_requests = Counter(
+            "driftgate_expired_requests",
+            "ModelInfer calls whose deadline had passed by the time the gateway took them, "
+            "dropped unrun and answered DEADLINE_EXCEEDED (a sign of overload)",
+            registry=registry,
+        )
         self.shadow_seconds = Histogram(
             "driftgate_shadow_duration_seconds",
             "Time a shadow version took to answer a request copy",

@@ -111,6 +111,7 @@ class GatewayServer:
             self.admission,
             settings.stream_concurrency,
             self.credentials,
+            self.metrics.expired_requests.inc,
         )
         self.control = ControlServicer(
             self.manager,
@@ -133,6 +134,9 @@ class GatewayServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 1),
+                # gRPC's core drops a call that waited longer than this for the server to take
+                # it, in C++, before any Python runs for it
+                ("grpc.server_max_unrequested_time_in_server", self.settings.max_queue_seconds),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             interceptors=[self.shedder],

@@ -111,6 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         admission: Admission | None = None,
         stream_concurrency: int = 64,
         credentials: Credentials | None = None,
+        expired: Callable[[], None] | None = None,
     ) -> None:
         #: who may load and unload models (RepositoryModelLoad/Unload are operator calls)
         self._credentials = credentials or Credentials()
@@ -119,6 +120,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self._ids = RequestIds()
         self._admission = admission or Admission(1 << 30, 1 << 62)
         self._stream_concurrency = stream_concurrency
+        self._on_expired = expired  # told of every call dropped for its passed deadline
         self.ready = False
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
@@ -187,6 +189,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            # Under overload a call can wait in gRPC's queue past its client's deadline; its
+            # answer would reach nobody, so it costs no decoding and no model call.
+            if self._on_expired is not None:
+                self._on_expired()
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request's deadline passed {-remaining * 1e3:.0f} ms before the gateway "
+                "could take it (the gateway is overloaded); it was not run",
+            )
         return await self._answer(request)
 
     async def _answer(self, request: pb.ModelInferRequest) -> Any:

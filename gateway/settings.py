@@ -40,6 +40,11 @@ class GatewaySettings:
     #: the server; more are refused with RESOURCE_EXHAUSTED before their message is read.
     #: 0: the batching max_queue_size (DRIFTGATE_MAX_PENDING_INFERS)
     max_pending_infers: int = 0
+    #: seconds a call may wait in gRPC's accept queue, behind calls the gateway has not yet
+    #: taken; older ones are dropped there, unread, and their clients see CANCELLED. This is
+    #: what keeps an overloaded gateway answering fresh calls instead of ones whose clients
+    #: gave up (DRIFTGATE_MAX_QUEUE_SECONDS; whole seconds, gRPC's granularity)
+    max_queue_seconds: int = 1
     #: requests of one ModelStreamInfer stream answered concurrently
     stream_concurrency: int = 64
     #: most rows one request may carry; more than max_batch_size are run in chunks

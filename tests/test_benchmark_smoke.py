@@ -149,6 +149,8 @@ def test_overload_scenario_smoke(tmp_path: Path) -> None:
         assert point["rss_bytes"] > 0 and point["server_cpu"] > 0, point
         assert 0 <= point["late_share"] <= 1, point
     assert points[-1]["recovery_p99_ms"] > 0, points[-1]
+    # The gateway's own count of calls it dropped for a passed deadline, from its /metrics.
+    assert run["dropped"]["deadline passed"] >= 0, run["dropped"]
     targets = {t["target"]: t for t in results["targets"]}
     ratio = targets[OVERLOAD_TARGETS[0]]
     assert ratio["value"] == pytest.approx(

@@ -1,0 +1,202 @@
+"""Calls that waited too long before the gateway could take them are dropped, not answered late.
+
+Under overload, calls wait in gRPC's queue until the gateway's event loop takes them; answering
+one whose client gave up long ago spends the gateway's CPU on nobody, and the queue never
+drains (congestion collapse). Here a gateway runs every model call on its event loop
+(``--inline-below-us`` huge), so one slow request holds the loop for about two seconds while
+small requests arrive behind it:
+
+- with ``--max-queue-seconds 1`` a call that waited longer is answered CANCELLED by gRPC itself
+  and never reaches the model (its statistics count only the calls that ran);
+- with a long queue limit, a call whose client deadline passed while it waited never runs
+  either: gRPC's core expires it, or, if the gateway takes it first, the gateway drops it
+  before decoding and counts it in ``driftgate_expired_requests_total`` (under sustained
+  overload the overload benchmark sees hundreds of those).
+
+Either way the slow request is answered in full and the gateway serves normally afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from tests.processes import DriftgateProcess
+from tests.triton.helpers import (
+    SLOW_WIDTH,
+    run_gateway,
+    sample,
+    scrape,
+    slow_identity_model,
+    status_of,
+    tensor,
+    write_version,
+)
+
+pytestmark = pytest.mark.integration
+
+# About 2.5-4 s of onnxruntime on one thread for one request of STALL_ROWS rows.
+STALL_LAYERS = 2400
+STALL_ROWS = 512
+# Sent this long after the slow request, so they arrive while it holds the event loop.
+BEHIND = 0.3
+# Small calls sent at once behind the slow one.
+SMALL_CALLS = 5
+
+
+def _gateway(
+    tmp_path_factory: pytest.TempPathFactory, queue_seconds: int
+) -> Iterator[DriftgateProcess]:
+    repo = tmp_path_factory.mktemp(f"stale-repository-{queue_seconds}")
+    write_version(repo, "stall", 1, slow_identity_model(STALL_LAYERS))
+    yield from run_gateway(
+        repo,
+        tmp_path_factory.mktemp(f"stale-{queue_seconds}"),
+        "--max-queue-seconds", str(queue_seconds), "--inline-below-us", "1e12",
+        "--max-batch-size", str(STALL_ROWS), "--ort-threads", "1",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def short_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftgateProcess]:
+    yield from _gateway(tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="module")
+def long_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftgateProcess]:
+    yield from _gateway(tmp_path_factory, 30)
+
+
+def _rows(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, SLOW_WIDTH)).astype(np.float32)
+
+
+def _infer(address: str, x: np.ndarray, timeout: float | None = None) -> np.ndarray:
+    with grpcclient.InferenceServerClient(address) as triton:
+        result = triton.infer("stall", [tensor("x", x, "FP32")], client_timeout=timeout)
+        return result.as_numpy("y")
+
+
+def _slow_call_seconds(address: str) -> float:
+    start = time.monotonic()
+    _infer(address, _rows(STALL_ROWS, seed=0))
+    return time.monotonic() - start
+
+
+async def _send_small(
+    address: str, inputs: list[np.ndarray], timeout: float | None
+) -> list[object]:
+    triton = aioclient.InferenceServerClient(address)
+    try:
+        calls = [
+            triton.infer("stall", [tensor("x", x, "FP32")], client_timeout=timeout) for x in inputs
+        ]
+        return await asyncio.gather(
+            *calls,
+            return_exceptions=True,
+        )
+    finally:
+        await triton.close()
+
+
+def _behind_a_slow_call(
+    address: str, inputs: list[np.ndarray], timeout: float | None = None
+) -> list[object]:
+    """Send ``inputs`` as concurrent calls BEHIND seconds into a slow request; their outcomes
+    (answers or exceptions), once the slow request is answered in full."""
+    slow_input = _rows(STALL_ROWS, seed=1)
+    answer: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: answer.append(_infer(address, slow_input)))
+    thread.start()
+    time.sleep(BEHIND)
+    outcomes = asyncio.run(_send_small(address, inputs, timeout))
+    thread.join(60)
+    assert not thread.is_alive(), "the slow request was never answered"
+    np.testing.assert_array_equal(answer[0], slow_input)
+    return outcomes
+
+
+def _success_count(address: str) -> int:
+    with grpcclient.InferenceServerClient(address) as triton:
+        stats = triton.get_inference_statistics("stall", as_json=True)["model_stats"][0]
+    return int(stats.get("inference_stats", {}).get("success", {}).get("count", 0))
+
+
+def test_calls_queued_past_the_limit_are_cancelled_unrun(short_queue: DriftgateProcess) -> None:
+    address = short_queue.address
+    # The slow request must hold the loop well past the 1 s limit for the check to mean much.
+    warm = _slow_call_seconds(address)
+    assert warm >= 1.0 + BEHIND + 0.5, f"the slow request took only {warm:.2f} s; make it slower"
+    before = _success_count(address)
+
+    inputs = [_rows(1, seed=10 + i) for i in range(SMALL_CALLS)]
+    outcomes = _behind_a_slow_call(address, inputs)
+
+    answered = [
+        (x, o) for x, o in zip(inputs, outcomes, strict=True) if not isinstance(o, Exception)
+    ]
+    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    # gRPC had already handed the gateway's one outstanding accept to the first call that
+    # arrived, so that one is served; the rest waited in gRPC's queue past the limit.
+    assert len(cancelled) >= SMALL_CALLS - 2, outcomes
+    for error in cancelled:
+        assert isinstance(error, InferenceServerException), repr(error)
+        assert status_of(error) == "CANCELLED", error
+    for x, y in answered:
+        np.testing.assert_array_equal(y.as_numpy("y"), x)  # type: ignore[attr-defined]
+    # The cancelled calls never reached the model: only the slow one and the answered ran.
+    assert _success_count(address) == before + 1 + len(answered)
+    # And the gateway serves as before.
+    small = _rows(1, seed=2)
+    np.testing.assert_array_equal(_infer(address, small), small)
+
+
+def test_a_call_whose_deadline_passed_in_the_queue_is_dropped_unrun(
+    long_queue: DriftgateProcess,
+) -> None:
+    address = long_queue.address
+    warm = _slow_call_seconds(address)
+    assert warm >= 1.0 + BEHIND + 0.5, f"the slow request took only {warm:.2f} s; make it slower"
+    before = _success_count(address)
+    expired_before = _expired(long_queue.metrics_port)
+
+    # Deadlines that pass while the calls wait behind the slow request.
+    outcomes = _behind_a_slow_call(
+        address, [_rows(1, seed=20 + i) for i in range(SMALL_CALLS)], 0.5
+    )
+
+    for outcome in outcomes:
+        assert isinstance(outcome, InferenceServerException), outcome
+        assert status_of(outcome) == "DEADLINE_EXCEEDED", outcome
+    assert _success_count(address) == before + 1  # none of the expired calls ran
+    small = _rows(1, seed=3)
+    np.testing.assert_array_equal(_infer(address, small), small)
+    # Whoever noticed first dropped them: gRPC's core, or the gateway when it took one after its
+    # deadline (counted); never both, and nothing else fails.
+    assert _expired(long_queue.metrics_port) - expired_before <= SMALL_CALLS
+
+
+def _expired(metrics_port: int) -> float:
+    return sample(scrape(metrics_port), "driftgate_expired_requests_total") or 0.0
+
+
+def test_max_queue_seconds_must_be_a_whole_positive_number(tmp_path: Path) -> None:
+    for value, expected in (("0", "must be at least 1, got 0"), ("0.5", "invalid int value")):
+        result = subprocess.run(
+            [sys.executable, "-m", "driftgate", "serve", "--repository", str(tmp_path),
+             "--max-queue-seconds", value],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "--max-queue-seconds" in result.stderr and expected in result.stderr
