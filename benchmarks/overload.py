@@ -50,6 +50,7 @@ class OverloadConfig:
     processes: int = 2  # open-loop client processes
     gateway_flags: tuple[str, ...] = ()  # more `driftgate serve` flags (e.g. the shedding bound)
     pin: bool = True  # the server on half the CPUs, the clients on the other half
+    rows: int = 1  # rows a request
 
 
 def run(
@@ -60,7 +61,8 @@ def run(
 ) -> dict[str, Any]:
     repository = workdir / "overload-repository"
     info = models.write_model(repository, config.model)
-    request = loadgen.build_request(config.model, info.input_name, models.sample_row())
+    rows = models.sample_row() if config.rows == 1 else models.training_data(1, config.rows)[0]
+    request = loadgen.build_request(config.model, info.input_name, rows)
     starts: dict[str, Callable[[], servers.Server]] = {
         "driftgate-on": lambda: servers.start_driftgate(
             "driftgate-overload",

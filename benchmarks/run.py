@@ -155,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="more driftgate serve flags for the overload scenario, e.g. '--max-pending-infers 64'",
     )
+    add("--overload-rows", type=int, default=1, help="rows a request in the overload scenario")
     add(
         "--overload-shared-cpus",
         action="store_true",
@@ -261,7 +262,7 @@ def _run_bulk_and_scaling(
         args.overload_seconds, args.overload_multiples, args.warmup,
         args.overload_capacity_seconds, 16, args.overload_deadline, args.overload_recovery,
         "forest", args.overload_mlserver, (int(size), float(delay)), args.processes,
-        tuple(args.overload_gateway_flags), not args.overload_shared_cpus,
+        tuple(args.overload_gateway_flags), not args.overload_shared_cpus, args.overload_rows,
     )  # fmt: skip
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk": lambda: bulk.run(bulk_config, workdir, load, say),
