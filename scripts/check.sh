@@ -32,6 +32,6 @@ kubernetes-validate --strict --quiet deploy/kubernetes/configmap.yaml \
     deploy/kubernetes/deployment.yaml deploy/kubernetes/pvc.yaml deploy/kubernetes/service.yaml \
     deploy/kubernetes/secret.yaml deploy/kubernetes/postgres.yaml
 echo "== pytest: unit and integration tests"
-python -m pytest tests "$@"
+python -m pytest tests --durations=25 "$@"
 echo "== pytest: tritonclient against the gateway (a process of its own, see tests/conftest.py)"
-python -m pytest tests/triton "$@"
+python -m pytest tests/triton --durations=10 "$@"
