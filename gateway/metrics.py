@@ -17,6 +17,7 @@ value where they describe state (roles, weights, revisions).
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from driftgate.gateway.dataplane.record import Histogram as Buckets
 
 __all__ = [
     "GatewayMetrics",
+    "GrpcCallsCollector",
     "ServingCollector",
     "ServingView",
     "WorkerMetrics",
@@ -71,6 +73,49 @@ MIN_GAUGES = frozenset(
     {"driftgate_repository_last_scan_timestamp_seconds", "process_start_time_seconds"}
 )
 _SHADOW_OUTCOMES = ("agree", "disagree", "error", "dropped")
+
+
+class GrpcCallsCollector(Collector):
+    """The calls gRPC's core started in this process and how many ended with a status, read
+    from channelz when Prometheus scrapes.
+
+    A call gRPC drops before the gateway takes it (``--max-queue-seconds``) or that its client
+    abandons in gRPC's queue never reaches the gateway's own counters, and channelz counts it
+    as started but neither succeeded nor failed: the rate of started minus the rates of the two
+    endings is the rate of calls left unanswered (plus the change in those under way). Channelz
+    is gRPC's own introspection, on by default; a gRPC build without it exports nothing here.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        counts = _channelz_calls()
+        if counts is None:
+            return
+        calls = CounterMetricFamily(
+            "driftgate_grpc_server_calls",
+            "Calls of every service that gRPC's core started in this process (started), and "
+            "those that ended with a status (succeeded, failed); the rest were dropped or "
+            "abandoned unanswered, or are under way",
+            labels=("outcome",),
+        )
+        for outcome, count in zip(("started", "succeeded", "failed"), counts, strict=True):
+            calls.add_metric([outcome], count)
+        yield calls
+
+
+def _channelz_calls() -> tuple[int, int, int] | None:
+    """(started, succeeded, failed) summed over this process's gRPC servers."""
+    try:
+        from grpc._cython import cygrpc
+
+        servers = json.loads(cygrpc.channelz_get_servers(0)).get("server", [])
+    except Exception:  # no channelz in this gRPC build
+        return None
+    totals = [0, 0, 0]
+    for server in servers:
+        data = server.get("data", {})
+        for i, key in enumerate(("callsStarted", "callsSucceeded", "callsFailed")):
+            totals[i] += int(data.get(key, 0))
+    return totals[0], totals[1], totals[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +308,7 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        registry.register(GrpcCallsCollector())
         register_process_metrics(registry)
 
     def watch(self, snapshot: Callable[[], ServingSnapshot]) -> None:

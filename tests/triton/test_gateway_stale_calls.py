@@ -139,6 +139,7 @@ def test_calls_queued_past_the_limit_are_cancelled_unrun(short_queue: DriftgateP
     warm = _slow_call_seconds(address)
     assert warm >= 1.0 + BEHIND + 0.5, f"the slow request took only {warm:.2f} s; make it slower"
     before = _success_count(address)
+    unanswered_before = _unanswered(short_queue.metrics_port)
 
     inputs = [_rows(1, seed=10 + i) for i in range(SMALL_CALLS)]
     outcomes = _behind_a_slow_call(address, inputs)
@@ -157,6 +158,8 @@ def test_calls_queued_past_the_limit_are_cancelled_unrun(short_queue: DriftgateP
         np.testing.assert_array_equal(y.as_numpy("y"), x)  # type: ignore[attr-defined]
     # The cancelled calls never reached the model: only the slow one and the answered ran.
     assert _success_count(address) == before + 1 + len(answered)
+    # The gateway's own counters never saw them; gRPC's, exported from channelz, did.
+    assert _unanswered(short_queue.metrics_port) - unanswered_before == len(cancelled)
     # And the gateway serves as before.
     small = _rows(1, seed=2)
     np.testing.assert_array_equal(_infer(address, small), small)
@@ -185,6 +188,18 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_dropped_unrun(
     # Whoever noticed first dropped them: gRPC's core, or the gateway when it took one after its
     # deadline (counted); never both, and nothing else fails.
     assert _expired(long_queue.metrics_port) - expired_before <= SMALL_CALLS
+
+
+def _unanswered(metrics_port: int) -> float:
+    """Calls gRPC started that ended with no status (dropped or abandoned unanswered)."""
+    samples = scrape(metrics_port)
+
+    def calls(outcome: str) -> float:
+        value = sample(samples, "driftgate_grpc_server_calls_total", outcome=outcome)
+        assert value is not None, f"no driftgate_grpc_server_calls_total{{outcome={outcome!r}}}"
+        return value
+
+    return calls("started") - calls("succeeded") - calls("failed")
 
 
 def _expired(metrics_port: int) -> float:
