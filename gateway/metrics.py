@@ -105,7 +105,7 @@ class GrpcCallsCollector(Collector):
 def _channelz_calls() -> tuple[int, int, int] | None:
     """(started, succeeded, failed) summed over this process's gRPC servers."""
     try:
-        from grpc._cython import cygrpc
+        from grpc._cython import cygrpc  # type: ignore[attr-defined]
 
         servers = json.loads(cygrpc.channelz_get_servers(0)).get("server", [])
     except Exception:  # no channelz in this gRPC build
