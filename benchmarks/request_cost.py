@@ -32,6 +32,17 @@ from driftgate.gateway.server import GatewayServer, freeze_start_up
 from driftgate.gateway.settings import GatewaySettings
 
 
+class _NoDeadline:
+    """What the servicer asks of a call's context on the inline path: its remaining time
+    (None: the call has no deadline, as gRPC says of one sent without)."""
+
+    def time_remaining(self) -> None:
+        return None
+
+
+_NO_DEADLINE = _NoDeadline()
+
+
 class GcWatch:
     """Collections by generation and the seconds spent in them while installed."""
 
@@ -60,7 +71,7 @@ async def drive(server: GatewayServer, request: Any, requests: int, concurrency:
 
     async def loop() -> None:
         for _ in range(per_task):
-            await server.inference.ModelInfer(request, None)
+            await server.inference.ModelInfer(request, _NO_DEADLINE)
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
 
