@@ -86,7 +86,10 @@ def run(
             try:
                 server = start()
                 try:
-                    results[key] = _measure(config, server, request, load, clients, say)
+                    pids = [*load.pids, *clients.pids]
+                    placement = _placement(server.pid, pids) if config.pin else {}
+                    with procfs.pinned(placement):
+                        results[key] = _measure(config, server, request, load, clients, say)
                     if key.startswith("driftgate"):
                         ready = workdir / "driftgate-overload.ready.json"
                         results[key]["dropped"] = _dropped(ready)
@@ -96,19 +99,6 @@ def run(
                 say(f"overload {key} failed: {exc}")
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
     return {"model": config.model, "config": config.__dict__, "servers": results}
-
-
-def _measure(
-    config: OverloadConfig,
-    server: servers.Server,
-    request: bytes,
-    load: loadgen.LoadGenerator,
-    clients: openloop.OpenLoop,
-    say: Callable[[str], None],
-) -> dict[str, Any]:
-    placement = _placement(server.pid, [*load.pids, *clients.pids]) if config.pin else {}
-    with procfs.pinned(placement):
-        return _measure_placed(config, server, request, load, clients, say)
 
 
 def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
@@ -125,7 +115,7 @@ def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
     return {server: set(cpus[:half])} | {pid: set(cpus[half:]) for pid in clients}
 
 
-def _measure_placed(
+def _measure(
     config: OverloadConfig,
     server: servers.Server,
     request: bytes,
