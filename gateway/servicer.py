@@ -27,7 +27,7 @@ from driftgate.core.auth import Credentials, Role
 from driftgate.core.errors import DriftgateError, InvalidInput, ResourceExhausted
 from driftgate.core.rpc import authorize, name_worker
 from driftgate.gateway import describe
-from driftgate.gateway.dataplane.codec import check_request
+from driftgate.gateway.dataplane.codec import check_request, payload_bytes
 from driftgate.gateway.dataplane.version import VersionRuntime
 from driftgate.gateway.manager import ModelManager
 from driftgate.gateway.shadow import ShadowMirror
@@ -204,7 +204,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def _answer(self, request: pb.ModelInferRequest) -> Any:
         check_request(request, self._manager.settings.max_request_id_bytes)
-        with self._admission.admit(request.ByteSize()):
+        with self._admission.admit(payload_bytes(request)):
             request_id = request.id or self._ids.next()
             pinned = request.model_version
             if not pinned and request.parameters:

@@ -97,6 +97,76 @@ def test_a_request_larger_than_max_batch_size_runs_in_chunks_and_answers_once(
     assert {size: b.compute_infer.count for size, b in record.batches.items()} == {8: 2, 4: 1}
 
 
+def test_a_request_of_many_chunks_keeps_every_inference_thread_busy(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # Each call waits at a barrier of two: the request can only finish if two threads take
+    # its chunks at once, and a request behind it is answered too.
+    model, record = Model(barrier=threading.Barrier(2)), VersionRecord()
+
+    async def main() -> tuple[np.ndarray, np.ndarray]:
+        b = batcher(model, record, executor, concurrency=2, max_batch_size=4)
+        first, second = await asyncio.wait_for(
+            asyncio.gather(b.infer(rows(24), 24), b.infer(rows(8, 100), 8)), 20
+        )
+        return first.outputs[0], second.outputs[0]
+
+    first, second = asyncio.run(main())
+    assert first.tolist() == rows(24)["x"].sum(axis=1).tolist()  # chunks put back in order
+    assert second.tolist() == rows(8, 100)["x"].sum(axis=1).tolist()
+    assert model.calls == [4] * 8
+    assert record.execution_count == 8
+
+
+def test_a_failing_chunk_fails_its_request_alone_and_stops_its_other_chunks(
+    executor: ThreadPoolExecutor,
+) -> None:
+    record = VersionRecord()
+    calls: list[float] = []
+
+    def model(feed: Feed) -> list[np.ndarray]:
+        calls.append(float(feed["x"][0, 0]))
+        if (feed["x"] < 0).any():
+            raise InvalidInput("negative")
+        return [feed["x"].sum(axis=1)]
+
+    async def main() -> list[object]:
+        b = Batcher(model, lambda r: 1.0, BatchingConfig(max_batch_size=2), executor, 0.5, record)
+        bad = rows(10)
+        bad["x"][4, 0] = -1.0  # the third chunk
+        return await asyncio.gather(
+            b.infer(bad, 10), b.infer(rows(1, 50), 1), return_exceptions=True
+        )
+
+    failed, answered = asyncio.run(main())
+    assert isinstance(failed, InvalidInput)
+    assert not isinstance(answered, BaseException)
+    assert answered.outputs[0].tolist() == [101.0]  # type: ignore[union-attr]
+    assert calls == [0.0, 4.0, -1.0, 50.0]  # chunks four and five never ran
+
+
+def test_a_queued_request_of_many_chunks_counts_as_its_chunks_against_max_queue_size(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model, record = Model(seconds=0.1), VersionRecord()
+
+    async def main() -> list[object]:
+        b = batcher(model, record, executor, max_batch_size=4, max_queue_size=3)
+        running = asyncio.ensure_future(b.infer(rows(1), 1))
+        await asyncio.sleep(0.02)  # the model is busy with it
+        bulk = asyncio.ensure_future(b.infer(rows(12), 12))  # three chunks wait
+        await asyncio.sleep(0)
+        assert b.queue_depth == 3
+        refused = b.infer(rows(1), 1)
+        return await asyncio.gather(running, bulk, refused, return_exceptions=True)
+
+    running, bulk, refused = asyncio.run(main())
+    assert isinstance(refused, ResourceExhausted)
+    assert "3 waiting, max_queue_size 3" in refused.message
+    assert not isinstance(bulk, BaseException)
+    assert model.calls == [1, 4, 4, 4]
+
+
 def test_requests_waiting_while_the_model_is_busy_share_one_call(
     executor: ThreadPoolExecutor,
 ) -> None:
