@@ -145,6 +145,25 @@ def test_a_failing_chunk_fails_its_request_alone_and_stops_its_other_chunks(
     assert calls == [0.0, 4.0, -1.0, 50.0]  # chunks four and five never ran
 
 
+def test_a_request_of_many_chunks_given_up_on_runs_no_more_of_them(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model, record = Model(seconds=0.05), VersionRecord()
+
+    async def main() -> np.ndarray:
+        b = batcher(model, record, executor, max_batch_size=2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.infer(rows(20), 20), 0.12)  # ten chunks of 50 ms
+        after = await asyncio.wait_for(b.infer(rows(1, 7), 1), 5)
+        await asyncio.wait_for(b.close(), 5)
+        return after.outputs[0]
+
+    assert asyncio.run(main()).tolist() == [15.0]
+    assert model.calls[-1] == 1
+    assert len(model.calls) <= 5  # at most the chunks started before the deadline, then ours
+    assert record.execution_count == len(model.calls)
+
+
 def test_a_queued_request_of_many_chunks_counts_as_its_chunks_against_max_queue_size(
     executor: ThreadPoolExecutor,
 ) -> None:

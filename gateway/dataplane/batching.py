@@ -81,17 +81,15 @@ class _Pending:
 
 
 class _Bulk:
-    """A request of more rows than ``max_batch_size``, run in chunks by one or more lanes.
+    """A request of more rows than ``max_batch_size``, run in chunks by the batcher's lanes.
 
-    A lane runs on a worker thread and claims chunks in order until none is left, so a
-    request of many chunks crosses the event loop once per lane, not once per chunk. Only
-    ``claim`` and the chunk results are touched from the threads; everything else belongs to
-    the event loop.
+    Its counters and results are written under the batcher's lock by whichever lane runs a
+    chunk; its future belongs to the event loop.
     """
 
     __slots__ = (
-        "feed", "rows", "limit", "future", "enqueued", "weight", "lanes", "outputs",
-        "started", "infer_ns", "error", "_next", "_stopped", "_lock",
+        "feed", "rows", "limit", "future", "enqueued", "weight", "outputs", "calls", "started",
+        "claimed", "finished", "stopped", "error", "settled",
     )  # fmt: skip
 
     def __init__(
@@ -103,64 +101,34 @@ class _Bulk:
         self.future = future
         self.enqueued = time.perf_counter_ns()
         self.weight = -(-rows // limit)  # its chunks
-        self.lanes = 0  # lanes started and not yet finished (counted by the event loop)
         self.outputs: list[list[np.ndarray] | None] = [None] * self.weight
+        self.calls: list[tuple[int, int, int]] = []  # each chunk's rows, start and end
         self.started = 0  # when its first chunk started
-        self.infer_ns = 0
+        self.claimed = 0  # chunks taken by a lane; the next one to take
+        self.finished = 0  # chunks run, or failed
+        self.stopped = False  # failed, answered or given up on: take no more chunks
         self.error: Exception | None = None
-        self._next = 0
-        self._stopped = False
-        self._lock = threading.Lock()
-        future.add_done_callback(self._abandoned)
-
-    def _abandoned(self, future: asyncio.Future[BatchResult]) -> None:
-        self._stopped = True  # answered, failed or given up on: claim nothing more
+        self.settled = False
 
     @property
     def unclaimed(self) -> bool:
-        return not self._stopped and self._next < self.weight
+        return not self.stopped and self.claimed < self.weight
 
-    def claim(self) -> int | None:
-        """The next chunk's index, or None when none is left or the request failed."""
-        with self._lock:
-            if self._stopped or self._next >= self.weight:
-                return None
-            self._next += 1
-            return self._next - 1
+    @property
+    def idle(self) -> bool:
+        """No chunk runs and none will: the request can be answered."""
+        return self.finished == self.claimed and not self.unclaimed
 
-    def run(self, runner: Runner, most: int) -> list[tuple[int, int, int]]:
-        """Claim and run up to ``most`` chunks; each call's rows, start and end."""
-        calls = []
-        while len(calls) < most and (index := self.claim()) is not None:
-            first = index * self.limit
-            part = {name: array[first : first + self.limit] for name, array in self.feed.items()}
-            start = time.perf_counter_ns()
-            try:
-                self.outputs[index] = runner(part)
-            except Exception as exc:
-                self.fail(exc)
-                break
-            calls.append((min(self.limit, self.rows - first), start, time.perf_counter_ns()))
-        return calls
+    def chunk(self, index: int) -> tuple[dict[str, np.ndarray], int]:
+        first = index * self.limit
+        rows = min(self.limit, self.rows - first)
+        return {name: array[first : first + rows] for name, array in self.feed.items()}, rows
 
-    def fail(self, exc: Exception) -> None:
-        """Stop claiming chunks; the request fails with the first error."""
-        with self._lock:
-            self._stopped = True
-            self.error = self.error or exc
-
-    def settle(self) -> None:
-        """Answer the request once its last lane has finished."""
-        if self.future.done():
-            return
-        if self.error is not None:
-            self.future.set_exception(self.error)
-            return
+    def result(self) -> BatchResult:
         parts = [part for part in self.outputs if part is not None]  # every chunk ran
         outputs = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-        self.future.set_result(
-            BatchResult(outputs, self.started - self.enqueued, self.infer_ns, self.weight)
-        )
+        infer_ns = sum(end - start for _, start, end in self.calls)
+        return BatchResult(outputs, self.started - self.enqueued, infer_ns, self.weight)
 
 
 class Batcher:
@@ -189,7 +157,12 @@ class Batcher:
         self._queue: deque[_Pending | _Bulk] = deque()
         self._waiting = 0  # entries waiting, a bulk request counted as its chunks
         self._rows_waiting = 0
-        self._helping: deque[_Bulk] = deque()  # bulk requests taken with chunks unclaimed
+        # Bulk requests taken from the queue, in order, whose chunks lanes claim. A lane is a
+        # slot's worker thread claiming chunks until none is left in any of them: it goes
+        # from one request to the next without waiting for the event loop.
+        self._staged: deque[_Bulk] = deque()
+        self._lock = threading.Lock()  # the staged requests and their counters
+        self._lanes = 0
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -209,6 +182,7 @@ class Batcher:
         if self._batched and rows > limit:
             bulk = _Bulk(feed, rows, limit, asyncio.get_running_loop().create_future())
             self._admit(bulk.weight)
+            bulk.future.add_done_callback(lambda _: self._abandon(bulk))
             self._enter(bulk)
             return await bulk.future
         if not self._queue and not self._running and self._inline(rows):
@@ -239,16 +213,15 @@ class Batcher:
 
     def _dispatch(self) -> None:
         """Start calls while requests wait and slots are free (never awaits)."""
-        while self._running < self._slots:
-            if self._helping:  # a bulk request taken earlier goes first while chunks are left
-                bulk = self._helping[0]
-                if bulk.unclaimed and bulk.lanes < bulk.weight:
-                    bulk.lanes += 1
-                    self._start(self._lane(bulk))
-                else:
-                    self._helping.popleft()
+        while True:
+            self._stage()
+            if self._running >= self._slots:
+                return
+            if self._unclaimed():
+                self._lanes += 1
+                self._start(self._lane())
                 continue
-            if not self._queue:
+            if not self._queue or isinstance(self._queue[0], _Bulk):
                 return
             if self._merge and not self._ready_to_take():
                 return
@@ -256,13 +229,30 @@ class Batcher:
                 # A call is running: let the queue grow into the next batch rather than
                 # start a small one beside it; a full batch's worth starts at once.
                 return
-            batch = self._take()
-            if isinstance(batch, _Bulk):
-                self._helping.append(batch)
-            else:
-                self._start(self._execute(batch))
+            self._start(self._execute(self._take()))
+
+    def _stage(self) -> None:
+        """Hand bulk requests at the head of the queue to the lanes, in order.
+
+        While a lane runs, this happens at once, free slot or not: the lane that finishes
+        the request before goes straight on to the next one's chunks.
+        """
+        while self._queue and (self._lanes or self._running < self._slots):
+            bulk = self._queue[0]
+            if not isinstance(bulk, _Bulk):
+                return
+            self._queue.popleft()
+            self._rows_waiting -= bulk.rows
+            self._waiting -= bulk.weight
+            with self._lock:
+                self._staged.append(bulk)
+
+    def _unclaimed(self) -> bool:
+        with self._lock:
+            return any(bulk.unclaimed for bulk in self._staged)
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a slot."""
         self._running += 1
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
@@ -298,49 +288,116 @@ class Batcher:
             return True
         return bool(preferred) and rows >= min(preferred)
 
-    def _take(self) -> list[_Pending] | _Bulk:
-        """The next call's requests, or the bulk request at the head (never merged)."""
-        head = self._queue.popleft()
-        self._rows_waiting -= head.rows
-        self._waiting -= head.weight
-        if isinstance(head, _Bulk):
-            return head
-        batch, rows = [head], head.rows
-        while self._merge and self._queue:
+    def _take(self) -> list[_Pending]:
+        """The requests of the next call (never a bulk request: those are staged)."""
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
             pending = self._queue[0]
-            if isinstance(pending, _Bulk) or rows + pending.rows > self.config.max_batch_size:
+            if isinstance(pending, _Bulk) or (
+                batch and (not self._merge or rows + pending.rows > self.config.max_batch_size)
+            ):
                 break
             self._queue.popleft()
             rows += pending.rows
             batch.append(pending)
-        self._rows_waiting -= rows - head.rows
-        self._waiting -= len(batch) - 1
+        self._rows_waiting -= rows
+        self._waiting -= len(batch)
         return batch
 
-    async def _lane(self, bulk: _Bulk) -> None:
-        """One slot's share of a bulk request: chunks claimed until none is left."""
-        if not bulk.started:
-            bulk.started = time.perf_counter_ns()
+    async def _lane(self) -> None:
+        """A slot running chunks of the staged bulk requests until none is left."""
+        loop = asyncio.get_running_loop()
         try:
-            if self._inline(bulk.limit):  # cheap chunks: on the loop, one per turn
-                while bulk.unclaimed:
-                    self._recorded(bulk, bulk.run(self._run, 1))
+            if self._inline(self.config.max_batch_size):  # cheap chunks: one per loop turn
+                while self._run_chunk(loop):
                     await asyncio.sleep(0)
             else:
-                loop = asyncio.get_running_loop()
-                calls = await loop.run_in_executor(self._executor, bulk.run, self._run, bulk.weight)
-                self._recorded(bulk, calls)
+                await loop.run_in_executor(self._executor, self._run_chunks, loop)
         except Exception as exc:  # the executor refused the work (it is shutting down)
-            bulk.fail(exc)
+            self._fail_staged(exc)
         finally:
-            bulk.lanes -= 1
-            if not bulk.lanes and not bulk.unclaimed:
-                bulk.settle()
+            self._lanes -= 1
 
-    def _recorded(self, bulk: _Bulk, calls: list[tuple[int, int, int]]) -> None:
-        for rows, start, end in calls:
-            bulk.infer_ns += end - start
+    def _run_chunks(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._run_chunk(loop):
+            pass
+
+    def _run_chunk(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Claim the next chunk of the staged requests and run it; False when none is left.
+
+        Runs on a worker thread (or the loop, for cheap chunks); the request is answered on
+        the loop once its last chunk is done.
+        """
+        with self._lock:
+            while self._staged and not self._staged[0].unclaimed:
+                self._staged.popleft()  # every chunk taken (or the request stopped)
+            if not self._staged:
+                return False
+            bulk = self._staged[0]
+            index = bulk.claimed
+            bulk.claimed += 1
+            if not bulk.started:
+                bulk.started = time.perf_counter_ns()
+        feed, rows = bulk.chunk(index)
+        start = time.perf_counter_ns()
+        error: Exception | None = None
+        try:
+            outputs = self._run(feed)
+        except Exception as exc:
+            error = exc
+        end = time.perf_counter_ns()
+        with self._lock:
+            bulk.finished += 1
+            if error is None:
+                bulk.outputs[index] = outputs
+                bulk.calls.append((rows, start, end))
+            else:
+                bulk.stopped = True
+                bulk.error = bulk.error or error
+            last = self._settling(bulk)
+        if last:
+            loop.call_soon_threadsafe(self._settle, bulk)
+        return True
+
+    @staticmethod
+    def _settling(bulk: _Bulk) -> bool:
+        """Whether ``bulk`` is to be answered now (true once; call with the lock held)."""
+        if bulk.settled or not bulk.idle:
+            return False
+        bulk.settled = True
+        return True
+
+    def _settle(self, bulk: _Bulk) -> None:
+        """Record a bulk request's calls and answer it (on the event loop)."""
+        for rows, start, end in bulk.calls:
             self._record.executed(rows, 0, end - start, 0)
+        if bulk.future.done():
+            return
+        if bulk.error is not None:
+            bulk.future.set_exception(bulk.error)
+        else:
+            bulk.future.set_result(bulk.result())
+
+    def _abandon(self, bulk: _Bulk) -> None:
+        """A bulk request answered or given up on: run no more of its chunks."""
+        with self._lock:
+            bulk.stopped = True
+            last = self._settling(bulk)
+        if last:
+            self._settle(bulk)
+
+    def _fail_staged(self, exc: Exception) -> None:
+        with self._lock:
+            failed = []
+            for bulk in self._staged:
+                if bulk.unclaimed:
+                    bulk.stopped = True
+                    bulk.error = bulk.error or exc
+                    if self._settling(bulk):
+                        failed.append(bulk)
+        for bulk in failed:
+            self._settle(bulk)
 
     async def _execute(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if not p.future.done()]  # callers that gave up
