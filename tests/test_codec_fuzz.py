@@ -23,6 +23,7 @@ from driftgate.gateway.dataplane.codec import (
     decode_bytes,
     decode_inputs,
     encode_bytes,
+    payload_bytes,
     requested_outputs,
 )
 from driftgate.gateway.dataplane.session import NUMPY_DTYPES, TensorSpec
@@ -341,3 +342,22 @@ def test_request_level_bounds() -> None:
         outputs.outputs.add(name="label")
     _refused(lambda: check_request(outputs, 256), "2000 outputs")
     _refused(lambda: requested_outputs(["a", "b", "c"], MODELS[0][0], "m"), "asks for 3 outputs")
+
+
+def test_payload_bytes_counts_what_the_tensors_take_once_decoded() -> None:
+    raw = pb.ModelInferRequest(model_name="m")
+    raw.inputs.add(name="X", datatype="FP32", shape=[4096, 32])
+    raw.raw_input_contents.append(np.ones((4096, 32), np.float32).tobytes())
+    assert payload_bytes(raw) == 4096 * 32 * 4
+    assert payload_bytes(raw) <= raw.ByteSize()
+
+    typed = pb.ModelInferRequest(model_name="m")
+    add = typed.inputs.add
+    add(name="a", datatype="FP32", shape=[10]).contents.fp32_contents.extend([1.5] * 10)
+    add(name="b", datatype="INT64", shape=[5]).contents.int64_contents.extend([1] * 5)
+    add(name="c", datatype="BOOL", shape=[3]).contents.bool_contents.extend([True] * 3)
+    words = typed.inputs.add(name="d", datatype="BYTES", shape=[2])
+    words.contents.bytes_contents.extend([b"ab", b"cde"])
+    typed.inputs.add(name="e", datatype="FP32", shape=[0])  # no contents at all
+    # int64 as decoded (8 bytes each), not as varints on the wire (1 byte each here)
+    assert payload_bytes(typed) == 40 + 40 + 3 + words.contents.ByteSize()
