@@ -294,6 +294,8 @@ class GatewayMetrics:
             ("limit",),
             registry=registry,
         )
+        for limit in ("requests", "bytes", "pending"):  # at 0 from the start: rate() sees them
+            self.admission_refusals.labels(limit)
         self.expired_requests = Counter(
             "driftgate_expired_requests",
             "ModelInfer calls whose deadline had passed by the time the gateway took them, "
