@@ -14,11 +14,11 @@ from one large batch than from two small ones); calls that are not merged run si
 
 A request with more rows than ``max_batch_size`` waits in the queue as one entry that counts
 as its chunks (of at most that many rows) against ``max_queue_size``; an empty queue admits it
-even with more chunks than that. When its turn comes it takes every free slot, and each slot's
-worker thread claims the next chunk itself as soon as its last one is done: one hand-off
-through the event loop per thread and request, not per chunk, so the threads never sit idle
-waiting for a busy loop between chunks. A slot that frees while chunks are left joins in
-before anything queued behind. If a merged call fails, each request in it is retried alone,
+even with more chunks than that. When its turn comes it is staged and takes every free slot;
+each slot's worker thread (a lane) claims the next chunk itself as soon as its last one is
+done, and goes on to the next staged request's chunks, so the threads never sit idle waiting
+for a busy event loop between chunks. A slot that frees while chunks are left joins in before
+anything queued behind. If a merged call fails, each request in it is retried alone,
 so one bad request never fails the good ones batched with it.
 
 Each onnxruntime call is recorded once in the version's ``VersionRecord``.
@@ -217,7 +217,7 @@ class Batcher:
             self._stage()
             if self._running >= self._slots:
                 return
-            if self._unclaimed():
+            if self._staged and self._unclaimed():  # only lanes remove: empty is exact
                 self._lanes += 1
                 self._start(self._lane())
                 continue
