@@ -94,6 +94,9 @@ class _Child:
         )
         self.process.start()
         child.close()
+        # close() on the gateway's shutdown and a loader thread that saw the child die may
+        # stop it at once; two unguarded closes of one pipe end raise EBADF.
+        self._stopping = threading.Lock()
 
     def check(self, data: bytes, timeout: float) -> ProbeVerdict:
         try:
@@ -123,10 +126,11 @@ class _Child:
         return bool(self.process.is_alive())
 
     def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self.connection.close()
+        with self._stopping:
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+            self.connection.close()  # a second close of a closed end does nothing
 
 
 class LoadProbe:
