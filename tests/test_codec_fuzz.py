@@ -293,6 +293,26 @@ def test_shapes_whose_product_overflows_int64_are_refused() -> None:
     _refused(lambda: decode_inputs(request, spec, True, MAX_ROWS), "more than")
 
 
+@pytest.mark.parametrize(
+    ("spec_shape", "shape", "expected"),
+    [
+        ((-1,), [1, -1], "expected shape [-1, -1], got [1, -1]"),  # a free width, negative
+        ((4,), [1, 5], "expected shape [-1, 4], got [1, 5]"),
+        ((4,), [-2, 4], "expected shape [-1, 4], got [-2, 4]"),  # a negative batch
+        ((4,), [0, 4], "batch size 0 is outside 1.."),
+        ((2, -1), [1, 3, 7], "expected shape [-1, 2, -1], got [1, 3, 7]"),
+    ],
+)
+def test_a_shape_that_does_not_fit_the_model_is_refused_with_both_shapes(
+    spec_shape: tuple[int, ...], shape: list[int], expected: str
+) -> None:
+    spec = (TensorSpec("x", "FP32", spec_shape),)
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="FP32", shape=shape)
+    request.raw_input_contents.append(b"")
+    _refused(lambda: decode_inputs(request, spec, True, MAX_ROWS), expected)
+
+
 def test_a_million_dimensions_are_refused_by_rank_without_echoing_them() -> None:
     request = pb.ModelInferRequest(model_name="m")
     request.inputs.add(name="X", datatype="FP32", shape=[1] * 1_000_000)

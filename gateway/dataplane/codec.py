@@ -100,23 +100,33 @@ def check_request(request: pb.ModelInferRequest, max_request_id_bytes: int) -> N
             f"the request has {len(request.parameters)} parameters; at most {MAX_PARAMETERS} "
             "are accepted"
         )
-    for field in ("inputs", "outputs", "raw_input_contents"):
-        if len(getattr(request, field)) > MAX_TENSORS:
+    inputs, outputs = request.inputs, request.outputs
+    for field, tensors in (
+        ("inputs", inputs),
+        ("outputs", outputs),
+        ("raw_input_contents", request.raw_input_contents),
+    ):
+        if len(tensors) > MAX_TENSORS:
             raise InvalidInput(
-                f"the request lists {len(getattr(request, field))} {field}; at most "
-                f"{MAX_TENSORS} are accepted, and a model's own count is checked next"
+                f"the request lists {len(tensors)} {field}; at most {MAX_TENSORS} are "
+                "accepted, and a model's own count is checked next"
             )
-    for kind, tensors in (("input", request.inputs), ("requested output", request.outputs)):
-        for tensor in tensors:
-            if _too_long(tensor.name, MAX_NAME_BYTES):
-                raise InvalidInput(
-                    f"{kind} name {quote(tensor.name)} is longer than {MAX_NAME_BYTES} bytes"
-                )
-            if len(tensor.parameters) > MAX_PARAMETERS:
-                raise InvalidInput(
-                    f"{kind} {quote(tensor.name)} has {len(tensor.parameters)} parameters; "
-                    f"at most {MAX_PARAMETERS} are accepted"
-                )
+    for tensor in inputs:
+        _check_tensor("input", tensor)
+    for tensor in outputs:
+        _check_tensor("requested output", tensor)
+
+
+def _check_tensor(kind: str, tensor: Any) -> None:
+    if _too_long(tensor.name, MAX_NAME_BYTES):
+        raise InvalidInput(
+            f"{kind} name {quote(tensor.name)} is longer than {MAX_NAME_BYTES} bytes"
+        )
+    if len(tensor.parameters) > MAX_PARAMETERS:
+        raise InvalidInput(
+            f"{kind} {quote(tensor.name)} has {len(tensor.parameters)} parameters; "
+            f"at most {MAX_PARAMETERS} are accepted"
+        )
 
 
 def payload_bytes(request: pb.ModelInferRequest) -> int:
@@ -127,7 +137,9 @@ def payload_bytes(request: pb.ModelInferRequest) -> int:
     width; only BYTES contents are serialised to be measured. Call it after
     ``check_request``, which bounds the lists walked here.
     """
-    size = sum(len(raw) for raw in request.raw_input_contents)
+    size = 0
+    for raw in request.raw_input_contents:
+        size += len(raw)
     for tensor in request.inputs:
         if not tensor.HasField("contents"):
             continue
@@ -141,7 +153,10 @@ def payload_bytes(request: pb.ModelInferRequest) -> int:
 
 def _too_long(text: str, limit: int) -> bool:
     """Whether ``text`` takes more than ``limit`` bytes in UTF-8, without encoding a long one."""
-    if len(text) > limit:  # a character takes at least one byte
+    length = len(text)
+    if length * 4 <= limit:  # a character takes at most four bytes
+        return False
+    if length > limit:  # and at least one
         return True
     return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
 
@@ -191,7 +206,8 @@ def decode_inputs(
             f"raw_input_contents has {len(raw)} entries but the request has {len(tensors)} "
             "inputs; send one entry per input, in the order of inputs"
         )
-    by_name = {spec.name: spec for spec in specs}
+    # _check_names made the names those of the specs: one input is the one spec
+    by_name = {specs[0].name: specs[0]} if len(specs) == 1 else {s.name: s for s in specs}
     feed: dict[str, np.ndarray] = {}
     rows = -1
     for index, tensor in enumerate(tensors):
@@ -251,36 +267,50 @@ def _check_names(tensors: Sequence[Any], specs: Sequence[TensorSpec], model: str
 
 
 def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) -> tuple[int, ...]:
-    name = quote(spec.name)
     if tensor.datatype != spec.datatype:
         raise InvalidInput(
-            f"input {name}: expected datatype {spec.datatype}, got {_datatype(tensor.datatype)}"
+            f"input {quote(spec.name)}: expected datatype {spec.datatype}, got "
+            f"{_datatype(tensor.datatype)}"
         )
     if len(tensor.parameters) > MAX_PARAMETERS:
         raise InvalidInput(
-            f"input {name} has {len(tensor.parameters)} parameters; at most {MAX_PARAMETERS} "
-            "are accepted"
+            f"input {quote(spec.name)} has {len(tensor.parameters)} parameters; at most "
+            f"{MAX_PARAMETERS} are accepted"
         )
-    expected = ["-1", *map(str, spec.shape)] if batched else list(map(str, spec.shape))
+    wanted = spec.shape
     rank = len(tensor.shape)  # before copying the shape: it may hold a million dimensions
-    if rank != len(expected):
+    if rank != len(wanted) + batched:
+        expected = _expected_shape(spec, batched)
         raise InvalidInput(
-            f"input {name}: expected shape [{', '.join(expected)}] (rank {len(expected)}), "
-            f"got a shape of rank {rank}"
+            f"input {quote(spec.name)}: expected shape [{', '.join(expected)}] "
+            f"(rank {len(expected)}), got a shape of rank {rank}"
         )
     shape = tuple(tensor.shape)
     dims = shape[1:] if batched else shape
-    fits = all(want in (-1, got) for want, got in zip(spec.shape, dims, strict=True))
-    if not fits or any(d < 0 for d in shape):
+    if (dims != wanted or -1 in wanted) and (
+        -1 not in wanted
+        or not all(want in (-1, got) for want, got in zip(wanted, dims, strict=True))
+        or any(d < 0 for d in dims)
+    ):
+        expected = ", ".join(_expected_shape(spec, batched))
         raise InvalidInput(
-            f"input {name}: expected shape [{', '.join(expected)}], got {list(shape)}"
+            f"input {quote(spec.name)}: expected shape [{expected}], got {list(shape)}"
         )
     if batched and (shape[0] < 1 or shape[0] > max_rows):
+        if shape[0] < 0:
+            expected = ", ".join(_expected_shape(spec, batched))
+            raise InvalidInput(
+                f"input {quote(spec.name)}: expected shape [{expected}], got {list(shape)}"
+            )
         raise InvalidInput(
-            f"input {name}: batch size {shape[0]} is outside 1..{max_rows} "
+            f"input {quote(spec.name)}: batch size {shape[0]} is outside 1..{max_rows} "
             "(the gateway's --max-request-rows)"
         )
     return shape
+
+
+def _expected_shape(spec: TensorSpec, batched: bool) -> list[str]:
+    return ["-1", *map(str, spec.shape)] if batched else list(map(str, spec.shape))
 
 
 def _datatype(text: str) -> str:
@@ -309,8 +339,8 @@ def _element_count(shape: tuple[int, ...], limit: int, name: str, what: str) -> 
 
 
 def _from_raw(buffer: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
-    name = quote(spec.name)
     if spec.datatype == "BYTES":
+        name = quote(spec.name)
         count = _element_count(shape, MAX_BYTES_ELEMENTS, spec.name, "a BYTES input may have")
         # Every element takes at least its 4-byte length prefix: checked before any walk.
         if count * 4 > len(buffer):
@@ -324,7 +354,7 @@ def _from_raw(buffer: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.nda
     count = _element_count(shape, MAX_ELEMENTS, spec.name, "an input may have")
     if len(buffer) != count * dtype.itemsize:
         raise InvalidInput(
-            f"input {name}: raw_input_contents holds {len(buffer)} bytes, but shape "
+            f"input {quote(spec.name)}: raw_input_contents holds {len(buffer)} bytes, but shape "
             f"{list(shape)} of {spec.datatype} needs {count * dtype.itemsize} bytes"
         )
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
