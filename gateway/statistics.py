@@ -272,6 +272,7 @@ class VersionCollector:
         self._max_records = max_records
         self._max_record_bytes = max_record_bytes
         self._input_names = list(dict.fromkeys(f.input for f in self.features))
+        self._blocks = _numeric_blocks(self.features)
         self._pending = self._new_pending()
         self.records: list[PredictionRecord] = []
         self._record_bytes = 0
@@ -387,12 +388,19 @@ class VersionCollector:
         """The counts and records of a batch, computed aside: nothing is merged on a failure."""
         sizes = [len(p) for p in pending.labels]
         columns = {name: np.concatenate(arrays) for name, arrays in pending.inputs.items()}
-        labels = np.concatenate([np.asarray(p) for p in pending.labels])
+        labels = np.concatenate(pending.labels)
         counts = self._empty()
         counts.rows = len(labels)
         terms: _Terms = {}
+        blocked: set[int] = set()
+        for block in self._blocks:
+            matrix = columns[block.input]
+            if matrix.ndim == 2:
+                block.count(counts, matrix)
+                blocked.update(block.indices)
         for index, feature in enumerate(self.features):
-            _count_feature(counts, index, feature, columns[feature.input], terms)
+            if index not in blocked:
+                _count_feature(counts, index, feature, columns[feature.input], terms)
         self._count_predictions(counts, labels)
         return counts, self._records(pending, sizes, columns, labels)
 
@@ -520,6 +528,62 @@ def _column(matrix: np.ndarray, index: np.ndarray, column: int) -> np.ndarray:
 
 #: a batch's terms of each text column (input, column), made once for its measures
 _Terms = dict[tuple[str, int], list[list[str]]]
+
+
+class _NumericBlock:
+    """The plain numeric features of one input, served in one dtype, counted together.
+
+    One cast and one finiteness test for the whole block, one ``searchsorted`` per feature
+    and one ``bincount`` for all of them: the counts ``numeric_counts`` gives feature by
+    feature, in about a sixth of the time for a 32-feature model (a bulk count runs on the
+    event loop, so its length is a stall every request in flight waits out).
+    """
+
+    def __init__(self, name: str, dtype: str, members: Sequence[tuple[int, _Feature]]) -> None:
+        self.input = name
+        self.dtype = np.dtype(dtype)
+        self.indices = [index for index, _ in members]
+        self.columns = [feature.column for _, feature in members]
+        self.edges = [feature.edges for _, feature in members]
+        self.bins = np.array([len(edges) + 1 for edges in self.edges])  # type: ignore[arg-type]
+        self.offsets = np.concatenate([[0], np.cumsum(self.bins)[:-1]])
+        self.total = int(self.bins.sum())  # one bin past the last: where non-finite values go
+
+    def count(self, counts: VersionCounts, matrix: np.ndarray) -> None:
+        block = np.asarray(matrix[:, self.columns])
+        if block.dtype.kind not in "biuf":
+            block = block.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # as served: overflow gives +-Inf
+            served = block.astype(self.dtype, copy=False)
+        # In float64, as the edges are (exact for any served float): searchsorted then
+        # compares without converting the values again for every feature.
+        values = np.ascontiguousarray(served.T, dtype=np.float64)
+        index = np.empty(values.shape, dtype=np.intp)
+        for row, edges in enumerate(self.edges):
+            index[row] = edges.searchsorted(values[row], "right")  # type: ignore[union-attr]
+        index += self.offsets[:, None]
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = np.isnan(values).sum(axis=1)
+            counts.nan[self.indices] += nan
+            counts.inf[self.indices] += (~finite).sum(axis=1) - nan
+            index[~finite] = self.total
+        binned = np.bincount(index.ravel(), minlength=self.total + 1)
+        for position, feature in enumerate(self.indices):
+            start = self.offsets[position]
+            counts.features[feature] += binned[start : start + self.bins[position]]
+        counts.out_of_range[self.indices] += (
+            binned[self.offsets] + binned[self.offsets + self.bins - 1]
+        )
+
+
+def _numeric_blocks(features: Sequence[_Feature]) -> list[_NumericBlock]:
+    """The plain numeric features (not measures of a text column), by input and dtype."""
+    groups: dict[tuple[str, str], list[tuple[int, _Feature]]] = {}
+    for index, feature in enumerate(features):
+        if feature.numeric and feature.derived is None:
+            groups.setdefault((feature.input, feature.dtype), []).append((index, feature))
+    return [_NumericBlock(name, dtype, members) for (name, dtype), members in groups.items()]
 
 
 def _count_feature(

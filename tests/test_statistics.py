@@ -277,3 +277,50 @@ def test_records_are_bounded_by_bytes_and_ids_by_what_the_monitor_stores(
     _, records = ids.take()
     assert [len(r.request_id) for r in records] == [256]
     assert ids.dropped_records == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["float32", "float64", "int64"]))
+def test_features_counted_together_equal_features_counted_one_by_one(seed: int, wire: str) -> None:
+    """The block count (one cast, one bincount for all plain numeric features of an input)
+    gives each feature exactly the bins, NaN, Inf and out-of-range counts of its own count,
+    on the data users send: ties on the edges, integers, NaN, +-Inf and float64 values that
+    overflow the served float32."""
+    from driftgate.gateway.statistics import _count_feature
+
+    rng = np.random.default_rng(seed)
+    train = np.round(rng.normal(scale=3.0, size=(400, 4)), 1)  # decimals: ties on the edges
+    train[:, 1] = rng.integers(-3, 4, size=400)  # an integer feature
+    features = [
+        {"name": f"f{j}", "input": "numeric", "column": j, **numeric_bins(train[:, j]).to_dict()}
+        for j in (2, 0, 3, 1)  # the profile need not list columns in order
+    ]
+    features[2]["dtype"] = "float64"  # a second served dtype: a block of its own
+    collector = VersionCollector(
+        {"version": 1, "rows": 400, "features": features}, {"numeric": 4}, ["label"]
+    )
+    assert len(collector._blocks) == 2
+    rows = int(rng.integers(1, 300))
+    if wire == "int64":
+        matrix = rng.integers(-5, 6, size=(rows, 4))
+    else:
+        matrix = np.round(rng.normal(scale=3.0, size=(rows, 4)), 1).astype(wire)
+        matrix[rng.random((rows, 4)) < 0.1] = np.nan
+        matrix[rng.random((rows, 4)) < 0.05] = np.inf
+        matrix[rng.random((rows, 4)) < 0.05] = -np.inf
+        if wire == "float64":
+            matrix[rng.random((rows, 4)) < 0.05] = 1e300  # +Inf once served as float32
+        edges = np.concatenate([f.edges for f in collector.features if f.edges is not None])
+        matrix[:, 0][: len(edges)] = edges[:rows]  # values exactly on an edge
+
+    together = collector._empty()
+    for block in collector._blocks:
+        block.count(together, matrix)
+    alone = collector._empty()
+    for index, feature in enumerate(collector.features):
+        _count_feature(alone, index, feature, matrix, {})
+    for mine, theirs in zip(together.features, alone.features, strict=True):
+        assert mine.tolist() == theirs.tolist()
+    assert together.nan.tolist() == alone.nan.tolist()
+    assert together.inf.tolist() == alone.inf.tolist()
+    assert together.out_of_range.tolist() == alone.out_of_range.tolist()

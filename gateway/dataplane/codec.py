@@ -111,10 +111,10 @@ def check_request(request: pb.ModelInferRequest, max_request_id_bytes: int) -> N
                 f"the request lists {len(tensors)} {field}; at most {MAX_TENSORS} are "
                 "accepted, and a model's own count is checked next"
             )
-    for tensor in inputs:
-        _check_tensor("input", tensor)
-    for tensor in outputs:
-        _check_tensor("requested output", tensor)
+    for given in inputs:
+        _check_tensor("input", given)
+    for wanted in outputs:
+        _check_tensor("requested output", wanted)
 
 
 def _check_tensor(kind: str, tensor: Any) -> None:
@@ -280,10 +280,10 @@ def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) ->
     wanted = spec.shape
     rank = len(tensor.shape)  # before copying the shape: it may hold a million dimensions
     if rank != len(wanted) + batched:
-        expected = _expected_shape(spec, batched)
+        listed = _expected_shape(spec, batched)
         raise InvalidInput(
-            f"input {quote(spec.name)}: expected shape [{', '.join(expected)}] "
-            f"(rank {len(expected)}), got a shape of rank {rank}"
+            f"input {quote(spec.name)}: expected shape [{', '.join(listed)}] "
+            f"(rank {len(listed)}), got a shape of rank {rank}"
         )
     shape = tuple(tensor.shape)
     dims = shape[1:] if batched else shape
