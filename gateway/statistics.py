@@ -35,6 +35,7 @@ from driftgate.core.profile import (
     MISSING_CODE,
     SERVED_DTYPE,
     CategoryIndex,
+    as_served,
     category_text,
     numeric_counts,
 )
@@ -535,8 +536,9 @@ class _NumericBlock:
 
     One cast and one finiteness test for the whole block, one ``searchsorted`` per feature
     and one ``bincount`` for all of them: the counts ``numeric_counts`` gives feature by
-    feature, in about a sixth of the time for a 32-feature model (a bulk count runs on the
-    event loop, so its length is a stall every request in flight waits out).
+    feature, in about a third of the time for a 32-feature model (0.23 against 0.61 ms for 511
+    forest rows; a bulk count runs on the event loop, so its length is a stall every request
+    in flight waits out).
     """
 
     def __init__(self, name: str, dtype: str, members: Sequence[tuple[int, _Feature]]) -> None:
@@ -550,11 +552,8 @@ class _NumericBlock:
         self.total = int(self.bins.sum())  # one bin past the last: where non-finite values go
 
     def count(self, counts: VersionCounts, matrix: np.ndarray) -> None:
-        block = np.asarray(matrix[:, self.columns])
-        if block.dtype.kind not in "biuf":
-            block = block.astype(np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):  # as served: overflow gives +-Inf
-            served = block.astype(self.dtype, copy=False)
+        block = matrix[:, self.columns]
+        served = as_served(block, self.dtype).reshape(block.shape)
         # In float64, as the edges are (exact for any served float): searchsorted then
         # compares without converting the values again for every feature.
         values = np.ascontiguousarray(served.T, dtype=np.float64)

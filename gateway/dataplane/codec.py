@@ -206,8 +206,7 @@ def decode_inputs(
             f"raw_input_contents has {len(raw)} entries but the request has {len(tensors)} "
             "inputs; send one entry per input, in the order of inputs"
         )
-    # _check_names made the names those of the specs: one input is the one spec
-    by_name = {specs[0].name: specs[0]} if len(specs) == 1 else {s.name: s for s in specs}
+    by_name = {spec.name: spec for spec in specs}
     feed: dict[str, np.ndarray] = {}
     rows = -1
     for index, tensor in enumerate(tensors):
@@ -287,21 +286,17 @@ def _check_shape(tensor: Any, spec: TensorSpec, batched: bool, max_rows: int) ->
         )
     shape = tuple(tensor.shape)
     dims = shape[1:] if batched else shape
-    if (dims != wanted or -1 in wanted) and (
-        -1 not in wanted
-        or not all(want in (-1, got) for want, got in zip(wanted, dims, strict=True))
-        or any(d < 0 for d in dims)
-    ):
+    if -1 in wanted:  # free dimensions: any size, but never a negative one
+        fits = all(want in (-1, got) for want, got in zip(wanted, dims, strict=True))
+        fits = fits and all(d >= 0 for d in dims)
+    else:  # fixed ones (never negative): equal or not, without a walk
+        fits = dims == wanted
+    if not fits or (batched and shape[0] < 0):
         expected = ", ".join(_expected_shape(spec, batched))
         raise InvalidInput(
             f"input {quote(spec.name)}: expected shape [{expected}], got {list(shape)}"
         )
     if batched and (shape[0] < 1 or shape[0] > max_rows):
-        if shape[0] < 0:
-            expected = ", ".join(_expected_shape(spec, batched))
-            raise InvalidInput(
-                f"input {quote(spec.name)}: expected shape [{expected}], got {list(shape)}"
-            )
         raise InvalidInput(
             f"input {quote(spec.name)}: batch size {shape[0]} is outside 1..{max_rows} "
             "(the gateway's --max-request-rows)"
