@@ -138,10 +138,13 @@ def _probe_child(gateway: DriftgateProcess) -> int:
     """The gateway's load-probe process, once it runs."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for task in Path(f"/proc/{gateway.process.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                if b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return int(pid)
+        try:  # a thread or child may end between listing it and reading its files
+            for task in Path(f"/proc/{gateway.process.pid}/task").iterdir():
+                for pid in (task / "children").read_text().split():
+                    if b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return int(pid)
+        except FileNotFoundError:
+            pass
         time.sleep(0.05)
     raise TimeoutError(gateway.log)
 

@@ -31,22 +31,29 @@ X = np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32)
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
+def _read(path: Path) -> bytes:
+    """A /proc file, or nothing when its thread or process ended meanwhile."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found |= {int(p) for p in text}
+        found |= {int(p) for p in _read(task / "children").split()}
     return found
 
 
 def _workers(pid: int) -> set[int]:
     """The parent's serving children (multiprocessing's spawn also starts a tracker)."""
-    return {
-        child
-        for child in _children(pid)
-        if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes()
-        and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
-    }
+    workers = set()
+    for child in _children(pid):
+        command = _read(Path(f"/proc/{child}/cmdline"))
+        if b"multiprocessing.spawn" in command and b"resource_tracker" not in command:
+            workers.add(child)
+    return workers
 
 
 def _gauge(port: int, name: str) -> float:
