@@ -226,6 +226,7 @@ class GatewayServer:
         await self.announce_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        log.info("shutting down: requests drained; releasing models and sending the last report")
         await self.mirror.close()
         await self.manager.close()
         if self.reporter is not None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import inspect
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: seconds a stopping process may take past its delay and drain to release what it holds
+#: (models, the last report, the metrics server) and exit, before it is declared stuck
+RELEASE_SECONDS = 15.0
 
 _INTERNAL = "internal error; see the server log"
 
@@ -178,12 +184,17 @@ async def serve_until_signalled(
     *,
     announce: Callable[[], Awaitable[None]] | None = None,
     delay: float = 0.0,
+    release: float = RELEASE_SECONDS,
 ) -> None:
     """Start, run until SIGTERM or SIGINT, then drain (within ``grace`` seconds) and stop.
 
     Behind a load balancer, ``announce`` (health NOT_SERVING) runs first and the process
     keeps serving for ``delay`` seconds, the time the balancer takes to see it and stop
     routing new requests to it; a second signal ends the delay at once.
+
+    A process that has not exited ``delay + grace + release`` seconds after the signal is
+    stuck: it logs an error, writes every thread's stack to stderr and exits with status 1,
+    so an orchestrator never waits on it forever and its log says where it hung.
     """
     # Handlers first: start() announces readiness (the ready file) before it returns, and a
     # signal sent on that news must find them, not Python's default (exit at once).
@@ -193,6 +204,7 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, signalled.set)
     await start()
     await signalled.wait()
+    _exit_if_stuck(name, delay + grace + release, loop)
     if announce is not None:
         signalled.clear()
         await announce()
@@ -203,3 +215,44 @@ async def serve_until_signalled(
     log.info("shutting down: draining for up to %.1f s", grace)
     await stop()
     log.info("%s stopped", name)
+
+
+def _exit_if_stuck(name: str, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Exit with status 1, after the stacks of every thread and task, unless gone in time.
+
+    A daemon timer: it never holds up an exit, and it still fires while the interpreter
+    waits for other threads at exit. The tasks' stacks show what each coroutine awaits,
+    which a thread's stack (the event loop waiting in ``select``) does not.
+    """
+
+    def stuck() -> None:
+        log.error(
+            "%s did not exit within %.1f s of the signal; the stacks of its threads and tasks "
+            "follow, then it exits with status 1",
+            name,
+            seconds,
+        )
+        faulthandler.dump_traceback(all_threads=True)
+        with contextlib.suppress(Exception):  # read from another thread: best effort
+            for task in asyncio.all_tasks(loop):
+                print(f"Task {task.get_name()} awaits (outermost first):", file=sys.stderr)
+                print("\n".join(_awaiting(task.get_coro())), file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, stuck)
+    timer.daemon = True
+    timer.name = "driftgate-exit-watchdog"
+    timer.start()
+
+
+def _awaiting(coroutine: Any) -> list[str]:
+    """Where a suspended coroutine and each coroutine it awaits stand, outermost first."""
+    lines = []
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
+    return lines

@@ -9,6 +9,8 @@ drains and exits 0. A second signal ends the delay early.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,3 +94,41 @@ def test_a_second_signal_ends_the_delay(tmp_path: Path) -> None:
         assert "still answering for 600.0 s" in gateway.log
     finally:
         gateway.terminate()
+
+
+STUCK_IN_RELEASE = """
+import asyncio, logging
+from driftgate.core.rpc import serve_until_signalled
+
+logging.basicConfig(level=logging.INFO)
+
+
+async def start():
+    print("ready", flush=True)
+
+
+async def release_that_never_ends():
+    await asyncio.Event().wait()
+
+
+asyncio.run(serve_until_signalled(start, release_that_never_ends, "gateway", 0.2, release=0.5))
+"""
+
+
+def test_a_process_stuck_in_shutdown_exits_with_the_stacks_of_what_it_awaited() -> None:
+    """No orchestrator waits on a stuck process forever, and its log says where it hung."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUCK_IN_RELEASE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 1, stderr
+    assert "gateway did not exit within 0.7 s of the signal" in stderr
+    assert "release_that_never_ends" in stderr  # the task's stack names the stuck step
