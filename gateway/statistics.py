@@ -25,7 +25,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,15 +216,22 @@ class _Pending:
 
     No per-request container outlives its request (thousands of small live dicts and tuples
     would make every GC pass slower); the lists stay aligned because ``observe`` appends to
-    all of them or none, and a count takes the whole object at once.
+    all of them or none, and a count takes the whole object at once. A request not sampled
+    for a record leaves only its arrays: at the record cap, most of a busy second's
+    requests, which then cost no id, time or probabilities to hold or to walk at the count.
     """
 
     inputs: dict[str, list[np.ndarray]]
     labels: list[np.ndarray] = field(default_factory=list)
-    probabilities: list[np.ndarray] = field(default_factory=list)
+    #: rows observed, all requests
+    rows: int = 0
+    # Of the requests sampled for a record only (a few in a busy second): where their rows
+    # start, how many, their ids, times and probabilities.
+    offsets: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
-    sampled: list[bool] = field(default_factory=list)
+    probabilities: list[np.ndarray] = field(default_factory=list)
 
 
 class VersionCollector:
@@ -274,6 +281,7 @@ class VersionCollector:
         self._max_record_bytes = max_record_bytes
         self._input_names = list(dict.fromkeys(f.input for f in self.features))
         self._blocks = _numeric_blocks(self.features)
+        self._recorded_numeric = _runs(f for f in self.features if f.numeric and f.derived is None)
         self._pending = self._new_pending()
         self.records: list[PredictionRecord] = []
         self._record_bytes = 0
@@ -312,22 +320,25 @@ class VersionCollector:
         # Everything that can raise comes first: then all lists grow by one, or none does.
         columns = [feed[name] for name in self._input_names]
         label = outputs[self._label_output]
-        recording = self._record_rate > 0
-        probabilities = None
-        if recording and self._probability_output is not None:
-            probabilities = outputs[self._probability_output]
-        now = time.time() if recording else 0.0
-        keep = self._keep_record(now) if recording else False
+        rows = len(label)
+        keep, now, probabilities = False, 0.0, None
+        if self._record_rate > 0:
+            now = time.time()
+            keep = self._keep_record(now)
+            if keep and self._probability_output is not None:
+                probabilities = outputs[self._probability_output]
         pending = self._pending
         for parts, column in zip(pending.inputs.values(), columns, strict=True):
             parts.append(column)
         pending.labels.append(label)
-        if recording:
-            if probabilities is not None:
-                pending.probabilities.append(probabilities)
+        if keep:  # only sampled requests leave more than their arrays behind
+            pending.offsets.append(pending.rows)
+            pending.sizes.append(rows)
             pending.ids.append(request_id)
             pending.times.append(now)
-            pending.sampled.append(keep)
+            if probabilities is not None:
+                pending.probabilities.append(probabilities)
+        pending.rows += rows
         if len(pending.labels) >= self._max_pending and not self._count_scheduled:
             self._schedule_count()
 
@@ -376,7 +387,7 @@ class VersionCollector:
         except Exception:
             self.errors += 1
             self.lost_requests += len(pending.labels)
-            self.dropped["count_failed"] += sum(pending.sampled)
+            self.dropped["count_failed"] += sum(pending.sizes)
             log.exception(
                 "counting statistics of %d requests failed; their counts are lost",
                 len(pending.labels),
@@ -387,7 +398,6 @@ class VersionCollector:
 
     def _count(self, pending: _Pending) -> tuple[VersionCounts, list[PredictionRecord]]:
         """The counts and records of a batch, computed aside: nothing is merged on a failure."""
-        sizes = [len(p) for p in pending.labels]
         columns = {name: np.concatenate(arrays) for name, arrays in pending.inputs.items()}
         labels = np.concatenate(pending.labels)
         counts = self._empty()
@@ -403,7 +413,7 @@ class VersionCollector:
             if index not in blocked:
                 _count_feature(counts, index, feature, columns[feature.input], terms)
         self._count_predictions(counts, labels)
-        return counts, self._records(pending, sizes, columns, labels)
+        return counts, self._records(pending, columns, labels)
 
     def _count_predictions(self, counts: VersionCounts, labels: np.ndarray) -> None:
         if self.prediction_bins == 0:
@@ -418,18 +428,12 @@ class VersionCollector:
             counts.predictions += np.bincount(bins, minlength=self.prediction_bins)
 
     def _records(
-        self,
-        pending: _Pending,
-        sizes: list[int],
-        columns: Mapping[str, np.ndarray],
-        labels: np.ndarray,
+        self, pending: _Pending, columns: Mapping[str, np.ndarray], labels: np.ndarray
     ) -> list[PredictionRecord]:
         """The sampled requests' rows as records, in bulk (one ``tolist`` per array)."""
-        if not pending.sampled:  # not recording (a record rate of 0): no ids were kept
+        if not pending.ids:  # none sampled
             return []
-        rows, row_ids, row_times = self._sampled_rows(
-            sizes, pending.ids, pending.times, pending.sampled
-        )
+        rows, row_ids, row_times, kept = self._sampled_rows(pending)
         if not rows:
             return []
         index = np.asarray(rows)
@@ -437,8 +441,8 @@ class VersionCollector:
         categorical = self._categorical_rows(columns, index)
         probabilities: list[list[float]] = [[] for _ in rows]
         if pending.probabilities:
-            probs = np.concatenate(pending.probabilities)
-            probabilities = probs[index].reshape(len(rows), -1).tolist()
+            probs = np.concatenate([pending.probabilities[k] for k in kept])
+            probabilities = probs.reshape(len(rows), -1).tolist()
         flat = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
         records = []
         for values in zip(
@@ -452,36 +456,40 @@ class VersionCollector:
         return records
 
     def _sampled_rows(
-        self, sizes: list[int], ids: list[str], times: list[float], sampled: list[bool]
-    ) -> tuple[list[int], list[str], list[float]]:
+        self, pending: _Pending
+    ) -> tuple[list[int], list[str], list[float], list[int]]:
+        """The rows, record ids and times of the sampled requests that fit, and which fit."""
         rows: list[int] = []
         row_ids: list[str] = []
         row_times: list[float] = []
-        offset = 0
+        kept: list[int] = []
         room = self._max_records - len(self.records)
-        for n, request_id, when, keep in zip(sizes, ids, times, sampled, strict=True):
-            if keep and n > room:
+        samples = zip(pending.offsets, pending.sizes, pending.ids, pending.times, strict=True)
+        for k, (offset, n, request_id, when) in enumerate(samples):
+            if n > room:
                 self.dropped["buffer_full"] += n
-            elif keep and not _fits_record_id(request_id, n):
+            elif not _fits_record_id(request_id, n):
                 self.dropped["too_large"] += n
-            elif keep:
+            else:
                 room -= n
+                kept.append(k)
                 rows.extend(range(offset, offset + n))
                 row_ids.extend([request_id] if n == 1 else [f"{request_id}:{r}" for r in range(n)])
                 row_times.extend([when] * n)
-            offset += n
-        return rows, row_ids, row_times
+        return rows, row_ids, row_times, kept
 
     def _numeric_rows(self, columns: Mapping[str, np.ndarray], index: np.ndarray) -> list[Any]:
         """Rows (as lists) of the numeric features, in profile order."""
-        parts = [
-            _column(columns[f.input], index, f.column).astype(np.float64)
-            for f in self.features
-            if f.numeric and f.derived is None
-        ]
+        parts = []
+        for name, wanted in self._recorded_numeric:
+            matrix = columns[name]
+            if matrix.ndim == 2:  # the sampled rows first: a few of them, every column
+                parts.append(matrix[index][:, wanted])
+            else:
+                parts.append(matrix[index].reshape(-1, 1).repeat(len(wanted), axis=1))
         if not parts:
             return [() for _ in index]
-        rows: list[Any] = np.stack(parts, axis=1).tolist()
+        rows: list[Any] = np.concatenate(parts, axis=1, dtype=np.float64, casting="unsafe").tolist()
         return rows
 
     def _categorical_rows(self, columns: Mapping[str, np.ndarray], index: np.ndarray) -> list[Any]:
@@ -520,6 +528,16 @@ class VersionCollector:
         records, self.records = self.records, []
         self._record_bytes = 0
         return counts, records
+
+
+def _runs(features: Iterable[_Feature]) -> list[tuple[str, list[int]]]:
+    """The features' columns as runs of one input each, in the features' order."""
+    runs: list[tuple[str, list[int]]] = []
+    for feature in features:
+        if not runs or runs[-1][0] != feature.input:
+            runs.append((feature.input, []))
+        runs[-1][1].append(feature.column)
+    return runs
 
 
 def _column(matrix: np.ndarray, index: np.ndarray, column: int) -> np.ndarray:

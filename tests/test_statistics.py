@@ -324,3 +324,61 @@ def test_features_counted_together_equal_features_counted_one_by_one(seed: int, 
     assert together.nan.tolist() == alone.nan.tolist()
     assert together.inf.tolist() == alone.inf.tolist()
     assert together.out_of_range.tolist() == alone.out_of_range.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1.0, 0.3]))
+def test_records_carry_their_own_rows_whatever_the_sampling_and_the_layout(
+    seed: int, rate: float
+) -> None:
+    """Only sampled requests leave ids behind, so each record must still find its own rows:
+    numeric values in profile order across inputs (columns out of order, a 1-D input between
+    them), its category, prediction and probabilities, and every row of a sampled request."""
+    import random
+
+    rng = np.random.default_rng(seed)
+    random.seed(seed)
+    train = np.round(rng.normal(size=(300, 3)), 1)
+    features = [
+        {"name": "a2", "input": "a", "column": 2, **numeric_bins(train[:, 2]).to_dict()},
+        {"name": "a0", "input": "a", "column": 0, **numeric_bins(train[:, 0]).to_dict()},
+        {"name": "c", "input": "c", "column": 0,
+         **categorical_bins(np.array(["x", "y"] * 150, dtype=object)).to_dict()},
+        {"name": "b", "input": "b", "column": 0, **numeric_bins(train[:, 1]).to_dict()},
+        {"name": "a1", "input": "a", "column": 1, **numeric_bins(train[:, 1]).to_dict()},
+    ]  # fmt: skip
+    collector = VersionCollector(
+        {"version": 1, "rows": 300, "features": features},
+        {"a": 3, "b": 1, "c": 1},
+        ["label", "probabilities"],
+        record_rate=rate,
+    )
+    sent = {}
+    for i in range(int(rng.integers(1, 60))):
+        rows = int(rng.integers(1, 4))
+        feed = {
+            "a": np.round(rng.normal(size=(rows, 3)), 1).astype(np.float32),
+            "b": rng.integers(-3, 4, size=rows),
+            "c": rng.choice(["x", "y", "z"], size=(rows, 1)).astype(object),
+        }
+        out = [rng.integers(0, 2, size=rows), rng.random((rows, 2)).astype(np.float32)]
+        sent[f"q{i}"] = (feed, out)
+        serve(collector, feed, out, f"q{i}", 0.001)
+    _, records = collector.take()
+
+    seen: dict[str, list[int]] = {}
+    for record in records:
+        request, _, row_text = record.request_id.partition(":")
+        feed, out = sent[request]
+        row = int(row_text or 0)
+        assert row_text or len(out[0]) == 1
+        seen.setdefault(request, []).append(row)
+        a = feed["a"][row].astype(np.float64)
+        assert list(record.numeric) == [a[2], a[0], float(feed["b"][row]), a[1]]
+        assert list(record.categorical) == [feed["c"][row, 0]]
+        assert record.label == int(out[0][row])
+        assert list(record.probabilities) == out[1][row].astype(np.float64).tolist()
+    for request, rows in seen.items():
+        assert rows == list(range(len(sent[request][1][0])))  # every row, in order
+    if rate == 1.0:
+        assert list(seen) == list(sent)
