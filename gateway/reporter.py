@@ -539,23 +539,28 @@ class MonitorReporter:
                 held.record_bytes += size
 
     async def _report(self) -> Any:
-        """The next report: the oldest held bucket (if any) and the oldest records."""
+        """The next report: the oldest held bucket (if any) and the oldest records.
+
+        Records are built in place in the report (half the time of building each alone
+        and copying it in: 0.49 against 0.95 ms for 200 forest records).
+        """
         held = self._held
         bucket = self._counts.take_oldest()
-        records: list[Any] = []
+        report = mpb.ReportRequest(instance_id=self.instance_id)
+        records = report.records
         size = 0
         while held.records and len(records) < self.records_per_report:
             key, record = held.records[0]
-            message = _record(key, record)
-            grown = size + message.ByteSize()
-            if records and grown > self.max_report_bytes:
+            grown = size + _add_record(records, key, record).ByteSize()
+            if len(records) > 1 and grown > self.max_report_bytes:
+                del records[-1]
                 break  # the next report takes it
             held.records.popleft()
             held.record_bytes -= record_size(record)
             if grown > self.max_report_bytes:  # alone over the bound: never sendable
+                del records[-1]
                 self.dropped["too_large"] += 1
                 continue
-            records.append(message)
             size = grown
             if len(records) % 50 == 0:
                 await asyncio.sleep(0)  # let requests through between chunks
@@ -563,15 +568,14 @@ class MonitorReporter:
         now = time.time()
         start, end = (now, now) if bucket is None else (bucket.start, bucket.end)
         counts = {} if bucket is None else bucket.counts
-        return mpb.ReportRequest(
-            instance_id=self.instance_id,
-            sequence=self._sequence,
-            sent_time=_timestamp(now),
-            window_start=_timestamp(start),
-            window_end=_timestamp(end),
-            versions=[_version_stats(key, c, self._names[key]) for key, c in counts.items()],
-            records=records,
+        report.sequence = self._sequence
+        report.sent_time.CopyFrom(_timestamp(now))
+        report.window_start.CopyFrom(_timestamp(start))
+        report.window_end.CopyFrom(_timestamp(end))
+        report.versions.extend(
+            [_version_stats(key, c, self._names[key]) for key, c in counts.items()]
         )
+        return report
 
     async def _send_labels(self, stub: Any) -> None:
         while len(self._labels):
@@ -674,21 +678,25 @@ def _version_stats(key: Key, counts: VersionCounts, names: list[str]) -> Any:
     )
 
 
-def _record(key: Key, record: PredictionRecord) -> Any:
-    label = record.label
-    if isinstance(label, bool | int):
-        prediction = mpb.Prediction(int64_value=int(label), probabilities=record.probabilities)
-    elif isinstance(label, float):
-        prediction = mpb.Prediction(double_value=label, probabilities=record.probabilities)
-    else:
-        prediction = mpb.Prediction(string_value=str(label), probabilities=record.probabilities)
-    seconds = int(record.time)
-    return mpb.PredictionRecord(
+def _add_record(records: Any, key: Key, record: PredictionRecord) -> Any:
+    """``record`` as a new message at the end of a report's ``records``; that message."""
+    message = records.add(
         request_id=record.request_id,
-        time=Timestamp(seconds=seconds, nanos=int((record.time - seconds) * 1e9)),
         model=key[0],
         version=key[1],
         numeric_values=record.numeric,
         categorical_values=record.categorical,
-        prediction=prediction,
     )
+    seconds = int(record.time)
+    message.time.seconds = seconds
+    message.time.nanos = int((record.time - seconds) * 1e9)
+    prediction = message.prediction
+    label = record.label
+    if isinstance(label, bool | int):
+        prediction.int64_value = int(label)
+    elif isinstance(label, float):
+        prediction.double_value = label
+    else:
+        prediction.string_value = str(label)
+    prediction.probabilities.extend(record.probabilities)
+    return message

@@ -196,6 +196,54 @@ def test_reports_are_bounded_by_bytes(monitor: FakeMonitor) -> None:
     _run(monitor, steps, max_report_bytes=20_000)
 
 
+def test_records_arrive_field_for_field_and_one_alone_over_the_bound_is_dropped(
+    monitor: FakeMonitor,
+) -> None:
+    before = time.time()
+
+    async def steps(reporter: MonitorReporter, collector: VersionCollector, labels: Any) -> None:
+        _serve(collector, 2, "pair", colour="a")
+        _serve(collector, 1, "huge", colour="c" * 3000)  # over the bound on its own
+        _serve(collector, 1, "last", colour="b")
+        await reporter.flush()
+
+    reporter = _run(monitor, steps, max_report_bytes=2_000)
+    after = time.time()
+    records = [r for report in monitor.committed for r in report.records]
+    assert [r.request_id for r in records] == ["pair:0", "pair:1", "last"]
+    assert [list(r.numeric_values) for r in records] == [[0.0], [1.0], [0.0]]
+    assert [list(r.categorical_values) for r in records] == [["a"], ["a"], ["b"]]
+    for record in records:
+        assert (record.model, record.version) == ("m", 1)
+        assert record.prediction.WhichOneof("value") == "int64_value"
+        assert record.prediction.int64_value == 0
+        assert before - 1e-6 <= record.time.ToNanoseconds() / 1e9 <= after
+    assert reporter.dropped["too_large"] == 1
+
+
+@pytest.mark.parametrize(
+    ("label", "field", "value"),
+    [(True, "int64_value", 1), (7, "int64_value", 7), (0.25, "double_value", 0.25),
+     ("spam", "string_value", "spam"), ("", "string_value", "")],
+)  # fmt: skip
+def test_a_record_keeps_its_label_type_time_and_probabilities(
+    label: Any, field: str, value: Any
+) -> None:
+    from driftgate.core._proto.driftgate.monitor.v1 import monitor_pb2 as mpb
+    from driftgate.gateway.statistics import PredictionRecord
+
+    record = PredictionRecord("r1", 1_700_000_000.25, [1.5, -2.0], ["x"], label, [0.2, 0.8])
+    report = mpb.ReportRequest()
+    message = reporter_module._add_record(report.records, ("m", 3), record)
+    assert message is report.records[0]
+    assert message.prediction.WhichOneof("value") == field
+    assert getattr(message.prediction, field) == value
+    assert list(message.prediction.probabilities) == pytest.approx([0.2, 0.8])
+    assert (message.time.seconds, message.time.nanos) == (1_700_000_000, 250_000_000)
+    assert (message.model, message.version, message.request_id) == ("m", 3, "r1")
+    assert list(message.numeric_values) == [1.5, -2.0] and list(message.categorical_values) == ["x"]
+
+
 def test_labels_are_checked_before_they_are_held() -> None:
     buffer = LabelBuffer()
 
