@@ -178,6 +178,10 @@ class OnnxModel:
         self.inputs = tuple(_spec(a, self.batched) for a in self._session.get_inputs())
         self.outputs = tuple(_spec(a, self.batched) for a in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
+        # One RunOptions for every call (read-only, so shared by the inference threads):
+        # passing None makes onnxruntime build a default one per call, 0.75 of the 7.7 µs a
+        # one-row forest call costs in a tight loop.
+        self._run_options = ort.RunOptions()
         # Cost model of one call: fixed part plus a per-row part, in seconds.
         self.call_seconds = 0.0
         self.row_seconds = 0.0
@@ -187,7 +191,7 @@ class OnnxModel:
         if session is None:
             raise Unavailable("this version has been released; retry")
         try:
-            outputs: list[np.ndarray] = session.run(self._output_names, feed)
+            outputs: list[np.ndarray] = session.run(self._output_names, feed, self._run_options)
         except Exception as exc:
             raise run_error(exc) from exc
         return outputs
