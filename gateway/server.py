@@ -32,7 +32,13 @@ from driftgate.core._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from driftgate.core.auth import TokenSource
 from driftgate.core.deployment import DeploymentStore
 from driftgate.core.objectstore import open_repository
-from driftgate.core.rpc import Guarded, serve_until_signalled, server_credentials, write_ready_file
+from driftgate.core.rpc import (
+    RELEASE_SECONDS,
+    Guarded,
+    serve_until_signalled,
+    server_credentials,
+    write_ready_file,
+)
 from driftgate.gateway.control import ControlServicer
 from driftgate.gateway.feedback import FeedbackServicer
 from driftgate.gateway.manager import ModelManager, lower_priority
@@ -250,6 +256,7 @@ class GatewayServer:
             self.settings.grace_seconds,
             announce=self.announce_shutdown,
             delay=self.settings.shutdown_delay,
+            release=RELEASE_SECONDS,
         )
 
 

@@ -29,6 +29,7 @@ from driftgate.core.errors import DriftgateError
 from driftgate.core.tls import ClientTLS, ServerTLS
 
 __all__ = [
+    "RELEASE_SECONDS",
     "Guarded",
     "aio_channel",
     "authorize",
@@ -44,9 +45,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: seconds a stopping process may take past its delay and drain to release what it holds
+#: seconds a stopping gateway may take past its delay and drain to release what it holds
 #: (models, the last report, the metrics server) and exit, before it is declared stuck
-RELEASE_SECONDS = 15.0
+RELEASE_SECONDS = 10.0
 
 _INTERNAL = "internal error; see the server log"
 
@@ -184,7 +185,7 @@ async def serve_until_signalled(
     *,
     announce: Callable[[], Awaitable[None]] | None = None,
     delay: float = 0.0,
-    release: float = RELEASE_SECONDS,
+    release: float | None = None,
 ) -> None:
     """Start, run until SIGTERM or SIGINT, then drain (within ``grace`` seconds) and stop.
 
@@ -192,9 +193,11 @@ async def serve_until_signalled(
     keeps serving for ``delay`` seconds, the time the balancer takes to see it and stop
     routing new requests to it; a second signal ends the delay at once.
 
-    A process that has not exited ``delay + grace + release`` seconds after the signal is
-    stuck: it logs an error, writes every thread's stack to stderr and exits with status 1,
-    so an orchestrator never waits on it forever and its log says where it hung.
+    With ``release`` (seconds), a process that has not exited ``delay + grace + release``
+    seconds after the signal is stuck: it logs an error, writes the stacks of its threads and
+    tasks to stderr and exits with status 1, so an orchestrator never waits on it forever and
+    its log says where it hung. Without, stopping may take as long as ``stop`` does (the
+    monitor lets a running evaluation or retraining finish).
     """
     # Handlers first: start() announces readiness (the ready file) before it returns, and a
     # signal sent on that news must find them, not Python's default (exit at once).
@@ -204,7 +207,8 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, signalled.set)
     await start()
     await signalled.wait()
-    _exit_if_stuck(name, delay + grace + release, loop)
+    if release is not None:
+        _exit_if_stuck(name, delay + grace + release, loop)
     if announce is not None:
         signalled.clear()
         await announce()
