@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from driftgate.core.deployment import Deployment
 from driftgate.core.errors import (
@@ -62,6 +63,8 @@ from driftgate.gateway.settings import GatewaySettings
 __all__ = ["LoadFailure", "ModelManager", "ModelState", "lower_priority"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Signature = tuple[tuple[int, int], ...]
 
@@ -257,7 +260,7 @@ class ModelManager:
             self._reconciler.executor, scan, self.repository, sorted(self._models)
         )
         try:
-            return await asyncio.wait_for(job, limit)
+            return await _within(job, limit)
         except TimeoutError:
             return RepositoryScan(started, error=f"the scan took longer than {limit:g} s")
 
@@ -267,7 +270,7 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._reconciler.executor, scan_model, self.repository, name)
         try:
-            return await asyncio.wait_for(job, limit)
+            return await _within(job, limit)
         except TimeoutError:
             return ModelScan(name, started, error=f"the scan took longer than {limit:g} s")
 
@@ -557,6 +560,17 @@ class ModelManager:
         self._reconciler.close()
         if self._probe is not None:
             self._probe.close()
+
+
+async def _within(job: asyncio.Future[T], seconds: float) -> T:
+    """``job``'s result, or TimeoutError after ``seconds``; a cancel is never lost.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns the result, swallowing the cancel,
+    when the job has just finished as its task is cancelled. The watcher then polled on after
+    shutdown cancelled it, and shutdown waited for it forever.
+    """
+    async with asyncio.timeout(seconds):
+        return await job
 
 
 def _watch_ended(task: asyncio.Task[None]) -> None:

@@ -239,9 +239,13 @@ def root(tmp_path, converted) -> Path:
 class Gateway:
     """A ModelManager on its own executors and registry, as the server builds it."""
 
-    def __init__(self, root: Path, repository: Repository | None = None) -> None:
+    def __init__(
+        self, root: Path, repository: Repository | None = None, poll_interval: float = 0.02
+    ) -> None:
         self.registry = CollectorRegistry()
-        self.settings = GatewaySettings(repository=root, poll_interval=0.02, drain_seconds=0.1)
+        self.settings = GatewaySettings(
+            repository=root, poll_interval=poll_interval, drain_seconds=0.1
+        )
         self.repository = repository or FlakyRepository(root)
         self._executors = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
         self.manager = ModelManager(
@@ -441,5 +445,21 @@ def test_the_watcher_survives_failures_and_readiness_follows_its_scans(root):
         assert manager.watcher_healthy(time.monotonic() + 5.0)
         await gateway.close()
         assert not manager.watcher_healthy()  # stopped
+
+    _run(scenario)
+
+
+def test_closing_stops_the_watcher_even_when_a_scan_ends_at_that_moment(tmp_path):
+    """Shutdown cancels the watcher while it waits for a scan; a scan that has just finished
+    must not swallow that cancel (the watcher would then poll on, and shutdown wait forever).
+    A watcher of an empty repository scanning without pause, closed at random moments."""
+    rng = np.random.default_rng(0)
+
+    async def scenario():
+        for _ in range(300):
+            gateway = Gateway(tmp_path, Repository(tmp_path), poll_interval=0.0001)
+            gateway.manager.start_watching()
+            await asyncio.sleep(float(rng.uniform(0, 0.003)))
+            await asyncio.wait_for(gateway.close(), 5)
 
     _run(scenario)
