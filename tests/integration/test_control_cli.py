@@ -32,8 +32,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Driftgat
     env = {"DRIFTGATE_CONTROL_TOKEN": TOKEN}
     gateways = [start_gateway(repo, work, env=env), start_gateway(repo, work, env=env)]
     yield gateways
-    for gateway in gateways:
-        assert gateway.terminate() == 0
+    codes = [gateway.terminate() for gateway in gateways]  # every one, then the verdict
+    assert codes == [0, 0], [gateway.log for gateway in gateways]
 
 
 def driftgate(gateway: DriftgateProcess, *args: str, token: str = TOKEN) -> tuple[int, str, str]:

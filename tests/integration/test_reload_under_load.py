@@ -76,13 +76,19 @@ def pipeline(repository: Path, workdir: Path, *gateway_args: str) -> tuple[Drift
     return gateway, monitor
 
 
+def _stop(processes: tuple[DriftgateProcess, ...]) -> None:
+    """Stop every process, then say which did not exit cleanly (with its log)."""
+    codes = [process.terminate() for process in processes]
+    failed = [p.log for p, code in zip(processes, codes, strict=True) if code]
+    assert not failed, failed
+
+
 @pytest.fixture
 def fast(repository: Path, tmp_path: Path) -> Iterator[tuple[DriftgateProcess, ...]]:
     """The defaults: calls this cheap run inline on the event loop, without a queue."""
     processes = pipeline(repository, tmp_path)
     yield processes
-    for process in processes:
-        assert process.terminate() == 0, process.log
+    _stop(processes)
 
 
 @pytest.fixture
@@ -92,8 +98,7 @@ def queued(repository: Path, tmp_path: Path) -> Iterator[tuple[DriftgateProcess,
         repository, tmp_path, "--inline-below-us", "0", "--max-queue-delay-us", "100000"
     )
     yield processes
-    for process in processes:
-        assert process.terminate() == 0, process.log
+    _stop(processes)
 
 
 @dataclass(frozen=True)
