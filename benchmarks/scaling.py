@@ -31,6 +31,13 @@ PERF_ANALYZER = Path(
 )
 
 
+# Workers share the port with SO_REUSEPORT, which spreads connections, not requests. Triton's
+# client shares one channel (one connection) among up to six of perf_analyzer's contexts by
+# default, so 32 in flight rode on six connections, and a run could land most of them on one
+# worker. One channel a context: 32 connections, split about evenly.
+CLIENT_ENV = os.environ | {"TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1"}
+
+
 @dataclass(frozen=True)
 class ScalingConfig:
     workers: tuple[int, ...] = (1, 2)
@@ -88,6 +95,7 @@ def measure(config: ScalingConfig, server: servers.Server, csv_path: Path) -> di
         text=True,
         timeout=config.duration * 4 + 120,
         stdin=subprocess.DEVNULL,
+        env=CLIENT_ENV,
     )
     server_seconds = procfs.cpu_seconds(server.pid) - server_before
     wall = time.perf_counter() - started
