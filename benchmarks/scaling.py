@@ -34,7 +34,7 @@ PERF_ANALYZER = Path(
 # Workers share the port with SO_REUSEPORT, which spreads connections, not requests. Triton's
 # client shares one channel (one connection) among up to six of perf_analyzer's contexts by
 # default, so 32 in flight rode on six connections, and a run could land most of them on one
-# worker. One channel a context: 32 connections, split about evenly.
+# worker. One channel a context: a connection each (33 counted), split about evenly.
 CLIENT_ENV = os.environ | {"TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1"}
 
 

@@ -323,10 +323,10 @@ class VersionCollector:
         rows = len(label)
         keep, now, probabilities = False, 0.0, None
         if self._record_rate > 0:
+            if self._probability_output is not None:  # may raise: before the record cap counts
+                probabilities = outputs[self._probability_output]
             now = time.time()
             keep = self._keep_record(now)
-            if keep and self._probability_output is not None:
-                probabilities = outputs[self._probability_output]
         pending = self._pending
         for parts, column in zip(pending.inputs.values(), columns, strict=True):
             parts.append(column)
