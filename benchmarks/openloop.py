@@ -37,6 +37,10 @@ CODES = (
 #: a request sent this much after it was due counts as late (the event loop's timers wake
 #: about a millisecond apart, so smaller delays are the clock, not a client falling behind)
 LATE_SECONDS = 0.002
+#: how a server refuses a call it cannot take: RESOURCE_EXHAUSTED from the server's own code,
+#: CANCELLED from gRPC's core, which drops a call unread when its accept queue is full (the
+#: client here never cancels: one that gives up ends DEADLINE_EXCEEDED)
+REFUSALS = ("RESOURCE_EXHAUSTED", "CANCELLED")
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,11 @@ class OpenLoopRun:
         )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
-        """Offered, admitted and rejected rates, their latencies (ms) and the client's lateness."""
+        """Offered, admitted and refused (``REFUSALS``) rates, their latencies (ms) and the
+        client's lateness."""
         seconds = max(self.bounds[-1] - self.bounds[0], 1e-9)
         ok = self.codes == 0
-        rejected = self.codes == CODES.index("RESOURCE_EXHAUSTED")
+        rejected = np.isin(self.codes, [CODES.index(code) for code in REFUSALS])
         unsent = self.codes == CODES.index("NOT_SENT")
         counts = np.bincount(self.codes, minlength=len(CODES))
         return {

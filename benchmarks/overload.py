@@ -151,8 +151,8 @@ def _measure(
         say(f"  {multiple:g}x: " + _brief(point))
     recovery = done.phase(len(multiples), config.recovery).summary()
     points[-1]["recovery_p99_ms"] = recovery["admitted_p99_ms"]
-    points[-1]["recovery_failed"] = recovery["failed"] + recovery["codes"].get(
-        "RESOURCE_EXHAUSTED", 0
+    points[-1]["recovery_failed"] = recovery["failed"] + sum(
+        recovery["codes"].get(code, 0) for code in openloop.REFUSALS
     )
     return {"capacity": capacity, "points": points, "client_cpu": done.client_cpu}
 
@@ -203,7 +203,9 @@ def markdown(overload: dict[str, Any] | None, labels: dict[str, str]) -> list[st
         f"{config['seconds']:g} s, back to back, each request with a {config['deadline']:g} s "
         f"deadline; the last phase's first {config['recovery']:g} s are the recovery. Late: "
         f"share of requests the client sent more than {openloop.LATE_SECONDS * 1e3:g} ms after "
-        "they were due (its p99 in ms): a client that falls behind offers less than asked.",
+        "they were due (its p99 in ms): a client that falls behind offers less than asked. "
+        "Rejected: answered RESOURCE_EXHAUSTED by the server's code, or CANCELLED by gRPC's "
+        "core, which drops a call unread when the server's accept queue is full.",
         "",
         "| server | capacity | offered/s | sent/s | admitted/s | p50 ms | p99 ms | rejected/s "
         "| rejected p99 / max ms | failed | late (p99 ms) | server CPU | RSS MiB |",
@@ -216,14 +218,20 @@ def markdown(overload: dict[str, Any] | None, labels: dict[str, str]) -> list[st
             continue
         capacity = result["capacity"]["throughput"]
         for p in result["points"]:
-            failed = ", ".join(f"{c} {n}" for c, n in p["codes"].items() if c != "OK")
+            failed = ", ".join(
+                f"{c} {n}" for c, n in p["codes"].items() if c not in ("OK", *openloop.REFUSALS)
+            )
+            refused = ", ".join(
+                f"{c} {p['codes'][c]}" for c in openloop.REFUSALS if p["codes"].get(c)
+            )
             p99 = _ms(p["admitted_p99_ms"])
             if "recovery_p99_ms" in p:
                 p99 += f" (first {config['recovery']:g} s: {_ms(p['recovery_p99_ms'])})"
             lines.append(
                 f"| {name} | {capacity:.0f} | {p['multiple']:g}x = {p['offered_per_second']:.0f} "
                 f"| {p['sent_per_second']:.0f} | {p['admitted_per_second']:.0f} "
-                f"| {_ms(p['admitted_p50_ms'])} | {p99} | {p['rejected_per_second']:.0f} "
+                f"| {_ms(p['admitted_p50_ms'])} | {p99} | {p['rejected_per_second']:.0f}"
+                f"{f' ({refused})' if refused else ''} "
                 f"| {_ms(p['rejected_p99_ms'])} / {_ms(p['rejected_max_ms'])} | {failed or 0} "
                 f"| {p['late_share']:.1%} ({_ms(p['late_p99_ms'])}) | {p['server_cpu']} "
                 f"| {p['rss_bytes'] / 2**20:.1f} |"

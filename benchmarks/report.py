@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import bulk as bulk_scenario
+import openloop
 import overload as overload_scenario
 import scaling as scaling_scenario
 
@@ -187,7 +188,10 @@ def _overload_checks(name: str, run: Row | None, required: bool) -> list[Row]:
     slowest, growth, detail, memory = None, None, "", ""
     if low and high:
         slowest, mib = high["rejected_max_ms"], 2**20
-        detail = f"{high['rejected_per_second']:.0f} rejected/s"
+        codes = high["codes"]
+        detail = f"{high['rejected_per_second']:.0f} rejected/s: " + ", ".join(
+            f"{codes.get(code, 0)} {code}" for code in openloop.REFUSALS
+        )
         if slowest is None:
             detail = "no request was rejected"
         growth = abs(high["rss_bytes"] / low["rss_bytes"] - 1)

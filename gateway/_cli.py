@@ -122,6 +122,14 @@ def register(subparsers: Any) -> None:
         "are dropped unread and their clients see CANCELLED (DRIFTGATE_MAX_QUEUE_SECONDS)",
     )
     add(
+        "--max-queued-calls",
+        type=int,
+        default=env("MAX_QUEUED_CALLS", defaults.max_queued_calls),
+        help="calls a method may have waiting in gRPC's queue; past half of it new ones are "
+        "dropped at random, past all of it every one, unread, and their clients see CANCELLED "
+        "(DRIFTGATE_MAX_QUEUED_CALLS)",
+    )
+    add(
         "--stream-concurrency",
         type=int,
         default=env("STREAM_CONCURRENCY", defaults.stream_concurrency),
@@ -287,6 +295,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         "report_bucket_seconds",
         "report_max_buckets",
         "max_queue_seconds",
+        "max_queued_calls",
     ):
         if getattr(args, flag) < 1:
             raise UsageError(
@@ -316,6 +325,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         max_in_flight_bytes=args.max_in_flight_bytes,
         max_pending_infers=args.max_pending_infers,
         max_queue_seconds=args.max_queue_seconds,
+        max_queued_calls=args.max_queued_calls,
         stream_concurrency=args.stream_concurrency,
         batching=BatchingConfig(
             enabled=args.batching == "on",

@@ -143,6 +143,10 @@ class GatewayServer:
                 # gRPC's core drops a call that waited longer than this for the server to take
                 # it, in C++, before any Python runs for it
                 ("grpc.server_max_unrequested_time_in_server", self.settings.max_queue_seconds),
+                # and, before a call waits at all, drops it if that queue is full: at random
+                # past the soft bound (random early detection), always at the hard one
+                ("grpc.server.max_pending_requests", self.settings.max_queued_calls // 2),
+                ("grpc.server.max_pending_requests_hard_limit", self.settings.max_queued_calls),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             interceptors=[self.shedder],

@@ -45,6 +45,12 @@ class GatewaySettings:
     #: what keeps an overloaded gateway answering fresh calls instead of ones whose clients
     #: gave up (DRIFTGATE_MAX_QUEUE_SECONDS; whole seconds, gRPC's granularity)
     max_queue_seconds: int = 1
+    #: calls one method may have waiting in gRPC's accept queue, not yet taken by the gateway.
+    #: Past half of it gRPC drops arriving calls at random, the more the fuller the queue, and
+    #: past all of it every one: unread, in C++, their clients see CANCELLED at once. This
+    #: bounds how long an admitted call waits when more arrive than the gateway can answer
+    #: (DRIFTGATE_MAX_QUEUED_CALLS)
+    max_queued_calls: int = 128
     #: requests of one ModelStreamInfer stream answered concurrently
     stream_concurrency: int = 64
     #: most rows one request may carry; more than max_batch_size are run in chunks

@@ -13,6 +13,9 @@ small requests arrive behind it:
   before decoding and counts it in ``driftgate_expired_requests_total`` (under sustained
   overload the overload benchmark sees hundreds of those).
 
+- with ``--max-queued-calls 4`` at most four calls wait in gRPC's queue; the rest are dropped
+  as they arrive, answered CANCELLED at once instead of after the slow request.
+
 Either way the slow request is answered in full and the gateway serves normally afterwards.
 """
 
@@ -56,16 +59,22 @@ BEHIND = 0.3
 SMALL_CALLS = 5
 
 
+# Calls the full-queue gateway lets wait, and small calls sent behind the slow one there.
+QUEUED_CALLS = 4
+FLOOD_CALLS = 40
+
+
 def _gateway(
-    tmp_path_factory: pytest.TempPathFactory, queue_seconds: int
+    tmp_path_factory: pytest.TempPathFactory, queue_seconds: int, *flags: str
 ) -> Iterator[DriftgateProcess]:
-    repo = tmp_path_factory.mktemp(f"stale-repository-{queue_seconds}")
+    name = f"{queue_seconds}{''.join(flags)}"
+    repo = tmp_path_factory.mktemp(f"stale-repository-{name}")
     write_version(repo, "stall", 1, slow_identity_model(STALL_LAYERS))
     yield from run_gateway(
         repo,
-        tmp_path_factory.mktemp(f"stale-{queue_seconds}"),
+        tmp_path_factory.mktemp(f"stale-{name}"),
         "--max-queue-seconds", str(queue_seconds), "--inline-below-us", "1e12",
-        "--max-batch-size", str(STALL_ROWS), "--ort-threads", "1",
+        "--max-batch-size", str(STALL_ROWS), "--ort-threads", "1", *flags,
     )  # fmt: skip
 
 
@@ -77,6 +86,11 @@ def short_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftgateP
 @pytest.fixture(scope="module")
 def long_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftgateProcess]:
     yield from _gateway(tmp_path_factory, 30)
+
+
+@pytest.fixture(scope="module")
+def full_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftgateProcess]:
+    yield from _gateway(tmp_path_factory, 30, "--max-queued-calls", str(QUEUED_CALLS))
 
 
 def _rows(count: int, seed: int) -> np.ndarray:
@@ -96,32 +110,39 @@ def _slow_call_seconds(address: str) -> float:
 
 
 async def _send_small(
-    address: str, inputs: list[np.ndarray], timeout: float | None
+    address: str, inputs: list[np.ndarray], timeout: float | None, seconds: list[float]
 ) -> list[object]:
     triton = aioclient.InferenceServerClient(address)
+
+    async def timed(x: np.ndarray) -> object:
+        start = time.monotonic()
+        try:
+            return await triton.infer("stall", [tensor("x", x, "FP32")], client_timeout=timeout)
+        finally:
+            seconds.append(time.monotonic() - start)
+
     try:
-        calls = [
-            triton.infer("stall", [tensor("x", x, "FP32")], client_timeout=timeout) for x in inputs
-        ]
-        return await asyncio.gather(
-            *calls,
-            return_exceptions=True,
-        )
+        return await asyncio.gather(*(timed(x) for x in inputs), return_exceptions=True)
     finally:
         await triton.close()
 
 
 def _behind_a_slow_call(
-    address: str, inputs: list[np.ndarray], timeout: float | None = None
+    address: str,
+    inputs: list[np.ndarray],
+    timeout: float | None = None,
+    seconds: list[float] | None = None,
 ) -> list[object]:
     """Send ``inputs`` as concurrent calls BEHIND seconds into a slow request; their outcomes
-    (answers or exceptions), once the slow request is answered in full."""
+    (answers or exceptions), once the slow request is answered in full. ``seconds`` gets how
+    long each outcome took, in the order they came."""
     slow_input = _rows(STALL_ROWS, seed=1)
     answer: list[np.ndarray] = []
     thread = threading.Thread(target=lambda: answer.append(_infer(address, slow_input)))
     thread.start()
     time.sleep(BEHIND)
-    outcomes = asyncio.run(_send_small(address, inputs, timeout))
+    timings = [] if seconds is None else seconds
+    outcomes = asyncio.run(_send_small(address, inputs, timeout, timings))
     thread.join(60)
     assert not thread.is_alive(), "the slow request was never answered"
     np.testing.assert_array_equal(answer[0], slow_input)
@@ -191,6 +212,40 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_dropped_unrun(
     assert _expired(long_queue.metrics_port) - expired_before <= SMALL_CALLS
 
 
+def test_calls_past_a_full_queue_are_cancelled_at_once(full_queue: DriftgateProcess) -> None:
+    address = full_queue.address
+    warm = _slow_call_seconds(address)
+    assert warm >= 1.0 + BEHIND + 0.5, f"the slow request took only {warm:.2f} s; make it slower"
+    before = _success_count(address)
+    unanswered_before = _unanswered(full_queue.metrics_port)
+
+    inputs = [_rows(1, seed=30 + i) for i in range(FLOOD_CALLS)]
+    seconds: list[float] = []
+    outcomes = _behind_a_slow_call(address, inputs, seconds=seconds)
+
+    answered = [
+        (x, o) for x, o in zip(inputs, outcomes, strict=True) if not isinstance(o, Exception)
+    ]
+    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    # The queue holds at most QUEUED_CALLS, plus the one call gRPC hands the gateway's
+    # outstanding accept; every other call was dropped.
+    assert 1 <= len(answered) <= QUEUED_CALLS + 1, outcomes
+    for error in cancelled:
+        assert isinstance(error, InferenceServerException), repr(error)
+        assert status_of(error) == "CANCELLED", error
+    for x, y in answered:
+        np.testing.assert_array_equal(y.as_numpy("y"), x)  # type: ignore[attr-defined]
+    # Dropped as they arrived, not after the slow request: the first outcomes, one per
+    # dropped call, came back long before the slow request let the queued calls through.
+    dropped_within = sorted(seconds)[len(cancelled) - 1]
+    queued_within = min(sorted(seconds)[len(cancelled) :])
+    assert dropped_within < 0.5 < warm - BEHIND - 0.5 < queued_within, (seconds, warm)
+    assert _success_count(address) == before + 1 + len(answered)
+    assert _unanswered(full_queue.metrics_port) - unanswered_before == len(cancelled)
+    small = _rows(1, seed=4)
+    np.testing.assert_array_equal(_infer(address, small), small)
+
+
 def _unanswered(metrics_port: int) -> float:
     """Calls gRPC started that ended with no status (dropped or abandoned unanswered)."""
     samples = scrape(metrics_port)
@@ -207,12 +262,13 @@ def _expired(metrics_port: int) -> float:
     return sample(scrape(metrics_port), "driftgate_expired_requests_total") or 0.0
 
 
-def test_max_queue_seconds_must_be_a_whole_positive_number(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--max-queue-seconds", "--max-queued-calls"])
+def test_queue_bounds_must_be_whole_positive_numbers(tmp_path: Path, flag: str) -> None:
     for value, expected in (("0", "must be at least 1, got 0"), ("0.5", "invalid int value")):
         result = subprocess.run(
             [sys.executable, "-m", "driftgate", "serve", "--repository", str(tmp_path),
-             "--max-queue-seconds", value],
+             flag, value],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert result.returncode == 2, result.stderr
-        assert "--max-queue-seconds" in result.stderr and expected in result.stderr
+        assert flag in result.stderr and expected in result.stderr
