@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import multiprocessing
+import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,6 +199,123 @@ class OpenLoop:
             if process.is_alive():
                 process.kill()
         self._workers.clear()
+
+
+#: the C++ client, built by scripts/install_openloop_client.sh (OPENLOOP_CLIENT overrides)
+NATIVE_CLIENT = Path(
+    os.environ.get(
+        "OPENLOOP_CLIENT",
+        Path(__file__).resolve().parent.parent / ".cache" / "openloop" / "bin" / "openloop-client",
+    )
+)
+#: the C++ client's codes past gRPC's 0-16
+_NATIVE_CODES = {100: "NOT_SENT", 101: "BAD_RESPONSE"}
+
+
+def native_missing() -> str | None:
+    """None if the C++ client can run, else why not."""
+    if os.access(NATIVE_CLIENT, os.X_OK):
+        return None
+    return f"{NATIVE_CLIENT} is missing: run scripts/install_openloop_client.sh"
+
+
+class NativeOpenLoop:
+    """The same jobs through the C++ client (``benchmarks/openloop_client.cc``): one process
+    per job and share, started when the job is, on ``cpus`` if given.
+
+    The Python client spends about 300 µs of CPU a call, as much as the server answering it,
+    so on a small machine it cannot offer a multiple of a Python server's capacity; the C++
+    client spends a small fraction of that. Same arrivals (same seeds), same records.
+    """
+
+    def __init__(self, processes: int = 1, channels: int = 4) -> None:
+        self.processes = processes
+        self.channels = channels
+        self.cpus: set[int] | None = None  # where the client processes run
+
+    @property
+    def pids(self) -> list[int]:
+        return []  # started per job, placed by ``cpus``
+
+    def __enter__(self) -> NativeOpenLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, job: OpenLoopJob, during: Callable[[float], None] | None = None) -> OpenLoopRun:
+        """Run ``job``; ``during(start)`` runs in this process meanwhile (to sample the server)."""
+        with tempfile.TemporaryDirectory(prefix="openloop-") as scratch:
+            work = Path(scratch)
+            (work / "request").write_bytes(job.request)
+            start = time.time() + 1.0  # time to connect every channel first
+            launched = []
+            place = functools.partial(os.sched_setaffinity, 0, self.cpus) if self.cpus else None
+            for index in range(self.processes):
+                rng = np.random.default_rng(job.seed * 1000 + index)
+                phases = tuple((rate / self.processes, secs) for rate, secs in job.phases)
+                due = arrivals(phases, rng)
+                due.astype("<f8").tofile(work / f"due-{index}")
+                command = [
+                    str(NATIVE_CLIENT), "--port", str(job.port), "--request", str(work / "request"),
+                    "--due", str(work / f"due-{index}"), "--deadline", str(job.deadline),
+                    "--start", repr(start), "--out", str(work / f"out-{index}"),
+                    "--channels", str(self.channels),
+                    "--expected-outputs", str(job.expected_outputs),
+                ]  # fmt: skip
+                with (
+                    (work / f"stdout-{index}").open("w") as out,
+                    (work / f"stderr-{index}").open("w") as err,
+                ):  # files, not pipes: nobody reads while the job runs
+                    process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=place)
+                launched.append((process, due))
+            if during is not None:
+                during(start)
+            parts = []
+            for index, (process, due) in enumerate(launched):
+                code = process.wait(timeout=sum(seconds for _, seconds in job.phases) + 120)
+                if code != 0:
+                    err = (work / f"stderr-{index}").read_text()[-2000:]
+                    raise RuntimeError(f"openloop-client exited {code}: {err}")
+                summary = json.loads((work / f"stdout-{index}").read_text().splitlines()[-1])
+                parts.append(_read_native(work / f"out-{index}", due, summary))
+        order = np.argsort(np.concatenate([p["due"] for p in parts]), kind="stable")
+        merged = {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0] if k != "cpu"}
+        bounds = tuple(np.concatenate([[0.0], np.cumsum([s for _, s in job.phases])]).tolist())
+        return OpenLoopRun(
+            merged["due"], merged["latency"], merged["late"], merged["codes"], start, bounds,
+            sum(p["cpu"] for p in parts),
+        )  # fmt: skip
+
+
+def _read_native(path: Path, due: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
+    """The C++ client's output: a count, then latency, lateness (f8) and codes (i1)."""
+    raw = path.read_bytes()
+    count = int(np.frombuffer(raw, dtype="<u8", count=1)[0])
+    if count != due.size or len(raw) != 8 + count * 17:
+        raise RuntimeError(f"openloop-client wrote {len(raw)} bytes for {due.size} requests")
+    latency = np.frombuffer(raw, dtype="<f8", count=count, offset=8)
+    late = np.frombuffer(raw, dtype="<f8", count=count, offset=8 + 8 * count)
+    native = np.frombuffer(raw, dtype="i1", count=count, offset=8 + 16 * count)
+    known = {name: i for i, name in enumerate(CODES)}
+    table = np.full(128, known["OTHER"], dtype=np.int64)
+    for number in range(17):
+        table[number] = known.get(grpc_code_name(number), known["OTHER"])
+    for number, name in _NATIVE_CODES.items():
+        table[number] = known[name]
+    codes = table[native.astype(np.int64)]
+    return {"due": due, "latency": latency, "late": late, "codes": codes,
+            "cpu": float(summary["cpu_seconds"])}  # fmt: skip
+
+
+def grpc_code_name(number: int) -> str:
+    """The name of gRPC status code ``number`` (as the Python client reports it)."""
+    import grpc
+
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return str(code.name)
+    return "OTHER"
 
 
 def _worker_main(conn: Any) -> None:

@@ -47,10 +47,11 @@ class OverloadConfig:
     model: str = "forest"
     mlserver: str = "pw0-batch"  # a MLSERVER_CONFIGS key, or "none"
     mlserver_batch: tuple[int, float] = (32, 0.001)
-    processes: int = 2  # open-loop client processes
+    processes: int = 2  # open-loop client processes of the Python client
     gateway_flags: tuple[str, ...] = ()  # more `driftgate serve` flags (e.g. the shedding bound)
     pin: bool = True  # the server on half the CPUs, the clients on the other half
     rows: int = 1  # rows a request
+    client: str = "native"  # the C++ client, or "python" (the native one falls back to it)
 
 
 def run(
@@ -80,7 +81,16 @@ def run(
             workers, config.mlserver_batch if batching else None,
         )  # fmt: skip
     results: dict[str, Any] = {}
-    with openloop.OpenLoop(config.processes) as clients:
+    clients: openloop.OpenLoop | openloop.NativeOpenLoop
+    client = config.client
+    if client == "native" and (missing := openloop.native_missing()):
+        say(f"overload: the Python client, as {missing}")
+        client = f"python ({missing})"
+    if client == "native":
+        clients = openloop.NativeOpenLoop()
+    else:
+        clients = openloop.OpenLoop(config.processes)
+    with clients:
         for key, start in starts.items():
             say(f"overload: {key}")
             try:
@@ -88,6 +98,8 @@ def run(
                 try:
                     pids = [*load.pids, *clients.pids]
                     placement = _placement(server.pid, pids) if config.pin else {}
+                    if isinstance(clients, openloop.NativeOpenLoop) and placement:
+                        clients.cpus = _client_cpus()
                     with procfs.pinned(placement):
                         results[key] = _measure(config, server, request, load, clients, say)
                     if key.startswith("driftgate"):
@@ -98,7 +110,8 @@ def run(
             except Exception as exc:
                 say(f"overload {key} failed: {exc}")
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
-    return {"model": config.model, "config": config.__dict__, "servers": results}
+    summary = config.__dict__ | {"client": client}
+    return {"model": config.model, "config": summary, "servers": results}
 
 
 def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
@@ -115,12 +128,18 @@ def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
     return {server: set(cpus[:half])} | {pid: set(cpus[half:]) for pid in clients}
 
 
+def _client_cpus() -> set[int]:
+    """The CPUs ``_placement`` leaves the clients."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[len(cpus) // 2 :])
+
+
 def _measure(
     config: OverloadConfig,
     server: servers.Server,
     request: bytes,
     load: loadgen.LoadGenerator,
-    clients: openloop.OpenLoop,
+    clients: openloop.OpenLoop | openloop.NativeOpenLoop,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     job = loadgen.Job(server.port, request, config.concurrency, config.capacity_seconds, 1.0)
@@ -205,7 +224,12 @@ def markdown(overload: dict[str, Any] | None, labels: dict[str, str]) -> list[st
         f"share of requests the client sent more than {openloop.LATE_SECONDS * 1e3:g} ms after "
         "they were due (its p99 in ms): a client that falls behind offers less than asked. "
         "Rejected: answered RESOURCE_EXHAUSTED by the server's code, or CANCELLED by gRPC's "
-        "core, which drops a call unread when the server's accept queue is full.",
+        "core, which drops a call unread when the server's accept queue is full. Client: "
+        + (
+            "the C++ open-loop client (`openloop_client.cc`)."
+            if config.get("client", "native") == "native"
+            else f"Python's grpc.aio, {config.get('processes')} processes: {config.get('client')}."
+        ),
         "",
         "| server | capacity | offered/s | sent/s | admitted/s | p50 ms | p99 ms | rejected/s "
         "| rejected p99 / max ms | failed | late (p99 ms) | server CPU | RSS MiB |",

@@ -157,6 +157,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--overload-rows", type=int, default=1, help="rows a request in the overload scenario")
     add(
+        "--overload-client",
+        choices=("native", "python"),
+        default="native",
+        help="the overload scenario's open-loop client: the C++ one "
+        "(scripts/install_openloop_client.sh; the Python one when it is missing) or the Python one",
+    )
+    add(
         "--overload-shared-cpus",
         action="store_true",
         help="let the overload scenario's server and clients share every CPU (by default the "
@@ -263,6 +270,7 @@ def _run_bulk_and_scaling(
         args.overload_capacity_seconds, 16, args.overload_deadline, args.overload_recovery,
         "forest", args.overload_mlserver, (int(size), float(delay)), args.processes,
         tuple(args.overload_gateway_flags), not args.overload_shared_cpus, args.overload_rows,
+        args.overload_client,
     )  # fmt: skip
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk": lambda: bulk.run(bulk_config, workdir, load, say),

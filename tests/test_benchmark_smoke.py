@@ -127,12 +127,21 @@ OVERLOAD_TARGETS = (
 )
 
 
-def test_overload_scenario_smoke(tmp_path: Path) -> None:
-    """Open-loop phases at 0.8x, 1.5x and 3x the measured capacity and back, driftgate only."""
+@pytest.mark.parametrize("client", ["native", "python"])
+def test_overload_scenario_smoke(tmp_path: Path, client: str) -> None:
+    """Open-loop phases at 0.8x, 1.5x and 3x the measured capacity and back, driftgate only,
+    from the C++ client and from the Python one."""
+    native = ROOT / ".cache" / "openloop" / "bin" / "openloop-client"
+    if client == "native" and not os.access(native, os.X_OK):
+        reason = "the C++ open-loop client is missing: run scripts/install_openloop_client.sh"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     results = _run_scenario(
         tmp_path, "overload", "--overload-seconds", "1.5", "--overload-capacity-seconds", "1",
-        "--overload-mlserver", "none",
+        "--overload-mlserver", "none", "--overload-client", client,
     )  # fmt: skip
+    assert results["overload"]["config"]["client"] == client
     runs = results["overload"]["servers"]
     assert list(runs) == ["driftgate-on"], runs
     run = runs["driftgate-on"]
