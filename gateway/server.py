@@ -151,12 +151,13 @@ class GatewayServer:
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             interceptors=[self.shedder],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), self._server)
-        control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), self._server)
+        server = _HotMethodsOnly(self._server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), server)
+        control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), server)
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            Guarded(FeedbackServicer(self.labels, self.credentials)), self._server
+            Guarded(FeedbackServicer(self.labels, self.credentials)), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 _INFERENCE_SERVICE,
@@ -165,7 +166,7 @@ class GatewayServer:
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            self._server,
+            server,
         )
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         tls = self.settings.security.tls
@@ -274,3 +275,33 @@ def freeze_start_up() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+#: methods gRPC accepts through a queue of their own; every other method shares one
+_HOT_METHODS = frozenset(
+    {f"/{_INFERENCE_SERVICE}/ModelInfer", f"/{_INFERENCE_SERVICE}/ModelStreamInfer"}
+)
+
+
+class _HotMethodsOnly:
+    """Registers only the inference calls as gRPC "registered methods"; the rest are served
+    through the generic handlers the generated code adds too.
+
+    grpc.aio keeps one accept outstanding per registered method and, for every call it
+    accepts, waits on all of them at once (``asyncio.wait``): about 0.35 µs of the event loop
+    per registered method per call, in a micro-benchmark (23 µs with 35 methods, 11 with 2).
+    Calls of the other methods (health, control, metadata, reflection) are rare and share the
+    generic accept queue, whose handler lookup costs a few dictionary probes. Each hot method
+    keeps its own accept queue, so ``--max-queued-calls`` bounds inference apart from health.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        hot = {name: h for name, h in handlers.items() if f"/{service}/{name}" in _HOT_METHODS}
+        if hot:
+            self._server.add_registered_method_handlers(service, hot)

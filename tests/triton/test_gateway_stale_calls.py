@@ -29,10 +29,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.processes import DriftgateProcess
@@ -110,9 +112,17 @@ def _slow_call_seconds(address: str) -> float:
 
 
 async def _send_small(
-    address: str, inputs: list[np.ndarray], timeout: float | None, seconds: list[float]
+    address: str,
+    inputs: list[np.ndarray],
+    timeout: float | None,
+    seconds: list[float],
+    health: list[object] | None = None,
 ) -> list[object]:
     triton = aioclient.InferenceServerClient(address)
+    if health is not None:  # health checks sent among the small calls, their answers kept
+        channel = grpc.aio.insecure_channel(address)
+        stub = health_pb2_grpc.HealthStub(channel)
+        checks = [stub.Check(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(2)]
 
     async def timed(x: np.ndarray) -> object:
         start = time.monotonic()
@@ -122,7 +132,11 @@ async def _send_small(
             seconds.append(time.monotonic() - start)
 
     try:
-        return await asyncio.gather(*(timed(x) for x in inputs), return_exceptions=True)
+        outcomes = await asyncio.gather(*(timed(x) for x in inputs), return_exceptions=True)
+        if health is not None:
+            health += await asyncio.gather(*checks, return_exceptions=True)
+            await channel.close()
+        return outcomes
     finally:
         await triton.close()
 
@@ -132,6 +146,7 @@ def _behind_a_slow_call(
     inputs: list[np.ndarray],
     timeout: float | None = None,
     seconds: list[float] | None = None,
+    health: list[object] | None = None,
 ) -> list[object]:
     """Send ``inputs`` as concurrent calls BEHIND seconds into a slow request; their outcomes
     (answers or exceptions), once the slow request is answered in full. ``seconds`` gets how
@@ -142,7 +157,7 @@ def _behind_a_slow_call(
     thread.start()
     time.sleep(BEHIND)
     timings = [] if seconds is None else seconds
-    outcomes = asyncio.run(_send_small(address, inputs, timeout, timings))
+    outcomes = asyncio.run(_send_small(address, inputs, timeout, timings, health))
     thread.join(60)
     assert not thread.is_alive(), "the slow request was never answered"
     np.testing.assert_array_equal(answer[0], slow_input)
@@ -221,7 +236,8 @@ def test_calls_past_a_full_queue_are_cancelled_at_once(full_queue: DriftgateProc
 
     inputs = [_rows(1, seed=30 + i) for i in range(FLOOD_CALLS)]
     seconds: list[float] = []
-    outcomes = _behind_a_slow_call(address, inputs, seconds=seconds)
+    health: list[object] = []
+    outcomes = _behind_a_slow_call(address, inputs, seconds=seconds, health=health)
 
     answered = [
         (x, o) for x, o in zip(inputs, outcomes, strict=True) if not isinstance(o, Exception)
@@ -242,6 +258,10 @@ def test_calls_past_a_full_queue_are_cancelled_at_once(full_queue: DriftgateProc
     assert dropped_within < 0.5 < warm - BEHIND - 0.5 < queued_within, (seconds, warm)
     assert _success_count(address) == before + 1 + len(answered)
     assert _unanswered(full_queue.metrics_port) - unanswered_before == len(cancelled)
+    # Health checks wait in a queue of their own (bounded alike, but only two are in it):
+    # the inference calls filling theirs dropped none.
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert [getattr(answer, "status", answer) for answer in health] == [serving] * 2, health
     small = _rows(1, seed=4)
     np.testing.assert_array_equal(_infer(address, small), small)
 
