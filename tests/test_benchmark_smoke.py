@@ -83,6 +83,28 @@ def _run_scenario(tmp_path: Path, scenario: str, *options: str) -> dict[str, Any
     return results
 
 
+def test_monitoring_rounds_smoke(tmp_path: Path) -> None:
+    """The monitoring targets take the median of rounds that alternate the unmonitored gateway
+    with the monitored ones, each ratio pairing points of one round."""
+    results = _run_scenario(
+        tmp_path, "bench", "--duration", "1", "--concurrency", "16", "--models", "forest",
+        "--targets", "floor,driftgate,monitored", "--monitoring-rounds", "2",
+    )  # fmt: skip
+    rounds = results["monitoring"]["rounds"]
+    keys = ["driftgate-on", "driftgate-monitored", "driftgate-statistics"]
+    assert [list(point) for point in rounds] == [keys, keys], rounds
+    for point in rounds:
+        for summary in point.values():
+            assert summary["throughput"] > 0 and summary["errors"] == 0, summary
+    targets = {t["target"]: t for t in results["targets"]}
+    check = targets["forest c16 monitoring (default records) on / off, throughput"]
+    paired = sorted(p["driftgate-monitored"]["throughput"] / p["driftgate-on"]["throughput"]
+                    for p in rounds)  # fmt: skip
+    assert check["value"] == pytest.approx(sum(paired) / 2), check
+    assert check["detail"].startswith("median of 2 alternated rounds"), check
+    assert "## Monitoring, alternated rounds" in (tmp_path / "results" / "results.md").read_text()
+
+
 def test_bulk_scenario_smoke(tmp_path: Path) -> None:
     """Bulk requests are chunked by the gateway and compared with onnxruntime per row."""
     results = _run_scenario(tmp_path, "bulk", "--duration", "1", "--bulk-rows", "600,4096")
