@@ -71,7 +71,9 @@ class InvalidArgument(ClientError):
 
 
 class Overloaded(ClientError):
-    """A queue or a buffer of the server is full; retry later (RESOURCE_EXHAUSTED)."""
+    """A queue or a buffer of the server is full; retry later (RESOURCE_EXHAUSTED, or CANCELLED:
+    gRPC drops a call unread when the gateway's accept queue is full, ``--max-queued-calls``,
+    and this client never cancels a call it waits for)."""
 
 
 class Unsupported(ClientError):
@@ -94,6 +96,7 @@ _CLASSES: dict[grpc.StatusCode, type[ClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.CANCELLED: Overloaded,
     grpc.StatusCode.UNIMPLEMENTED: Unsupported,
 }
 
