@@ -151,7 +151,7 @@ class GatewayServer:
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             interceptors=[self.shedder],
         )
-        server = _HotMethodsOnly(self._server)
+        server: Any = _HotMethodsOnly(self._server)  # what the add_*_to_server calls need
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(Guarded(self.inference), server)
         control_pb2_grpc.add_ControlServicer_to_server(Guarded(self.control), server)
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
@@ -296,7 +296,7 @@ class _HotMethodsOnly:
     """
 
     def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
+        self._server: Any = server  # add_registered_method_handlers is missing from the stubs
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         self._server.add_generic_rpc_handlers(handlers)
