@@ -48,9 +48,11 @@ class GatewaySettings:
     #: calls one method may have waiting in gRPC's accept queue, not yet taken by the gateway.
     #: Past half of it gRPC drops arriving calls at random, the more the fuller the queue, and
     #: past all of it every one: unread, in C++, their clients see CANCELLED at once. This
-    #: bounds how long an admitted call waits when more arrive than the gateway can answer
+    #: bounds how long an admitted call waits when more arrive than the gateway can answer.
+    #: A burst of concurrent calls waits there too, so the soft bound (256) is above the
+    #: concurrency of ordinary clients: a load tester at 256 is never dropped
     #: (DRIFTGATE_MAX_QUEUED_CALLS)
-    max_queued_calls: int = 128
+    max_queued_calls: int = 512
     #: requests of one ModelStreamInfer stream answered concurrently
     stream_concurrency: int = 64
     #: most rows one request may carry; more than max_batch_size are run in chunks

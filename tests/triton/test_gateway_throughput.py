@@ -89,9 +89,12 @@ def bounded(
         "4",
         "--max-in-flight-bytes",
         "20000",
-        # The floods here meet the model's queue, not the calls pending before it.
+        # The floods here meet the model's queue, not the calls pending before it, nor gRPC's
+        # queue bound (a flood of 300 at once passes the default's soft bound, 256).
         "--max-pending-infers",
         "1000",
+        "--max-queued-calls",
+        "100000",
     )
 
 
