@@ -109,6 +109,23 @@ class OpenLoopRun:
         }
 
 
+#: what each client process records of every request, and its dtype
+_RECORDS = (("due", "f8"), ("latency", "f8"), ("late", "f8"), ("codes", "i1"))
+
+
+def _merge(job: OpenLoopJob, start: float, parts: list[dict[str, Any]]) -> OpenLoopRun:
+    """One run of the client processes' records (``_RECORDS`` arrays and ``cpu`` each),
+    ordered by due time."""
+    merged = {key: np.concatenate([p[key] for p in parts]) for key, _ in _RECORDS}
+    order = np.argsort(merged["due"], kind="stable")
+    bounds = tuple(np.concatenate([[0.0], np.cumsum([s for _, s in job.phases])]).tolist())
+    return OpenLoopRun(
+        merged["due"][order], merged["latency"][order], merged["late"][order],
+        merged["codes"][order].astype(np.int64), start, bounds,
+        sum(p["cpu"] for p in parts),
+    )  # fmt: skip
+
+
 def _percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) * 1e3 if values.size else None
 
@@ -172,17 +189,11 @@ class OpenLoop:
         for part in parts:
             if "failure" in part:
                 raise RuntimeError(f"open-loop client failed: {part['failure']}")
-        merged = {
-            key: np.concatenate([np.frombuffer(p[key], dtype=dtype) for p in parts])
-            for key, dtype in (("due", "f8"), ("latency", "f8"), ("late", "f8"), ("codes", "i1"))
-        }
-        order = np.argsort(merged["due"], kind="stable")
-        bounds = tuple(np.concatenate([[0.0], np.cumsum([s for _, s in job.phases])]).tolist())
-        return OpenLoopRun(
-            merged["due"][order], merged["latency"][order], merged["late"][order],
-            merged["codes"][order].astype(np.int64), start, bounds,
-            sum(p["cpu"] for p in parts),
-        )  # fmt: skip
+        arrays = [
+            {key: np.frombuffer(p[key], dtype=dtype) for key, dtype in _RECORDS} | {"cpu": p["cpu"]}
+            for p in parts
+        ]
+        return _merge(job, start, arrays)
 
     def run(self, job: OpenLoopJob, during: Callable[[float], None] | None = None) -> OpenLoopRun:
         """Run ``job``; ``during(start)`` runs in this process meanwhile (to sample the server)."""
@@ -279,13 +290,7 @@ class NativeOpenLoop:
                     raise RuntimeError(f"openloop-client exited {code}: {err}")
                 summary = json.loads((work / f"stdout-{index}").read_text().splitlines()[-1])
                 parts.append(_read_native(work / f"out-{index}", due, summary))
-        order = np.argsort(np.concatenate([p["due"] for p in parts]), kind="stable")
-        merged = {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0] if k != "cpu"}
-        bounds = tuple(np.concatenate([[0.0], np.cumsum([s for _, s in job.phases])]).tolist())
-        return OpenLoopRun(
-            merged["due"], merged["latency"], merged["late"], merged["codes"], start, bounds,
-            sum(p["cpu"] for p in parts),
-        )  # fmt: skip
+        return _merge(job, start, parts)
 
 
 def _read_native(path: Path, due: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
@@ -297,25 +302,15 @@ def _read_native(path: Path, due: np.ndarray, summary: dict[str, Any]) -> dict[s
     latency = np.frombuffer(raw, dtype="<f8", count=count, offset=8)
     late = np.frombuffer(raw, dtype="<f8", count=count, offset=8 + 8 * count)
     native = np.frombuffer(raw, dtype="i1", count=count, offset=8 + 16 * count)
+    import grpc  # the status names, as the Python client reports them
+
+    names = {code.value[0]: code.name for code in grpc.StatusCode} | _NATIVE_CODES
     known = {name: i for i, name in enumerate(CODES)}
-    table = np.full(128, known["OTHER"], dtype=np.int64)
-    for number in range(17):
-        table[number] = known.get(grpc_code_name(number), known["OTHER"])
-    for number, name in _NATIVE_CODES.items():
-        table[number] = known[name]
-    codes = table[native.astype(np.int64)]
-    return {"due": due, "latency": latency, "late": late, "codes": codes,
+    table = np.full(128, known["OTHER"], dtype=np.int8)  # native code -> index into CODES
+    for number, name in names.items():
+        table[number] = known.get(name, known["OTHER"])
+    return {"due": due, "latency": latency, "late": late, "codes": table[native],
             "cpu": float(summary["cpu_seconds"])}  # fmt: skip
-
-
-def grpc_code_name(number: int) -> str:
-    """The name of gRPC status code ``number`` (as the Python client reports it)."""
-    import grpc
-
-    for code in grpc.StatusCode:
-        if code.value[0] == number:
-            return str(code.name)
-    return "OTHER"
 
 
 def _worker_main(conn: Any) -> None:

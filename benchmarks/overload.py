@@ -99,7 +99,7 @@ def run(
                     pids = [*load.pids, *clients.pids]
                     placement = _placement(server.pid, pids) if config.pin else {}
                     if isinstance(clients, openloop.NativeOpenLoop) and placement:
-                        clients.cpus = _client_cpus()
+                        clients.cpus = set(os.sched_getaffinity(0)) - placement[server.pid]
                     with procfs.pinned(placement):
                         results[key] = _measure(config, server, request, load, clients, say)
                     if key.startswith("driftgate"):
@@ -126,12 +126,6 @@ def _placement(server: int, clients: list[int]) -> dict[int, set[int]]:
         return {}  # nothing to split
     half = len(cpus) // 2
     return {server: set(cpus[:half])} | {pid: set(cpus[half:]) for pid in clients}
-
-
-def _client_cpus() -> set[int]:
-    """The CPUs ``_placement`` leaves the clients."""
-    cpus = sorted(os.sched_getaffinity(0))
-    return set(cpus[len(cpus) // 2 :])
 
 
 def _measure(

@@ -285,6 +285,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+#: the largest value a gRPC channel argument holds (a C int)
+_GRPC_INT_MAX = 2**31 - 1
+
+
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     for flag in (
         "max_queue_size",
@@ -300,6 +304,12 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         if getattr(args, flag) < 1:
             raise UsageError(
                 f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}"
+            )
+    for flag in ("max_queue_seconds", "max_queued_calls"):  # handed to gRPC as a C int
+        if getattr(args, flag) > _GRPC_INT_MAX:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} must be at most {_GRPC_INT_MAX}, "
+                f"got {getattr(args, flag)}"
             )
     if args.max_pending_infers < 0:
         raise UsageError(

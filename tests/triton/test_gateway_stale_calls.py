@@ -164,6 +164,22 @@ def _behind_a_slow_call(
     return outcomes
 
 
+def _cancelled_or_echoed(
+    inputs: list[np.ndarray], outcomes: list[object]
+) -> tuple[list[object], list[object]]:
+    """The answered outcomes and the failed ones, after checking that every failure is
+    CANCELLED and every answer carries its own input back."""
+    answered = [o for o in outcomes if not isinstance(o, Exception)]
+    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    for error in cancelled:
+        assert isinstance(error, InferenceServerException), repr(error)
+        assert status_of(error) == "CANCELLED", error
+    for x, outcome in zip(inputs, outcomes, strict=True):
+        if not isinstance(outcome, Exception):
+            np.testing.assert_array_equal(outcome.as_numpy("y"), x)  # type: ignore[attr-defined]
+    return answered, cancelled
+
+
 def _success_count(address: str) -> int:
     with grpcclient.InferenceServerClient(address) as triton:
         stats = triton.get_inference_statistics("stall", as_json=True)["model_stats"][0]
@@ -181,18 +197,10 @@ def test_calls_queued_past_the_limit_are_cancelled_unrun(short_queue: DriftgateP
     inputs = [_rows(1, seed=10 + i) for i in range(SMALL_CALLS)]
     outcomes = _behind_a_slow_call(address, inputs)
 
-    answered = [
-        (x, o) for x, o in zip(inputs, outcomes, strict=True) if not isinstance(o, Exception)
-    ]
-    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    answered, cancelled = _cancelled_or_echoed(inputs, outcomes)
     # gRPC had already handed the gateway's one outstanding accept to the first call that
     # arrived, so that one is served; the rest waited in gRPC's queue past the limit.
     assert len(cancelled) >= SMALL_CALLS - 2, outcomes
-    for error in cancelled:
-        assert isinstance(error, InferenceServerException), repr(error)
-        assert status_of(error) == "CANCELLED", error
-    for x, y in answered:
-        np.testing.assert_array_equal(y.as_numpy("y"), x)  # type: ignore[attr-defined]
     # The cancelled calls never reached the model: only the slow one and the answered ran.
     assert _success_count(address) == before + 1 + len(answered)
     # The gateway's own counters never saw them; gRPC's, exported from channelz, did.
@@ -239,18 +247,10 @@ def test_calls_past_a_full_queue_are_cancelled_at_once(full_queue: DriftgateProc
     health: list[object] = []
     outcomes = _behind_a_slow_call(address, inputs, seconds=seconds, health=health)
 
-    answered = [
-        (x, o) for x, o in zip(inputs, outcomes, strict=True) if not isinstance(o, Exception)
-    ]
-    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    answered, cancelled = _cancelled_or_echoed(inputs, outcomes)
     # The queue holds at most QUEUED_CALLS, plus the one call gRPC hands the gateway's
     # outstanding accept; every other call was dropped.
     assert 1 <= len(answered) <= QUEUED_CALLS + 1, outcomes
-    for error in cancelled:
-        assert isinstance(error, InferenceServerException), repr(error)
-        assert status_of(error) == "CANCELLED", error
-    for x, y in answered:
-        np.testing.assert_array_equal(y.as_numpy("y"), x)  # type: ignore[attr-defined]
     # Dropped as they arrived, not after the slow request: the first outcomes, one per
     # dropped call, came back long before the slow request let the queued calls through.
     dropped_within = sorted(seconds)[len(cancelled) - 1]
@@ -284,7 +284,11 @@ def _expired(metrics_port: int) -> float:
 
 @pytest.mark.parametrize("flag", ["--max-queue-seconds", "--max-queued-calls"])
 def test_queue_bounds_must_be_whole_positive_numbers(tmp_path: Path, flag: str) -> None:
-    for value, expected in (("0", "must be at least 1, got 0"), ("0.5", "invalid int value")):
+    for value, expected in (
+        ("0", "must be at least 1, got 0"),
+        ("0.5", "invalid int value"),
+        ("2147483648", "must be at most 2147483647, got 2147483648"),
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "driftgate", "serve", "--repository", str(tmp_path),
              flag, value],
