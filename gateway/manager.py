@@ -22,10 +22,7 @@ nor by any replica sharing the repository, until it is rewritten.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -60,7 +57,7 @@ from driftgate.gateway.reporter import StatisticsHub
 from driftgate.gateway.router import SCALE, Route, threshold
 from driftgate.gateway.settings import GatewaySettings
 
-__all__ = ["LoadFailure", "ModelManager", "ModelState", "lower_priority"]
+__all__ = ["LoadFailure", "ModelManager", "ModelState"]
 
 log = logging.getLogger(__name__)
 
@@ -576,9 +573,3 @@ async def _within(job: asyncio.Future[T], seconds: float) -> T:
 def _watch_ended(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the repository watcher stopped", exc_info=task.exception())
-
-
-def lower_priority() -> None:
-    """Run the calling thread at a lower CPU priority (Linux: nice applies per thread)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)

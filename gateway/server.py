@@ -40,8 +40,9 @@ from driftgate.core.rpc import (
     write_ready_file,
 )
 from driftgate.gateway.control import ControlServicer
+from driftgate.gateway.dataplane.probe import lower_priority
 from driftgate.gateway.feedback import FeedbackServicer
-from driftgate.gateway.manager import ModelManager, lower_priority
+from driftgate.gateway.manager import ModelManager
 from driftgate.gateway.metrics import GatewayMetrics
 from driftgate.gateway.reporter import LabelBuffer, MonitorReporter, StatisticsHub
 from driftgate.gateway.servicer import Admission, InferenceServicer
@@ -67,10 +68,16 @@ class GatewayServer:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self._infer_executor = ThreadPoolExecutor(settings.infer_threads, "driftgate-infer")
-        # Loading and warming a version must not steal the serving thread's core.
-        # Two loader threads: a load that hangs (until the load probe gives up on it) or
-        # takes long holds one, and the other models' loads and Control's go on.
-        self._load_executor = ThreadPoolExecutor(2, "driftgate-load", initializer=lower_priority)
+        # Loading and warming a version must not steal the serving thread's core, so the
+        # loader threads run at a lower priority, but only with one onnxruntime thread per
+        # session: a session of more builds its own pool of threads on the loader thread,
+        # and Linux gives them the loader's priority for good (a process may lower its
+        # threads' priority but not raise it again). Two loader threads: a load that hangs
+        # (until the load probe gives up on it) or takes long holds one, and the other
+        # models' loads and Control's go on.
+        self._load_executor = ThreadPoolExecutor(
+            2, "driftgate-load", initializer=lower_priority if settings.ort_threads == 1 else None
+        )
         repository = open_repository(settings.repository)
         self.hub: StatisticsHub | None = None
         self.labels: LabelBuffer | None = None

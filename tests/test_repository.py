@@ -13,7 +13,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from driftgate.core.errors import InvalidInput, ModelNotFound
-from driftgate.core.repository import CorruptVersion, Repository, validate_model_name
+from driftgate.core.repository import (
+    CorruptVersion,
+    Repository,
+    tensor_schema,
+    validate_model_name,
+)
 
 
 def _populate(payload: bytes = b"onnx-bytes", meta: dict | None = None):
@@ -179,3 +184,38 @@ def test_triton_style_directory_loads(tmp_path, with_config):
     assert repo.reference("triton_model", 1) is None
     assert repo.read_model_bytes("triton_model", 1) == data
     onnx.checker.check_model(onnx.load_model_from_string(data))
+
+
+def test_triton_metadata_matches_the_whole_graph(tmp_path):
+    """Metadata is read from the graph's header alone, and agrees with the whole model's.
+
+    The graph lists its weights among its inputs (as exporters did before IR version 4) and
+    imports the ML domain before the default one.
+    """
+    weights = helper.make_tensor("W", TensorProto.FLOAT, [512, 256], [0.5] * (512 * 256))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 512]),
+            helper.make_tensor_value_info("W", TensorProto.FLOAT, [512, 256]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["n", 256])],
+        [weights],
+    )
+    opsets = [helper.make_opsetid("ai.onnx.ml", 3), helper.make_opsetid("", 15)]
+    data = helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    (tmp_path / "weights_as_input" / "1").mkdir(parents=True)
+    (tmp_path / "weights_as_input" / "1" / "model.onnx").write_bytes(data)
+    meta = Repository(tmp_path).metadata("weights_as_input", 1)
+    whole = onnx.load_model_from_string(data).graph
+    assert meta["inputs"] == [
+        {**tensor_schema(whole.input[0]), "features": [f"X[{i}]" for i in range(512)]}
+    ]
+    assert (
+        meta["outputs"]
+        == [tensor_schema(whole.output[0])]
+        == [{"name": "Y", "datatype": "FP32", "shape": [256]}]
+    )
+    assert meta["opset"] == 15
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest()

@@ -22,14 +22,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LoadProbe", "ProbeVerdict"]
+__all__ = ["LoadProbe", "ProbeVerdict", "lower_priority"]
 
 log = logging.getLogger(__name__)
+
+
+def lower_priority(niceness: int = 10) -> None:
+    """Run the calling thread at ``niceness`` or lower (Linux: nice applies per thread).
+
+    Threads and processes it starts from then on inherit that priority.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, max(current, niceness))
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ def _zeros(inputs: Any) -> dict[str, Any]:
 
 def _serve_probes(connection: Any) -> None:
     """The child: for each model's bytes received, open and run it; answer a verdict."""
+    lower_priority()  # whichever thread started it, before any thread of its own starts
     import onnxruntime as ort
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this ends

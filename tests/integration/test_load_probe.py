@@ -214,3 +214,45 @@ def _index(address: str) -> list[pb.RepositoryIndexResponse.ModelIndex]:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         return list(stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10).models)
+
+
+def _niceness(pid: int) -> list[int]:
+    """The nice value of every thread of ``pid``."""
+    tasks = Path(f"/proc/{pid}/task")
+    return [int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks.iterdir()]
+
+
+def _probe_children(pid: int) -> list[int]:
+    """Children of any thread of ``pid`` started by multiprocessing's ``spawn``."""
+    children = [
+        c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()
+    ]
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads from /proc")
+@pytest.mark.parametrize("ort_threads", [1, 3])
+def test_loading_runs_below_serving_priority(tmp_path, ort_threads):
+    """The probe's child and the loader threads run at a lower priority than serving; with
+    more than one onnxruntime thread a session, the loader threads do not, since the threads
+    a session starts would keep the lower priority of the thread that built it."""
+    repo = tmp_path / "models"
+    write_version(repo, "good", 1, logistic_model(0).onnx, driftgate=True)
+    gateway = start_gateway(repo, tmp_path, "--ort-threads", str(ort_threads))
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            reply = infer_call(channel)(infer_request("good", X), timeout=10)
+        assert reply.model_version == "1"
+        threads = _niceness(gateway.process.pid)
+        base = os.nice(0)
+        assert threads.count(base) >= len(threads) - 2  # the main thread and gRPC's
+        if ort_threads == 1:
+            assert threads.count(min(base + 10, 19)) >= 1, threads  # the loader that ran
+        else:
+            assert set(threads) == {base}, threads  # onnxruntime's pool serves at full priority
+        probes = _probe_children(gateway.process.pid)
+        assert probes, "no probe child"
+        for child in probes:
+            assert set(_niceness(child)) == {min(base + 10, 19)}
+    finally:
+        assert gateway.terminate() == 0, gateway.log
