@@ -247,12 +247,12 @@ def test_loading_runs_below_serving_priority(tmp_path, ort_threads):
         base = os.nice(0)
         assert threads.count(base) >= len(threads) - 2  # the main thread and gRPC's
         if ort_threads == 1:
-            assert threads.count(min(base + 10, 19)) >= 1, threads  # the loader that ran
+            assert threads.count(max(base, 10)) >= 1, threads  # the loader that ran
         else:
             assert set(threads) == {base}, threads  # onnxruntime's pool serves at full priority
         probes = _probe_children(gateway.process.pid)
         assert probes, "no probe child"
         for child in probes:
-            assert set(_niceness(child)) == {min(base + 10, 19)}
+            assert set(_niceness(child)) == {max(base, 10)}
     finally:
         assert gateway.terminate() == 0, gateway.log
