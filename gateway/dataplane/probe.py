@@ -15,11 +15,17 @@ dynamic dimension). Its verdict:
 
 A hang or a crash quarantines the version (``driftgate.core.repository``'s quarantine
 marker), so that no replica sharing the repository tries it again until it is rewritten.
+
+Bytes that passed once are not probed again by the same gateway (``LoadProbe`` remembers the
+sha256 of the last ``REMEMBERED`` that did): a rollback, or a version deployed again, then
+costs one session's construction instead of two. Only ``ok`` is remembered.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -28,7 +34,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LoadProbe", "ProbeVerdict", "lower_priority"]
+__all__ = ["REMEMBERED", "LoadProbe", "ProbeVerdict", "lower_priority"]
+
+#: how many passed models' digests a probe remembers (64 bytes each)
+REMEMBERED = 256
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +168,24 @@ class LoadProbe:
         self._lock = threading.Lock()
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
+        self._passed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     def check(self, data: bytes) -> ProbeVerdict:
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            if digest in self._passed:
+                self._passed.move_to_end(digest)
+                return ProbeVerdict("ok", "passed before")
         child = self._take()
         verdict = child.check(data, self.timeout)
         with self._lock:
             self._busy.discard(child)
             if child.alive:
                 self._idle.append(child)
+            if verdict.outcome == "ok":
+                self._passed[digest] = None
+                while len(self._passed) > REMEMBERED:
+                    self._passed.popitem(last=False)
         return verdict
 
     def _take(self) -> _Child:

@@ -256,3 +256,27 @@ def test_loading_runs_below_serving_priority(tmp_path, ort_threads):
             assert set(_niceness(child)) == {max(base, 10)}
     finally:
         assert gateway.terminate() == 0, gateway.log
+
+
+def test_bytes_that_passed_are_probed_once(tmp_path):
+    """A rollback or a version deployed again costs no second probe; a version that hung is
+    probed again, since only passes are remembered."""
+    from driftgate.gateway.dataplane.probe import LoadProbe, ProbeVerdict
+
+    probe = LoadProbe(timeout=60)
+    try:
+        good = logistic_model(0).onnx
+        assert probe.check(good).outcome == "ok"
+        probe.close()  # no child left: probing these bytes again would have to start one
+        assert probe.check(good) == ProbeVerdict("ok", "passed before")
+        assert probe.pids == []
+        assert probe.check(logistic_model(1).onnx).outcome == "ok"  # other bytes: probed
+        assert len(probe.pids) == 1
+    finally:
+        probe.close()
+    impatient = LoadProbe(timeout=2)
+    try:
+        hanging = _hanging_model()
+        assert [impatient.check(hanging).outcome for _ in range(2)] == ["hang", "hang"]
+    finally:
+        impatient.close()
