@@ -456,23 +456,22 @@ def _model_header() -> Any:
         dependency=[value_info.file.name],
     )
 
-    def add(message: Any, name: str, number: int, type_name: str | None = None) -> None:
-        message.field.add(
-            name=name,
-            number=number,
-            label=field.LABEL_OPTIONAL if name in ("name", "graph") else field.LABEL_REPEATED,
-            type=field.TYPE_STRING if type_name is None else field.TYPE_MESSAGE,
-            type_name=type_name,
-        )
+    one, many = field.LABEL_OPTIONAL, field.LABEL_REPEATED
 
-    add(header.message_type.add(name="TensorName"), "name", 8)
+    def add(message: Any, name: str, number: int, label: int, type_name: str = "") -> None:
+        """A field of ``type_name``'s messages, or a string without one."""
+        added = message.field.add(name=name, number=number, label=label, type=field.TYPE_STRING)
+        if type_name:
+            added.type, added.type_name = field.TYPE_MESSAGE, type_name
+
+    add(header.message_type.add(name="TensorName"), "name", 8, one)
     graph = header.message_type.add(name="GraphHeader")
-    add(graph, "initializer", 5, f".{package}.TensorName")
-    add(graph, "input", 11, f".{value_info.full_name}")
-    add(graph, "output", 12, f".{value_info.full_name}")
+    add(graph, "initializer", 5, many, f".{package}.TensorName")
+    add(graph, "input", 11, many, f".{value_info.full_name}")
+    add(graph, "output", 12, many, f".{value_info.full_name}")
     model = header.message_type.add(name="ModelHeader")
-    add(model, "opset_import", 8, f".{onnx.OperatorSetIdProto.DESCRIPTOR.full_name}")
-    add(model, "graph", 7, f".{package}.GraphHeader")
+    add(model, "opset_import", 8, many, f".{onnx.OperatorSetIdProto.DESCRIPTOR.full_name}")
+    add(model, "graph", 7, one, f".{package}.GraphHeader")
     pool = descriptor_pool.Default()
     pool.Add(header)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.ModelHeader"))

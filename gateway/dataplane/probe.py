@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def lower_priority(niceness: int = 10) -> None:
-    """Run the calling thread at ``niceness`` or lower (Linux: nice applies per thread).
+    """Run the calling thread at nice ``niceness``, or keep its own if that is already higher
+    (Linux: nice applies per thread; a thread's priority is only ever lowered here).
 
     Threads and processes it starts from then on inherit that priority.
     """

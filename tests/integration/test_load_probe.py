@@ -245,7 +245,7 @@ def test_loading_runs_below_serving_priority(tmp_path, ort_threads):
         assert reply.model_version == "1"
         threads = _niceness(gateway.process.pid)
         base = os.nice(0)
-        assert threads.count(base) >= len(threads) - 2  # the main thread and gRPC's
+        assert threads.count(base) >= len(threads) - 2  # at most the two loader threads lower
         if ort_threads == 1:
             assert threads.count(max(base, 10)) >= 1, threads  # the loader that ran
         else:
