@@ -171,11 +171,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--retries", type=int, default=2, help="re-measure a noisy point up to N times")
     add(
-        "--monitoring-rounds",
+        "--alternated-rounds",
         type=int,
         default=3,
-        help="alternated rounds of forest c16 unmonitored, monitored and statistics-only, "
-        "for the monitoring targets (0: judge them on the single points)",
+        help="rounds of forest on the floor and the gateways measured back to back, which the "
+        "per-request and monitoring targets are judged on (0: on the main table's points)",
     )
     add("--noise", type=float, default=0.15, help="cores of other work that make a point noisy")
     add("--out", type=Path, default=HERE / "results")
@@ -251,51 +251,71 @@ def run_bench(
     return rows, failures, infos
 
 
-#: the servers the monitoring targets compare, measured in alternated rounds
-MONITORING_KEYS = ("driftgate-on", "driftgate-monitored", "driftgate-statistics")
+#: the servers measured in the alternated rounds, and at which concurrencies
+ROUND_POINTS = {
+    "floor": (16, 1),
+    "driftgate-on": (16, 1),
+    "driftgate-off": (16, 1),
+    "driftgate-monitored": (16,),
+    "driftgate-statistics": (16,),
+}
 
 
-def run_monitoring_rounds(
+def run_alternated_rounds(
     args: argparse.Namespace,
     workdir: Path,
     load: loadgen.LoadGenerator,
     targets: list[Target],
     infos: dict[str, models.ModelInfo],
 ) -> dict[str, Any] | None:
-    """Forest at concurrency 16 on the unmonitored and the monitored gateways, alternated.
+    """Forest on the floor and the gateways the per-request and monitoring targets compare,
+    back to back, ``--alternated-rounds`` times.
 
-    The monitoring targets ask for a few percent, and the machine drifts by more than that
-    between points measured minutes apart: one run measured monitoring at 1.14x unmonitored
-    throughput, the next at 0.87x. Here each round measures the three servers back to back,
-    so each ratio pairs points a few seconds apart, and the verdict takes the median over the
-    rounds.
+    Those targets ask for a few percent, and the machine drifts by more than that between
+    points measured minutes apart: one run measured monitoring at 1.14x unmonitored
+    throughput, the next at 0.87x, and a run whose gateway points met other work while its
+    floor did not judged the gateway on that work. Here each round measures every server
+    within a minute, so each ratio pairs points of one round, and a target takes the median
+    over the rounds. Each round starts one server further along the list, so that no server
+    is always measured first.
     """
-    chosen = {t.key: t for t in targets if t.key in MONITORING_KEYS}
-    if args.monitoring_rounds < 1 or "forest" not in infos or len(chosen) < 2:
+    chosen = [t for t in targets if t.key in ROUND_POINTS and t.start is not None]
+    if args.alternated_rounds < 1 or "forest" not in infos or 16 not in args.concurrency:
         return None
-    if "driftgate-on" not in chosen or 16 not in args.concurrency:
+    if not {"floor", "driftgate-on"} <= {t.key for t in chosen}:
         return None
     info = infos["forest"]
     request = loadgen.build_request("forest", info.input_name, models.sample_row())
     repo = workdir / "repository"
-    rounds: list[dict[str, Any]] = []
-    for index in range(args.monitoring_rounds):
-        point: dict[str, Any] = {}
-        for key, target in chosen.items():
+    rounds: list[list[dict[str, Any]]] = []
+    for index in range(args.alternated_rounds):
+        shift = index % len(chosen)
+        measured: list[dict[str, Any]] = []
+        for target in chosen[shift:] + chosen[:shift]:
             assert target.start is not None
+            levels = [c for c in ROUND_POINTS[target.key] if c in args.concurrency]
             try:
                 with running(partial(target.start, workdir, repo, {"forest": info})) as server:
-                    job = loadgen.Job(server.port, request, 16, args.duration, args.warmup)
-                    summary = loadgen.measure_quietly(
-                        load, server.pid, job, args.retries, args.noise, say
-                    )
+                    for c in levels:
+                        job = loadgen.Job(server.port, request, c, args.duration, args.warmup)
+                        summary = loadgen.measure_quietly(
+                            load, server.pid, job, args.retries, args.noise, say
+                        )
+                        say(f"round {index + 1}: {target.key} c={c}: " + _brief(summary))
+                        measured.append(
+                            {"target": target.key, "model": "forest", "concurrency": c} | summary
+                        )
             except Exception as exc:
-                say(f"monitoring round {index + 1}: {key} failed: {exc}")
-                summary = {"error": f"{type(exc).__name__}: {exc}"}
-            say(f"monitoring round {index + 1}: {key}: " + _brief(summary))
-            point[key] = summary
-        rounds.append(point)
-    return {"model": "forest", "concurrency": 16, "rounds": rounds}
+                say(f"round {index + 1}: {target.key} failed: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                done = {r["concurrency"] for r in measured if r["target"] == target.key}
+                measured += [
+                    {"target": target.key, "model": "forest", "concurrency": c, "error": error}
+                    for c in levels
+                    if c not in done
+                ]
+        rounds.append(measured)
+    return {"model": "forest", "rounds": rounds}
 
 
 def _brief(summary: dict[str, Any]) -> str:
@@ -385,11 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[dict[str, str]] = []
     infos: dict[str, models.ModelInfo] = {}
     swap: dict[str, Any] | None = None
-    monitoring: dict[str, Any] | None = None
+    alternated: dict[str, Any] | None = None
     with loadgen.LoadGenerator(args.processes) as load:
         if args.scenario in ("bench", "all"):
             rows, failures, infos = run_bench(args, workdir, load, chosen)
-            monitoring = run_monitoring_rounds(args, workdir, load, chosen, infos)
+            alternated = run_alternated_rounds(args, workdir, load, chosen, infos)
         if args.scenario in ("hotswap", "all"):
             config = hotswap.HotswapConfig(
                 swaps=args.hotswap_swaps,
@@ -413,11 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         "labels": {t.key: t.label for t in chosen},
         "rows": rows,
         "hotswap": swap,
-        "monitoring": monitoring,
+        "alternated": alternated,
         "failures": failures,
     } | extra
     results["targets"] = report.targets(
-        rows, swap, extra.get("bulk"), extra.get("scaling"), extra.get("overload"), monitoring
+        rows, swap, extra.get("bulk"), extra.get("scaling"), extra.get("overload"), alternated
     )
     text = report.write(results, args.out)
     print(text)

@@ -65,14 +65,16 @@ ISSUE_TARGETS = (
 )
 
 
-def _run_scenario(tmp_path: Path, scenario: str, *options: str) -> dict[str, Any]:
+def _run_scenario(
+    tmp_path: Path, scenario: str, *options: str, timeout: float = 110
+) -> dict[str, Any]:
     out = tmp_path / "results"
     command = [
         sys.executable, str(ROOT / "benchmarks" / "run.py"), "--scenario", scenario,
         "--warmup", "0.5", "--retries", "0", "--out", str(out), "--workdir", str(tmp_path / "w"),
         *options,
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
     targets = {t["target"]: t for t in results["targets"]}
@@ -83,26 +85,52 @@ def _run_scenario(tmp_path: Path, scenario: str, *options: str) -> dict[str, Any
     return results
 
 
-def test_monitoring_rounds_smoke(tmp_path: Path) -> None:
-    """The monitoring targets take the median of rounds that alternate the unmonitored gateway
-    with the monitored ones, each ratio pairing points of one round."""
+@pytest.mark.timeout(240)  # 13 server starts: about 80 s on 2 cores
+def test_alternated_rounds_smoke(tmp_path: Path) -> None:
+    """The per-request and monitoring targets take the median of rounds that measure the floor
+    and the gateways back to back, each ratio pairing points of one round."""
     results = _run_scenario(
-        tmp_path, "bench", "--duration", "1", "--concurrency", "16", "--models", "forest",
-        "--targets", "floor,driftgate,monitored", "--monitoring-rounds", "2",
+        tmp_path, "bench", "--duration", "1", "--concurrency", "1,16", "--models", "forest",
+        "--targets", "floor,ort,driftgate,monitored", "--alternated-rounds", "2", timeout=220,
     )  # fmt: skip
-    rounds = results["monitoring"]["rounds"]
-    keys = ["driftgate-on", "driftgate-monitored", "driftgate-statistics"]
-    assert [list(point) for point in rounds] == [keys, keys], rounds
-    for point in rounds:
-        for summary in point.values():
-            assert summary["throughput"] > 0 and summary["errors"] == 0, summary
+    rounds = results["alternated"]["rounds"]
+    servers = ["floor", "driftgate-off", "driftgate-on", "driftgate-monitored"]
+    servers.append("driftgate-statistics")
+    # Each round starts one server further along, every server at 16 (and the floor and the
+    # plain gateways at 1 too).
+    for index, point in enumerate(rounds):
+        order = list(dict.fromkeys(r["target"] for r in point))
+        assert order == servers[index:] + servers[:index], order
+        assert sorted((r["target"], r["concurrency"]) for r in point) == sorted(
+            [(s, 16) for s in servers] + [(s, 1) for s in servers[:3]]
+        ), point
+        for row in point:
+            assert row["throughput"] > 0 and row["errors"] == 0, row
+
+    def point(index: int, target: str, concurrency: int) -> dict[str, Any]:
+        return next(
+            r for r in rounds[index] if (r["target"], r["concurrency"]) == (target, concurrency)
+        )
+
     targets = {t["target"]: t for t in results["targets"]}
-    check = targets["forest c16 monitoring (default records) on / off, throughput"]
-    paired = sorted(p["driftgate-monitored"]["throughput"] / p["driftgate-on"]["throughput"]
-                    for p in rounds)  # fmt: skip
-    assert check["value"] == pytest.approx(sum(paired) / 2), check
-    assert check["detail"].startswith("median of 2 alternated rounds"), check
-    assert "## Monitoring, alternated rounds" in (tmp_path / "results" / "results.md").read_text()
+    for name, server, field in (
+        ("forest c16 monitoring (default records) on / off, throughput", "driftgate-monitored",
+         "throughput"),
+        ("forest driftgate-on c16 throughput / floor", "floor", "throughput"),
+        ("forest driftgate-on c16 server CPU per request / floor", "floor",
+         "server_cpu_us_per_request"),
+    ):  # fmt: skip
+        paired = [point(i, server, 16)[field] / point(i, "driftgate-on", 16)[field] for i in (0, 1)]
+        if server == "floor":  # the gateway over the floor
+            paired = [1 / ratio for ratio in paired]
+        check = targets[name]
+        assert check["value"] == pytest.approx(sum(paired) / 2), (check, paired)
+        assert check["detail"].startswith("median of 2 alternated rounds"), check
+    c1 = targets["forest driftgate-on c1 p50 / (floor p50 + ORT one row)"]
+    assert c1["detail"].startswith("median of 2 alternated rounds"), c1
+    # MLServer is not in the rounds: its comparison stays on the main table's points.
+    assert "alternated" not in targets["forest driftgate-on c16 p99 / best MLServer p99"]["detail"]
+    assert "## Alternated rounds" in (tmp_path / "results" / "results.md").read_text()
 
 
 def test_bulk_scenario_smoke(tmp_path: Path) -> None:
