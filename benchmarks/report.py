@@ -71,21 +71,21 @@ def _model_targets(rows: list[Row], model: str, alternated: Row | None = None) -
     rounds; the main table's points judge the rest (p99 against MLServer, other models).
     """
     checks = _model_checks(rows, model, rows)
-    per_round = [_by_name(_model_checks(r, model, rows, False)) for r in _rounds(alternated, model)]
+    ort = [r for r in rows if r["target"] == "ort"]  # the rounds' reference: not MLServer
+    per_round = [_by_name(_model_checks(r, model, ort)) for r in _rounds(alternated, model)]
     return [_over_rounds(check, per_round) for check in checks]
 
 
-def _model_checks(rows: list[Row], model: str, main: list[Row], mlserver: bool = True) -> list[Row]:
-    """The per-request ratios of ``rows``, with onnxruntime's and MLServer's points from
-    ``main`` (MLServer's only when ``mlserver``)."""
+def _model_checks(rows: list[Row], model: str, reference: list[Row]) -> list[Row]:
+    """The per-request ratios of ``rows``, with onnxruntime's and MLServer's points taken from
+    ``reference``."""
     checks: list[Row] = []
     floor16, floor1 = _find(rows, "floor", model, 16), _find(rows, "floor", model, 1)
-    ort1 = _find(main, "ort", model, 1)
+    ort1 = _find(reference, "ort", model, 1)
     mlserver16 = [
         r
-        for r in main
-        if mlserver
-        and r["target"].startswith("mlserver")
+        for r in reference
+        if r["target"].startswith("mlserver")
         and (r["model"], r["concurrency"], r.get("errors")) == (model, 16, 0)
     ]
     best = min(mlserver16, key=lambda r: r["p99_ms"], default=None)

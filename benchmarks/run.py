@@ -196,6 +196,43 @@ def running(start: Callable[[], servers.Server]) -> Iterator[servers.Server]:
         server.stop()
 
 
+def measure_server(
+    args: argparse.Namespace,
+    load: loadgen.LoadGenerator,
+    key: str,
+    start: Callable[[], servers.Server],
+    points: list[tuple[str, int]],
+    requests: dict[str, bytes],
+    label: str = "",
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Start a server, measure it at each (model, concurrency) point, and stop it.
+
+    Returns a row per point and the error that stopped the server, if one did; the points it
+    left unmeasured carry that error.
+    """
+    measured: list[dict[str, Any]] = []
+    try:
+        with running(start) as server:
+            for name, c in points:
+                job = loadgen.Job(server.port, requests[name], c, args.duration, args.warmup)
+                summary = loadgen.measure_quietly(
+                    load, server.pid, job, args.retries, args.noise, say
+                )
+                say(f"{label}{key} {name} c={c}: " + _brief(summary))
+                measured.append({"target": key, "model": name, "concurrency": c} | summary)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        say(f"{label}{key} failed: {error}")
+        done = {(r["model"], r["concurrency"]) for r in measured}
+        measured += [
+            {"target": key, "model": name, "concurrency": c, "error": error}
+            for name, c in points
+            if (name, c) not in done
+        ]
+        return measured, error
+    return measured, None
+
+
 def run_bench(
     args: argparse.Namespace,
     workdir: Path,
@@ -225,28 +262,10 @@ def run_bench(
                 rows.append({"target": "ort", "model": name, "concurrency": c} | summary)
             continue
         say(f"starting {target.key}")
-        measured: list[dict[str, Any]] = []
-        try:
-            with running(partial(target.start, workdir, repo, infos)) as server:
-                for name, c in points:
-                    job = loadgen.Job(server.port, requests[name], c, args.duration, args.warmup)
-                    summary = loadgen.measure_quietly(
-                        load, server.pid, job, args.retries, args.noise, say
-                    )
-                    say(f"{target.key} {name} c={c}: " + _brief(summary))
-                    measured.append(
-                        {"target": target.key, "model": name, "concurrency": c} | summary
-                    )
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            say(f"{target.key} failed: {error}")
+        start = partial(target.start, workdir, repo, infos)
+        measured, error = measure_server(args, load, target.key, start, points, requests)
+        if error is not None:
             failures.append({"target": target.key, "error": error})
-            done = {(r["model"], r["concurrency"]) for r in measured}
-            measured += [
-                {"target": target.key, "model": name, "concurrency": c, "error": error}
-                for name, c in points
-                if (name, c) not in done
-            ]
         rows += measured
     return rows, failures, infos
 
@@ -285,7 +304,7 @@ def run_alternated_rounds(
     if not {"floor", "driftgate-on"} <= {t.key for t in chosen}:
         return None
     info = infos["forest"]
-    request = loadgen.build_request("forest", info.input_name, models.sample_row())
+    requests = {"forest": loadgen.build_request("forest", info.input_name, models.sample_row())}
     repo = workdir / "repository"
     rounds: list[list[dict[str, Any]]] = []
     for index in range(args.alternated_rounds):
@@ -293,27 +312,10 @@ def run_alternated_rounds(
         measured: list[dict[str, Any]] = []
         for target in chosen[shift:] + chosen[:shift]:
             assert target.start is not None
-            levels = [c for c in ROUND_POINTS[target.key] if c in args.concurrency]
-            try:
-                with running(partial(target.start, workdir, repo, {"forest": info})) as server:
-                    for c in levels:
-                        job = loadgen.Job(server.port, request, c, args.duration, args.warmup)
-                        summary = loadgen.measure_quietly(
-                            load, server.pid, job, args.retries, args.noise, say
-                        )
-                        say(f"round {index + 1}: {target.key} c={c}: " + _brief(summary))
-                        measured.append(
-                            {"target": target.key, "model": "forest", "concurrency": c} | summary
-                        )
-            except Exception as exc:
-                say(f"round {index + 1}: {target.key} failed: {exc}")
-                error = f"{type(exc).__name__}: {exc}"
-                done = {r["concurrency"] for r in measured if r["target"] == target.key}
-                measured += [
-                    {"target": target.key, "model": "forest", "concurrency": c, "error": error}
-                    for c in levels
-                    if c not in done
-                ]
+            points = [("forest", c) for c in ROUND_POINTS[target.key] if c in args.concurrency]
+            start = partial(target.start, workdir, repo, {"forest": info})
+            label = f"round {index + 1}: "
+            measured += measure_server(args, load, target.key, start, points, requests, label)[0]
         rounds.append(measured)
     return {"model": "forest", "rounds": rounds}
 

@@ -94,8 +94,9 @@ def test_alternated_rounds_smoke(tmp_path: Path) -> None:
         "--targets", "floor,ort,driftgate,monitored", "--alternated-rounds", "2", timeout=220,
     )  # fmt: skip
     rounds = results["alternated"]["rounds"]
-    servers = ["floor", "driftgate-off", "driftgate-on", "driftgate-monitored"]
-    servers.append("driftgate-statistics")
+    servers = [
+        "floor", "driftgate-off", "driftgate-on", "driftgate-monitored", "driftgate-statistics"
+    ]  # fmt: skip
     # Each round starts one server further along, every server at 16 (and the floor and the
     # plain gateways at 1 too).
     for index, point in enumerate(rounds):
