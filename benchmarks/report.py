@@ -19,6 +19,11 @@ import scaling as scaling_scenario
 Row = dict[str, Any]
 
 
+#: the floor's second point in each alternated round, and its label
+FLOOR_AGAIN = "floor-again"
+FLOOR_AGAIN_LABEL = "transport floor, measured again in the same round (control)"
+
+
 def _find(rows: Iterable[Row], target: str, model: str, concurrency: int) -> Row | None:
     for row in rows:
         if (row["target"], row["model"], row["concurrency"]) == (target, model, concurrency):
@@ -306,7 +311,42 @@ def _alternated_markdown(alternated: Row | None, labels: dict[str, str]) -> list
                 f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
                 f"| {r.get('server_cpu_us_per_request', '–')} | {r.get('other_cpu', '–')} |"
             )
+    control = floor_against_itself(alternated)
+    if control:
+        measures = "; ".join(
+            f"{name} " + ", ".join(f"{value:.2f}" for value in values)
+            for name, values in control.items()
+        )
+        lines += [
+            "",
+            "The floor against itself (its second point of each round over its first, halfway "
+            "round the list apart): nothing differs between the two, so this is how far a "
+            f"ratio judged on the rounds moves with the machine alone. {measures}.",
+        ]
     return [*lines, ""]
+
+
+def floor_against_itself(alternated: Row | None) -> dict[str, list[float]]:
+    """Per round, the floor's second point over its first: c16 throughput, c16 server CPU
+    per request and c1 p50, each listed for the rounds that measured both points."""
+    if not alternated:
+        return {}
+    model = alternated.get("model", "")
+    control: dict[str, list[float]] = {}
+    for name, concurrency, field in (
+        ("c16 throughput", 16, "throughput"),
+        ("c16 server CPU per request", 16, "server_cpu_us_per_request"),
+        ("c1 p50", 1, "p50_ms"),
+    ):
+        values = []
+        for point in _rounds(alternated, model):
+            first = _find(point, "floor", model, concurrency)
+            again = _find(point, FLOOR_AGAIN, model, concurrency)
+            if first and again and first.get(field) and again.get(field) is not None:
+                values.append(again[field] / first[field])
+        if values:
+            control[name] = values
+    return control
 
 
 def markdown(results: Row) -> str:

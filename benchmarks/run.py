@@ -270,9 +270,12 @@ def run_bench(
     return rows, failures, infos
 
 
+#: the floor measured a second time in each round: the rounds' control (A/A)
+FLOOR_AGAIN = report.FLOOR_AGAIN
 #: the servers measured in the alternated rounds, and at which concurrencies
 ROUND_POINTS = {
     "floor": (16, 1),
+    FLOOR_AGAIN: (16, 1),
     "driftgate-on": (16, 1),
     "driftgate-off": (16, 1),
     "driftgate-monitored": (16,),
@@ -297,12 +300,19 @@ def run_alternated_rounds(
     within a minute, so each ratio pairs points of one round, and a target takes the median
     over the rounds. Each round starts one server further along the list, so that no server
     is always measured first.
+
+    The floor is measured twice a round, halfway round the list from itself: how far the two
+    drift apart is what a ratio between two servers of one round can move with nothing
+    changed between them, the resolution of the targets judged here.
     """
     chosen = [t for t in targets if t.key in ROUND_POINTS and t.start is not None]
     if args.alternated_rounds < 1 or "forest" not in infos or 16 not in args.concurrency:
         return None
     if not {"floor", "driftgate-on"} <= {t.key for t in chosen}:
         return None
+    floor = next(t for t in chosen if t.key == "floor")
+    again = Target(FLOOR_AGAIN, floor.group, report.FLOOR_AGAIN_LABEL, floor.start)
+    chosen.insert((len(chosen) + 1) // 2, again)
     info = infos["forest"]
     requests = {"forest": loadgen.build_request("forest", info.input_name, models.sample_row())}
     repo = workdir / "repository"
@@ -432,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "meta": metadata(args, any(k.startswith("mlserver") for k in served)),
         "models": {n: models.DESCRIPTIONS[n] for n in infos or args.models},
-        "labels": {t.key: t.label for t in chosen},
+        "labels": {t.key: t.label for t in chosen} | {FLOOR_AGAIN: report.FLOOR_AGAIN_LABEL},
         "rows": rows,
         "hotswap": swap,
         "alternated": alternated,

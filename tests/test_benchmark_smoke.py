@@ -85,7 +85,7 @@ def _run_scenario(
     return results
 
 
-@pytest.mark.timeout(240)  # 13 server starts: about 80 s on 2 cores
+@pytest.mark.timeout(240)  # 15 server starts: about 90 s on 2 cores
 def test_alternated_rounds_smoke(tmp_path: Path) -> None:
     """The per-request and monitoring targets take the median of rounds that measure the floor
     and the gateways back to back, each ratio pairing points of one round."""
@@ -95,15 +95,16 @@ def test_alternated_rounds_smoke(tmp_path: Path) -> None:
     )  # fmt: skip
     rounds = results["alternated"]["rounds"]
     servers = [
-        "floor", "driftgate-off", "driftgate-on", "driftgate-monitored", "driftgate-statistics"
+        "floor", "driftgate-off", "driftgate-on", "floor-again", "driftgate-monitored",
+        "driftgate-statistics",
     ]  # fmt: skip
-    # Each round starts one server further along, every server at 16 (and the floor and the
-    # plain gateways at 1 too).
+    # Each round starts one server further along, every server at 16 (and the floors and the
+    # plain gateways at 1 too); the floor's second point is halfway round the list.
     for index, point in enumerate(rounds):
         order = list(dict.fromkeys(r["target"] for r in point))
         assert order == servers[index:] + servers[:index], order
         assert sorted((r["target"], r["concurrency"]) for r in point) == sorted(
-            [(s, 16) for s in servers] + [(s, 1) for s in servers[:3]]
+            [(s, 16) for s in servers] + [(s, 1) for s in servers[:4]]
         ), point
         for row in point:
             assert row["throughput"] > 0 and row["errors"] == 0, row
@@ -131,7 +132,13 @@ def test_alternated_rounds_smoke(tmp_path: Path) -> None:
     assert c1["detail"].startswith("median of 2 alternated rounds"), c1
     # MLServer is not in the rounds: its comparison stays on the main table's points.
     assert "alternated" not in targets["forest driftgate-on c16 p99 / best MLServer p99"]["detail"]
-    assert "## Alternated rounds" in (tmp_path / "results" / "results.md").read_text()
+    # The control: the floor's second point of each round over its first, as results.md says.
+    control = [point(i, "floor-again", 16)["throughput"] / point(i, "floor", 16)["throughput"]
+               for i in (0, 1)]  # fmt: skip
+    text = (tmp_path / "results" / "results.md").read_text()
+    assert "## Alternated rounds" in text
+    line = next(line for line in text.splitlines() if line.startswith("The floor against itself"))
+    assert "c16 throughput " + ", ".join(f"{v:.2f}" for v in control) in line, line
 
 
 def test_bulk_scenario_smoke(tmp_path: Path) -> None:
