@@ -311,7 +311,7 @@ def _alternated_markdown(alternated: Row | None, labels: dict[str, str]) -> list
                 f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
                 f"| {r.get('server_cpu_us_per_request', '–')} | {r.get('other_cpu', '–')} |"
             )
-    control = floor_against_itself(alternated)
+    control = _floor_against_itself(alternated)
     if control:
         measures = "; ".join(
             f"{name} " + ", ".join(f"{value:.2f}" for value in values)
@@ -326,7 +326,7 @@ def _alternated_markdown(alternated: Row | None, labels: dict[str, str]) -> list
     return [*lines, ""]
 
 
-def floor_against_itself(alternated: Row | None) -> dict[str, list[float]]:
+def _floor_against_itself(alternated: Row | None) -> dict[str, list[float]]:
     """Per round, the floor's second point over its first: c16 throughput, c16 server CPU
     per request and c1 p50, each listed for the rounds that measured both points."""
     if not alternated:
