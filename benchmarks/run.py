@@ -270,12 +270,11 @@ def run_bench(
     return rows, failures, infos
 
 
-#: the floor measured a second time in each round: the rounds' control (A/A)
-FLOOR_AGAIN = report.FLOOR_AGAIN
-#: the servers measured in the alternated rounds, and at which concurrencies
+#: the servers measured in the alternated rounds, and at which concurrencies (with the floor's
+#: second point, the rounds' control)
 ROUND_POINTS = {
     "floor": (16, 1),
-    FLOOR_AGAIN: (16, 1),
+    report.FLOOR_AGAIN: (16, 1),
     "driftgate-on": (16, 1),
     "driftgate-off": (16, 1),
     "driftgate-monitored": (16,),
@@ -311,7 +310,7 @@ def run_alternated_rounds(
     if not {"floor", "driftgate-on"} <= {t.key for t in chosen}:
         return None
     floor = next(t for t in chosen if t.key == "floor")
-    again = Target(FLOOR_AGAIN, floor.group, report.FLOOR_AGAIN_LABEL, floor.start)
+    again = Target(report.FLOOR_AGAIN, floor.group, report.FLOOR_AGAIN_LABEL, floor.start)
     chosen.insert((len(chosen) + 1) // 2, again)
     info = infos["forest"]
     requests = {"forest": loadgen.build_request("forest", info.input_name, models.sample_row())}
@@ -442,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "meta": metadata(args, any(k.startswith("mlserver") for k in served)),
         "models": {n: models.DESCRIPTIONS[n] for n in infos or args.models},
-        "labels": {t.key: t.label for t in chosen} | {FLOOR_AGAIN: report.FLOOR_AGAIN_LABEL},
+        "labels": {t.key: t.label for t in chosen}
+        | ({report.FLOOR_AGAIN: report.FLOOR_AGAIN_LABEL} if alternated else {}),
         "rows": rows,
         "hotswap": swap,
         "alternated": alternated,
